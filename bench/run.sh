@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Throughput and latency of the capture gateway against a plain nginx reverse proxy, on one
+# machine over loopback. Every variant fronts the same upstream: nginx returning a fixed JSON
+# body. Load: wrk, 1 thread, 32 connections, a 350-byte JSON POST.
+#
+#   bench/run.sh [seconds-per-variant]      (default 10)
+#
+# Writes bench/RESULTS.md and prints the same table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration="${1:-10}"
+connections=32
+
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} from Debian's packages"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --locked -p inferlog
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+INFERLOG="$target_dir/release/inferlog"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP_PORT=$(free_port)
+PROXY_PORT=$(free_port)
+
+mkdir -p "$work/nginx"
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  upstream model { server 127.0.0.1:$UP_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$UP_PORT;
+    location / { default_type application/json; return 200 '{"predictions": [0]}'; }
+  }
+  server {
+    listen 127.0.0.1:$PROXY_PORT;
+    location / { proxy_pass http://model; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+"$NGINX" -c "$work/nginx.conf" -p "$work"
+sleep 0.5
+
+body=$(python3 -c '
+import json
+rows=[[5.1,3.5,1.4,0.2],[6.2,2.9,4.3,1.3],[7.7,3.0,6.1,2.3],[5.0,3.4,1.5,0.2],[6.4,3.2,4.5,1.5],[6.3,3.3,6.0,2.5]]
+b=json.dumps({"client_request_id":"bench","dataframe_split":{"columns":["sepal length (cm)","sepal width (cm)","petal length (cm)","petal width (cm)"],"data":rows}})
+b+=" "*(350-len(b)); print(b)')
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[$body]]
+LUA
+
+results=()
+# run_wrk NAME URL [PID]: prints "req/s p50 p99 requests"
+run_wrk() {
+  wrk -t1 -c"$connections" -d"${duration}s" --latency -s "$work/post.lua" "$2" > "$work/wrk.txt" 2>&1
+  python3 - "$work/wrk.txt" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(v):
+    n, u = float(re.match(r"([\d.]+)", v).group(1)), re.search(r"(us|ms|s)$", v).group(1)
+    return n / 1000 if u == "us" else n * 1000 if u == "s" else n
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p50 = ms(re.search(r"50%\s+(\S+)", t).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+total = int(re.search(r"(\d+) requests in", t).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {total} {non2xx.group(1) if non2xx else 0}")
+PY
+}
+
+start_gateway() { # start_gateway DATA_DIR DURABILITY ENABLED
+  cat > "$1.toml" <<CONF
+listen = "127.0.0.1:0"
+data_dir = "$1"
+durability = "$2"
+[[endpoints]]
+name = "bench"
+upstream = "http://127.0.0.1:$UP_PORT"
+[endpoints.capture]
+enabled = $3
+CONF
+  INFERLOG_LOG=warn "$INFERLOG" serve --config "$1.toml" > "$1.out" 2> "$1.err" &
+  gw_pid=$!
+  pids+=("$gw_pid")
+  for _ in $(seq 100); do
+    gw_addr=$(sed -n 's#^inferlog listening on http://##p' "$1.out")
+    [ -n "$gw_addr" ] && break
+    sleep 0.1
+  done
+  [ -n "$gw_addr" ] || { cat "$1.err"; exit 1; }
+}
+
+row_count() {
+  "$INFERLOG" query --data-dir "$1" --format csv "SELECT count(*) AS n FROM bench_payload" 2>/dev/null | tail -1
+}
+
+echo "variant | req/s | p50 ms | p99 ms | responses | non-2xx | rows committed | peak RSS MiB" > "$work/table"
+record() { echo "$*" >> "$work/table"; echo "$*"; }
+
+read -r rps p50 p99 total bad < <(run_wrk direct "http://127.0.0.1:$UP_PORT/invocations")
+record "upstream direct | $rps | $p50 | $p99 | $total | $bad | - | -"
+read -r rps p50 p99 total bad < <(run_wrk nginx "http://127.0.0.1:$PROXY_PORT/invocations")
+nginx_rps=$rps
+record "nginx reverse proxy | $rps | $p50 | $p99 | $total | $bad | - | -"
+
+off_rps=""
+for variant in "off async false" "async async true" "sync sync true" "fsync fsync true"; do
+  read -r label durability enabled <<<"$variant"
+  dir="$work/data-$label"
+  start_gateway "$dir" "$durability" "$enabled"
+  # Warm the connection pools, then measure.
+  wrk -t1 -c"$connections" -d1s -s "$work/post.lua" "http://$gw_addr/endpoints/bench/invocations" >/dev/null 2>&1
+  warm_rows=0
+  if [ "$enabled" = true ]; then sleep 2; warm_rows=$(row_count "$dir"); fi
+  read -r rps p50 p99 total bad < <(run_wrk "$label" "http://$gw_addr/endpoints/bench/invocations")
+  rows="-"
+  if [ "$enabled" = true ]; then
+    for _ in $(seq 60); do
+      sleep 1
+      n=$(row_count "$dir")
+      [ -n "$n" ] && [ "$((n - warm_rows))" -ge "$total" ] && break
+    done
+    rows=$((n - warm_rows))
+  fi
+  rss=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$gw_pid/status")
+  kill -TERM "$gw_pid"; wait "$gw_pid" 2>/dev/null || true
+  [ "$label" = off ] && off_rps=$rps
+  record "inferlog capture $label | $rps | $p50 | $p99 | $total | $bad | $rows | $rss"
+done
+
+{
+  echo "# Benchmark results"
+  echo
+  echo "bench/run.sh on $(nproc) cores, $(date -u +%Y-%m-%d), wrk 1 thread, $connections connections, ${duration}s per variant, 350-byte JSON POST."
+  echo "Upstream: nginx returning a fixed JSON body. 'rows committed' counts the rows the measured run added to the table"
+  echo "(it can exceed 'responses' by the requests still in flight when wrk stopped counting)."
+  echo
+  echo "| $(head -1 "$work/table") |"
+  echo "|---|---|---|---|---|---|---|---|"
+  tail -n +2 "$work/table" | sed 's/^/| /; s/$/ |/'
+  echo
+  python3 - "$work/table" "$nginx_rps" "$off_rps" <<'PY'
+import sys
+rows = [l.split(" | ") for l in open(sys.argv[1]).read().splitlines()[1:]]
+nginx, off = float(sys.argv[2]), float(sys.argv[3])
+for r in rows:
+    if r[0].startswith("inferlog"):
+        rps = float(r[1])
+        print(f"- {r[0]}: {rps/nginx:.2f}x nginx, {rps/off:.2f}x capture-off")
+PY
+} > bench/RESULTS.md
+cat bench/RESULTS.md

@@ -1,0 +1,278 @@
+//! The bounded queue between the request path and the log writer thread.
+//!
+//! A full queue or a log at its size cap drops the record and counts it: capture never
+//! blocks a request. In `sync` and `fsync` durability the caller gets a receiver that
+//! resolves once its record is in the log; the writer acknowledges whole groups of records
+//! at once (group commit), so one write and at most one fdatasync serve many requests.
+
+use crate::wal::{WalWriter, delete_committed};
+use inferlog_core::{Durability, Record};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Records taken from the queue in one group, at most.
+const GROUP_MAX: usize = 4096;
+/// A segment is sealed once it is this large.
+pub const SEGMENT_MAX_BYTES: u64 = 64 << 20;
+
+struct Pending {
+    record: Record,
+    ack: Option<oneshot::Sender<()>>,
+}
+
+/// What became of a submitted record.
+#[derive(Debug)]
+pub enum SubmitOutcome {
+    /// Queued; in `async` durability nothing more will be heard.
+    Queued,
+    /// Queued; resolves once the record is in the log (`sync`/`fsync`). An error means the
+    /// log write failed and the record was dropped (and counted).
+    AwaitLog(oneshot::Receiver<()>),
+    /// Not captured; the reason is counted in `inferlog_capture_dropped_total`.
+    Dropped(&'static str),
+}
+
+/// The request path's side of an endpoint's capture. Cheap to clone.
+#[derive(Clone)]
+pub struct CaptureHandle {
+    endpoint: Arc<str>,
+    tx: mpsc::Sender<Pending>,
+    durability: Durability,
+    log_bytes: Arc<AtomicU64>,
+    log_max_bytes: u64,
+    capacity: usize,
+}
+
+impl CaptureHandle {
+    pub fn submit(&self, record: Record) -> SubmitOutcome {
+        if self.log_bytes.load(Ordering::Relaxed) >= self.log_max_bytes {
+            return self.dropped("log_full");
+        }
+        let (ack, outcome) = match self.durability {
+            Durability::Async => (None, None),
+            Durability::Sync | Durability::Fsync => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+        };
+        match self.tx.try_send(Pending { record, ack }) {
+            Ok(()) => match outcome {
+                Some(rx) => SubmitOutcome::AwaitLog(rx),
+                None => SubmitOutcome::Queued,
+            },
+            Err(mpsc::error::TrySendError::Full(_)) => self.dropped("queue_full"),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.dropped("shutting_down"),
+        }
+    }
+
+    fn dropped(&self, reason: &'static str) -> SubmitOutcome {
+        metrics::counter!("inferlog_capture_dropped_total", "endpoint" => self.endpoint.to_string(), "reason" => reason)
+            .increment(1);
+        SubmitOutcome::Dropped(reason)
+    }
+
+    /// Records waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.capacity - self.tx.capacity()
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// The log writer thread and what the committer needs to share with it.
+pub struct LogWriterHandle {
+    pub dir: PathBuf,
+    pub log_bytes: Arc<AtomicU64>,
+    /// Highest LSN written to the log so far.
+    pub last_logged: Arc<AtomicU64>,
+}
+
+impl LogWriterHandle {
+    /// Deletes the segments made obsolete by a successful commit up to `committed`.
+    pub fn release(&self, committed: u64) -> std::io::Result<u64> {
+        delete_committed(&self.dir, committed, &self.log_bytes)
+    }
+}
+
+/// Opens the endpoint's log (recovering it) and starts its writer thread. The thread ends
+/// once every [`CaptureHandle`] is dropped and the queue is drained.
+pub fn start_log_writer(
+    endpoint: &str,
+    dir: &Path,
+    min_next_lsn: u64,
+    durability: Durability,
+    queue_capacity: usize,
+    log_max_bytes: u64,
+) -> std::io::Result<(CaptureHandle, LogWriterHandle, std::thread::JoinHandle<()>)> {
+    let log_bytes = Arc::new(AtomicU64::new(0));
+    let mut wal = WalWriter::open(dir, min_next_lsn, SEGMENT_MAX_BYTES, log_bytes.clone())?;
+    let last_logged = Arc::new(AtomicU64::new(wal.next_lsn() - 1));
+    let (tx, mut rx) = mpsc::channel::<Pending>(queue_capacity);
+    let name: Arc<str> = Arc::from(endpoint);
+    let thread = {
+        let name = name.clone();
+        let last_logged = last_logged.clone();
+        let log_bytes = log_bytes.clone();
+        std::thread::Builder::new()
+            .name(format!("log-{endpoint}"))
+            .spawn(move || {
+                let logged = metrics::counter!("inferlog_capture_records_logged_total", "endpoint" => name.to_string());
+                let size_gauge = metrics::gauge!("inferlog_capture_log_bytes", "endpoint" => name.to_string());
+                let mut group: Vec<Pending> = Vec::with_capacity(GROUP_MAX);
+                let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(GROUP_MAX);
+                while let Some(first) = rx.blocking_recv() {
+                    group.push(first);
+                    while group.len() < GROUP_MAX {
+                        match rx.try_recv() {
+                            Ok(p) => group.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    payloads.clear();
+                    payloads.extend(group.iter().map(|p| serde_json::to_vec(&p.record).expect("records serialize")));
+                    let written = wal
+                        .append(payloads.iter().map(Vec::as_slice))
+                        .and_then(|last| {
+                            if durability == Durability::Fsync {
+                                wal.sync()?;
+                            }
+                            Ok(last)
+                        });
+                    match written {
+                        Ok(last) => {
+                            last_logged.store(last, Ordering::Release);
+                            logged.increment(group.len() as u64);
+                            for p in group.drain(..) {
+                                if let Some(ack) = p.ack {
+                                    let _ = ack.send(());
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(endpoint = %name, error = %e, records = group.len(), "cannot write the capture log; records dropped");
+                            metrics::counter!("inferlog_capture_dropped_total", "endpoint" => name.to_string(), "reason" => "log_write_error")
+                                .increment(group.len() as u64);
+                            group.clear(); // dropping the ack senders tells sync callers
+                        }
+                    }
+                    size_gauge.set(log_bytes.load(Ordering::Relaxed) as f64);
+                }
+                if durability != Durability::Fsync {
+                    // Shutting down: what was written reaches the disk before the process exits.
+                    let _ = wal.sync();
+                }
+            })?
+    };
+    Ok((
+        CaptureHandle {
+            endpoint: name,
+            tx,
+            durability,
+            log_bytes: log_bytes.clone(),
+            log_max_bytes,
+            capacity: queue_capacity,
+        },
+        LogWriterHandle {
+            dir: dir.to_path_buf(),
+            log_bytes,
+            last_logged,
+        },
+        thread,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::WalReader;
+
+    pub(crate) fn record(id: &str) -> Record {
+        Record {
+            request_id: id.into(),
+            client_request_id: None,
+            timestamp_ms: 1_700_000_000_000,
+            endpoint_name: "iris".into(),
+            model_name: "iris".into(),
+            model_version: "1".into(),
+            method: "POST".into(),
+            path: "/invocations".into(),
+            status_code: 200,
+            execution_time_ms: Some(1),
+            latency_ms: 2,
+            sampling_fraction: 1.0,
+            request: Some("{}".into()),
+            response: Some("{}".into()),
+            request_content_type: None,
+            response_content_type: None,
+            request_encoding: Some("utf8".into()),
+            response_encoding: Some("utf8".into()),
+            request_bytes: 2,
+            response_bytes: 2,
+            logging_error_codes: vec![],
+            error: None,
+            requester: None,
+            request_metadata: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sync_submit_resolves_after_the_record_is_readable_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, u64::MAX).unwrap();
+        for i in 0..5 {
+            match handle.submit(record(&format!("r{i}"))) {
+                SubmitOutcome::AwaitLog(rx) => rx.await.unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+            let entries = WalReader::new(dir.path()).read_after(0, 100, usize::MAX).unwrap();
+            assert_eq!(entries.len(), i + 1);
+            let back: Record = serde_json::from_slice(&entries[i].payload).unwrap();
+            assert_eq!(back.request_id, format!("r{i}"));
+        }
+        drop(handle);
+        writer.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn full_log_drops_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, 1).unwrap();
+        match handle.submit(record("a")) {
+            SubmitOutcome::AwaitLog(rx) => rx.await.unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(handle.log_bytes() >= 1);
+        assert!(matches!(handle.submit(record("b")), SubmitOutcome::Dropped("log_full")));
+        drop(handle);
+        writer.join().unwrap();
+        assert_eq!(WalReader::new(dir.path()).read_after(0, 100, usize::MAX).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn full_queue_drops_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        // No runtime drives the writer here, but try_send never waits: once the queue is full
+        // submissions are dropped at once.
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Async, 1, u64::MAX).unwrap();
+        let mut dropped = 0;
+        for i in 0..10_000 {
+            if let SubmitOutcome::Dropped(reason) = handle.submit(record(&format!("r{i}"))) {
+                assert_eq!(reason, "queue_full");
+                dropped += 1;
+            }
+        }
+        drop(handle);
+        writer.join().unwrap();
+        let logged = WalReader::new(dir.path()).read_after(0, 100_000, usize::MAX).unwrap().len();
+        assert_eq!(logged + dropped, 10_000, "every record is either logged or counted as dropped");
+        assert!(dropped > 0);
+    }
+}

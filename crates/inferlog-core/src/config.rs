@@ -1,0 +1,512 @@
+//! Configuration: the TOML file, `INFERLOG_*` environment overrides and command-line flags all
+//! land in one [`toml::Value`] tree, which is then read into [`ConfigFile`] (unknown keys
+//! rejected) and validated once into [`Config`]. Every error names the key it is about.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// When a request's record must reach the write-ahead log relative to its response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The response is never delayed; records still in memory are lost if the process dies.
+    #[default]
+    Async,
+    /// The response completes once its record is written to the log file (group-committed).
+    Sync,
+    /// As `Sync`, and the log file is flushed to the disk (fdatasync) first.
+    Fsync,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "async" => Ok(Durability::Async),
+            "sync" => Ok(Durability::Sync),
+            "fsync" => Ok(Durability::Fsync),
+            other => Err(format!("`{other}` is not one of async, sync, fsync")),
+        }
+    }
+}
+
+/// The file as written by a user. Every section rejects keys it does not know.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub durability: Option<Durability>,
+    /// Upstream response deadline in milliseconds.
+    pub upstream_timeout_ms: Option<u64>,
+    /// Largest request body the gateway accepts (413 above it).
+    pub max_request_bytes: Option<usize>,
+    /// Bounded queue between the request path and the write-ahead log, in records.
+    pub queue_capacity: Option<usize>,
+    /// Cap on the write-ahead log's size on disk per endpoint; above it new records are dropped.
+    pub log_max_bytes: Option<u64>,
+    /// How often pending records are committed to the table, in milliseconds.
+    pub commit_interval_ms: Option<u64>,
+    /// A checkpoint is written every this many commits.
+    pub checkpoint_interval: Option<u64>,
+    /// How often partitions are checked for compaction, in seconds (0 disables).
+    pub compaction_interval_s: Option<u64>,
+    /// A date partition is compacted once it holds more than this many data files.
+    pub compaction_min_files: Option<usize>,
+    /// Extra request headers copied into `request_metadata` (lower-case names).
+    pub metadata_headers: Option<Vec<String>>,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointFile {
+    pub name: String,
+    pub upstream: String,
+    pub model_name: Option<String>,
+    pub model_version: Option<String>,
+    #[serde(default)]
+    pub capture: CaptureFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureFile {
+    pub enabled: Option<bool>,
+    pub sampling_fraction: Option<f64>,
+    pub max_payload_bytes: Option<usize>,
+    /// Seed for the sampling decisions, for reproducible tests.
+    pub sampling_seed: Option<u64>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub upstream_timeout: Duration,
+    pub max_request_bytes: usize,
+    pub queue_capacity: usize,
+    pub log_max_bytes: u64,
+    pub commit_interval: Duration,
+    pub checkpoint_interval: u64,
+    pub compaction_interval: Option<Duration>,
+    pub compaction_min_files: usize,
+    pub metadata_headers: Vec<String>,
+    pub endpoints: Vec<EndpointSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointSettings {
+    pub name: String,
+    pub upstream: Url,
+    pub model_name: String,
+    pub model_version: String,
+    pub capture: CaptureSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CaptureSettings {
+    pub enabled: bool,
+    pub sampling_fraction: f64,
+    pub max_payload_bytes: usize,
+    pub sampling_seed: Option<u64>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./inferlog-data";
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Headers recorded in `request_metadata` unless configured otherwise. Credentials
+/// (`authorization`, `cookie`, ...) are never recorded, whatever the configuration says.
+pub const DEFAULT_METADATA_HEADERS: &[&str] = &[
+    "user-agent",
+    "content-type",
+    "content-length",
+    "accept",
+    "x-forwarded-for",
+    "traceparent",
+];
+pub const FORBIDDEN_METADATA_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+];
+
+/// Prefix of the environment variables that override configuration keys. Nested keys use
+/// `__`: `INFERLOG_ENDPOINTS__IRIS__CAPTURE__SAMPLING_FRACTION=0.5` sets that key of the
+/// endpoint named `iris`.
+pub const ENV_PREFIX: &str = "INFERLOG_";
+/// Top-level keys of [`ConfigFile`] that an `INFERLOG_<KEY>` variable may set.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "durability",
+    "upstream_timeout_ms",
+    "max_request_bytes",
+    "queue_capacity",
+    "log_max_bytes",
+    "commit_interval_ms",
+    "checkpoint_interval",
+    "compaction_interval_s",
+    "compaction_min_files",
+];
+/// Variables with the prefix that are not configuration keys.
+const ENV_NOT_CONFIG: &[&str] = &["INFERLOG_LOG", "INFERLOG_LOG_FORMAT"];
+
+/// Parses a config file's text into a value tree.
+pub fn parse_toml(text: &str, path: &std::path::Path) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Applies `INFERLOG_*` variables onto the tree. Values are read as TOML scalars when they
+/// parse as one (`0.5`, `true`, `12`), otherwise as strings.
+pub fn apply_env(
+    tree: &mut toml::Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if ENV_NOT_CONFIG.contains(&name.as_str()) || rest.is_empty() {
+            continue;
+        }
+        let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        let value = scalar(&raw);
+        match parts.as_slice() {
+            [key] if TOP_LEVEL_KEYS.contains(&key.as_str()) => {
+                tree.insert(key.clone(), value);
+            }
+            [section, endpoint, path @ ..] if section == "endpoints" && !path.is_empty() => {
+                let endpoints = tree
+                    .entry("endpoints")
+                    .or_insert_with(|| toml::Value::Array(vec![]));
+                let toml::Value::Array(list) = endpoints else {
+                    return Err(invalid("endpoints", "must be an array of tables"));
+                };
+                let found = list.iter_mut().find(|e| {
+                    e.get("name").and_then(|n| n.as_str()).map(str::to_ascii_lowercase)
+                        == Some(endpoint.clone())
+                });
+                let Some(toml::Value::Table(ep)) = found else {
+                    return Err(invalid(
+                        name.as_str(),
+                        format!("no endpoint named `{endpoint}` is configured"),
+                    ));
+                };
+                let mut table = ep;
+                for (i, key) in path.iter().enumerate() {
+                    if i + 1 == path.len() {
+                        table.insert(key.clone(), value.clone());
+                    } else {
+                        let next = table
+                            .entry(key.clone())
+                            .or_insert_with(|| toml::Value::Table(Default::default()));
+                        let toml::Value::Table(t) = next else {
+                            return Err(invalid(name.as_str(), format!("`{key}` is not a table")));
+                        };
+                        table = t;
+                    }
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    name.as_str(),
+                    "unknown environment override (use INFERLOG_<KEY> or INFERLOG_ENDPOINTS__<NAME>__<KEY>)",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn scalar(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_))) => v,
+            _ => toml::Value::String(raw.to_string()),
+        },
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Reads the merged tree into [`ConfigFile`], naming the offending key on error.
+pub fn read_tree(tree: toml::Table) -> Result<ConfigFile, ConfigError> {
+    serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+        let key = e.path().to_string();
+        let reason = e.into_inner().to_string();
+        invalid(if key == "." { "(top level)".into() } else { key }, reason)
+    })
+}
+
+impl ConfigFile {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen_raw = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_raw
+            .parse()
+            .map_err(|e| invalid("listen", format!("`{listen_raw}` is not a socket address: {e}")))?;
+        let positive = |key: &str, v: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+            match v {
+                Some(0) => Err(invalid(key, "must be greater than 0")),
+                Some(v) => Ok(v),
+                None => Ok(default),
+            }
+        };
+        let upstream_timeout_ms = positive("upstream_timeout_ms", self.upstream_timeout_ms, 60_000)?;
+        let max_request_bytes =
+            positive("max_request_bytes", self.max_request_bytes.map(|v| v as u64), 16 << 20)? as usize;
+        let queue_capacity = positive("queue_capacity", self.queue_capacity.map(|v| v as u64), 65_536)? as usize;
+        let log_max_bytes = positive("log_max_bytes", self.log_max_bytes, 4 << 30)?;
+        let commit_interval_ms = positive("commit_interval_ms", self.commit_interval_ms, 1000)?;
+        let checkpoint_interval = positive("checkpoint_interval", self.checkpoint_interval, 100)?;
+        let compaction_min_files =
+            positive("compaction_min_files", self.compaction_min_files.map(|v| v as u64), 64)? as usize;
+        let compaction_interval = match self.compaction_interval_s.unwrap_or(300) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
+        let metadata_headers = match self.metadata_headers {
+            None => DEFAULT_METADATA_HEADERS.iter().map(|s| s.to_string()).collect(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, h) in list.into_iter().enumerate() {
+                    let h = h.to_ascii_lowercase();
+                    if FORBIDDEN_METADATA_HEADERS.contains(&h.as_str()) {
+                        return Err(invalid(
+                            format!("metadata_headers[{i}]"),
+                            format!("`{h}` carries credentials and is never recorded"),
+                        ));
+                    }
+                    out.push(h);
+                }
+                out
+            }
+        };
+
+        let mut endpoints: Vec<EndpointSettings> = Vec::new();
+        for (i, ep) in self.endpoints.into_iter().enumerate() {
+            let key = |k: &str| format!("endpoints[{i}].{k}");
+            if !crate::is_valid_endpoint_name(&ep.name) {
+                return Err(invalid(
+                    key("name"),
+                    format!("`{}` must be 1-64 characters of letters, digits, `_` or `-`", ep.name),
+                ));
+            }
+            if endpoints.iter().any(|e| e.name == ep.name) {
+                return Err(invalid(key("name"), format!("endpoint `{}` is defined twice", ep.name)));
+            }
+            let upstream = parse_upstream(&ep.upstream).map_err(|r| invalid(key("upstream"), r))?;
+            let fraction = ep.capture.sampling_fraction.unwrap_or(1.0);
+            if !(0.0..=1.0).contains(&fraction) || fraction.is_nan() {
+                return Err(invalid(
+                    key("capture.sampling_fraction"),
+                    format!("{fraction} is not between 0 and 1"),
+                ));
+            }
+            let max_payload_bytes = ep.capture.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES);
+            endpoints.push(EndpointSettings {
+                model_name: ep.model_name.unwrap_or_else(|| ep.name.clone()),
+                model_version: ep.model_version.unwrap_or_else(|| "1".to_string()),
+                name: ep.name,
+                upstream,
+                capture: CaptureSettings {
+                    enabled: ep.capture.enabled.unwrap_or(true),
+                    sampling_fraction: fraction,
+                    max_payload_bytes,
+                    sampling_seed: ep.capture.sampling_seed,
+                },
+            });
+        }
+
+        Ok(Config {
+            listen,
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            durability: self.durability.unwrap_or_default(),
+            upstream_timeout: Duration::from_millis(upstream_timeout_ms),
+            max_request_bytes,
+            queue_capacity,
+            log_max_bytes,
+            commit_interval: Duration::from_millis(commit_interval_ms),
+            checkpoint_interval,
+            compaction_interval,
+            compaction_min_files,
+            metadata_headers,
+            endpoints,
+        })
+    }
+}
+
+/// Upstreams are plain `http://host:port[/base]` URLs; the request's path is appended to the base.
+pub fn parse_upstream(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!("`{raw}`: only http:// upstreams are supported"));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("`{raw}` has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{raw}` must not carry a query or fragment"));
+    }
+    Ok(url)
+}
+
+/// The tree of a zero-config start: `--listen`, `--data-dir`, `--endpoint NAME=URL`.
+pub fn tree_from_flags(
+    listen: Option<&str>,
+    data_dir: Option<&std::path::Path>,
+    durability: Option<Durability>,
+    endpoints: &[(String, String)],
+    tree: &mut toml::Table,
+) {
+    if let Some(l) = listen {
+        tree.insert("listen".into(), toml::Value::String(l.into()));
+    }
+    if let Some(d) = data_dir {
+        tree.insert("data_dir".into(), toml::Value::String(d.display().to_string()));
+    }
+    if let Some(d) = durability {
+        let s = match d {
+            Durability::Async => "async",
+            Durability::Sync => "sync",
+            Durability::Fsync => "fsync",
+        };
+        tree.insert("durability".into(), toml::Value::String(s.into()));
+    }
+    if !endpoints.is_empty() {
+        let list = tree
+            .entry("endpoints")
+            .or_insert_with(|| toml::Value::Array(vec![]));
+        if let toml::Value::Array(list) = list {
+            for (name, url) in endpoints {
+                let mut t = BTreeMap::new();
+                t.insert("name".to_string(), toml::Value::String(name.clone()));
+                t.insert("upstream".to_string(), toml::Value::String(url.clone()));
+                list.push(toml::Value::Table(t.into_iter().collect()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut tree = parse_toml(text, std::path::Path::new("t.toml"))?;
+        apply_env(&mut tree, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))?;
+        read_tree(tree)?.validate()
+    }
+
+    const EXAMPLE: &str = r#"
+listen = "127.0.0.1:8080"
+data_dir = "./inferlog-data"
+[[endpoints]]
+name = "iris"
+upstream = "http://127.0.0.1:5001"
+model_name = "iris-classifier"
+model_version = "3"
+[endpoints.capture]
+enabled = true
+sampling_fraction = 1.0
+max_payload_bytes = 1048576
+"#;
+
+    #[test]
+    fn example_config_is_valid() {
+        let c = load(EXAMPLE, &[]).unwrap();
+        assert_eq!(c.endpoints[0].model_name, "iris-classifier");
+        assert_eq!(c.endpoints[0].capture.max_payload_bytes, 1 << 20);
+        assert_eq!(c.durability, Durability::Async);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load(&format!("{EXAMPLE}\nsampling = 2\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("sampling"), "{err}");
+        let err = load(&EXAMPLE.replace("enabled = true", "enabeld = true"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("endpoints[0].capture") && err.contains("enabeld"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_named_with_reason() {
+        let err = load(&EXAMPLE.replace("1.0\n", "1.5\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("endpoints[0].capture.sampling_fraction") && err.contains("1.5"), "{err}");
+        let err = load(&EXAMPLE.replace("http://127.0.0.1:5001", "ftp://x"), &[]).unwrap_err().to_string();
+        assert!(err.contains("endpoints[0].upstream"), "{err}");
+        let err = load(&format!("durability = \"later\"\n{EXAMPLE}"), &[]).unwrap_err().to_string();
+        assert!(err.contains("durability"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_top_level_and_endpoint_keys() {
+        let c = load(
+            EXAMPLE,
+            &[
+                ("INFERLOG_DURABILITY", "fsync"),
+                ("INFERLOG_ENDPOINTS__IRIS__CAPTURE__SAMPLING_FRACTION", "0.25"),
+                ("INFERLOG_ENDPOINTS__IRIS__MODEL_VERSION", "7"),
+                ("INFERLOG_LOG", "debug"),
+                ("PATH", "/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.durability, Durability::Fsync);
+        assert_eq!(c.endpoints[0].capture.sampling_fraction, 0.25);
+        assert_eq!(c.endpoints[0].model_version, "7");
+        let err = load(EXAMPLE, &[("INFERLOG_LISTN", "x")]).unwrap_err().to_string();
+        assert!(err.contains("INFERLOG_LISTN"), "{err}");
+        for key in TOP_LEVEL_KEYS {
+            let var = format!("INFERLOG_{}", key.to_uppercase());
+            let err = load(EXAMPLE, &[(var.as_str(), "\"not-a-value\"")]).err().map(|e| e.to_string());
+            // Each listed key is a real key: any error is about its value, never an unknown field.
+            assert!(err.as_deref().map_or(true, |e| !e.contains("unknown field")), "{key}: {err:?}");
+        }
+        let err = load(EXAMPLE, &[("INFERLOG_ENDPOINTS__WINE__UPSTREAM", "http://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wine"), "{err}");
+    }
+
+    #[test]
+    fn credentials_are_never_metadata() {
+        let err = load(&format!("metadata_headers = [\"Authorization\"]\n{EXAMPLE}"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metadata_headers[0]"), "{err}");
+    }
+}

@@ -1,0 +1,122 @@
+//! The admin API: read and change an endpoint's capture settings at runtime. Changes are
+//! saved under `{data_dir}/state/capture.json` and win over the config file on restart.
+//! Until authentication exists the admin API answers loopback clients only.
+
+use crate::error::GatewayError;
+use crate::forward::Gateway;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// The live part of an endpoint's capture settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CaptureState {
+    pub enabled: bool,
+    pub sampling_fraction: f64,
+}
+
+/// A change to the capture settings; absent fields stay as they are.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureChange {
+    pub enabled: Option<bool>,
+    pub sampling_fraction: Option<f64>,
+}
+
+/// Saved capture states, one per endpoint, in one JSON file replaced atomically.
+pub struct CaptureStateStore {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl CaptureStateStore {
+    pub fn new(path: PathBuf) -> Self {
+        CaptureStateStore { path, lock: Mutex::new(()) }
+    }
+
+    pub fn load(&self) -> std::io::Result<BTreeMap<String, CaptureState>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is not valid capture state: {e}", self.path.display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save(&self, endpoint: &str, state: CaptureState) -> std::io::Result<()> {
+        let _guard = self.lock.lock().expect("state store lock");
+        let mut all = self.load()?;
+        all.insert(endpoint.to_string(), state);
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&all)?)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+    }
+}
+
+fn require_loopback(peer: SocketAddr) -> Result<(), GatewayError> {
+    if peer.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(GatewayError::AdminForbidden)
+    }
+}
+
+pub(crate) async fn get_capture(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+) -> Result<Json<CaptureState>, GatewayError> {
+    require_loopback(peer)?;
+    let endpoint = gw.endpoint(&name).ok_or(GatewayError::EndpointNotFound(name))?;
+    let state = *endpoint.state.read().expect("capture state lock");
+    Ok(Json(state))
+}
+
+pub(crate) async fn put_capture(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<CaptureState>, GatewayError> {
+    require_loopback(peer)?;
+    let endpoint = gw.endpoint(&name).ok_or(GatewayError::EndpointNotFound(name.clone()))?;
+    let change: CaptureChange = serde_json::from_slice(&body)
+        .map_err(|e| GatewayError::BadAdminRequest(format!("invalid capture settings: {e}")))?;
+    if let Some(f) = change.sampling_fraction {
+        if !(0.0..=1.0).contains(&f) {
+            return Err(GatewayError::BadAdminRequest(format!(
+                "sampling_fraction {f} is not between 0 and 1"
+            )));
+        }
+    }
+    let new_state = {
+        let mut state = endpoint.state.write().expect("capture state lock");
+        let mut next = *state;
+        if let Some(e) = change.enabled {
+            next.enabled = e;
+        }
+        if let Some(f) = change.sampling_fraction {
+            next.sampling_fraction = f;
+        }
+        // Saved before it takes effect, so what is served is what a restart will restore.
+        gw.state_store
+            .save(&name, next)
+            .map_err(|e| GatewayError::Internal(format!("cannot save capture state: {e}")))?;
+        *state = next;
+        next
+    };
+    tracing::info!(endpoint = %name, enabled = new_state.enabled, sampling_fraction = new_state.sampling_fraction, "capture settings changed");
+    Ok(Json(new_state))
+}

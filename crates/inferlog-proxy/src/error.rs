@@ -1,0 +1,73 @@
+//! Errors the gateway itself answers with. They are told apart from the model's own errors
+//! by the `x-inferlog-error: true` header and a JSON body `{"error_code", "message"}`.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+pub const ERROR_HEADER: &str = "x-inferlog-error";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no endpoint named `{0}`")]
+    EndpointNotFound(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    RequestTooLarge { limit: usize },
+    #[error("could not read the request body: {0}")]
+    BadRequestBody(String),
+    #[error("upstream {upstream} is unreachable: {reason}")]
+    UpstreamUnreachable { upstream: String, reason: String },
+    #[error("upstream {upstream} did not answer within {timeout_ms} ms")]
+    UpstreamTimeout { upstream: String, timeout_ms: u128 },
+    #[error("{0}")]
+    BadAdminRequest(String),
+    #[error("the admin API answers loopback clients only")]
+    AdminForbidden,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::EndpointNotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequestBody(_) | GatewayError::BadAdminRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::AdminForbidden => StatusCode::FORBIDDEN,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::EndpointNotFound(_) => "ENDPOINT_NOT_FOUND",
+            GatewayError::RequestTooLarge { .. } => "REQUEST_TOO_LARGE",
+            GatewayError::BadRequestBody(_) => "BAD_REQUEST_BODY",
+            GatewayError::UpstreamUnreachable { .. } => "UPSTREAM_UNREACHABLE",
+            GatewayError::UpstreamTimeout { .. } => "UPSTREAM_TIMEOUT",
+            GatewayError::BadAdminRequest(_) => "INVALID_PARAMETER_VALUE",
+            GatewayError::AdminForbidden => "PERMISSION_DENIED",
+            GatewayError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    pub fn body(&self) -> String {
+        serde_json::json!({"error_code": self.code(), "message": self.to_string()}).to_string()
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status(),
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.body(),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(ERROR_HEADER, HeaderValue::from_static("true"));
+        response
+    }
+}

@@ -1,0 +1,452 @@
+//! Routing and forwarding to the upstream.
+
+use crate::admin::{CaptureState, CaptureStateStore};
+use crate::error::{GatewayError, ERROR_HEADER};
+use crate::record::{client_request_id_from_body, encode_body};
+use crate::tap::{InFlight, TapBody};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use inferlog_capture::{CaptureHandle, SubmitOutcome};
+use inferlog_core::record::MAX_REQUEST_SIZE_EXCEEDED;
+use inferlog_core::{EndpointSettings, Record};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const CLIENT_REQUEST_ID_HEADER: &str = "x-client-request-id";
+
+/// Headers meaningful only for one connection (RFC 9110 §7.6.1); never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// One configured endpoint with its live capture state.
+pub struct Endpoint {
+    pub settings: EndpointSettings,
+    pub(crate) state: RwLock<CaptureState>,
+    sampler: Option<Mutex<SmallRng>>,
+    capture: Option<CaptureHandle>,
+    requests_label: Arc<str>,
+}
+
+impl Endpoint {
+    pub fn new(settings: EndpointSettings, state: CaptureState, capture: Option<CaptureHandle>) -> Self {
+        let sampler = settings
+            .capture
+            .sampling_seed
+            .map(|seed| Mutex::new(SmallRng::seed_from_u64(seed)));
+        let requests_label = Arc::from(settings.name.as_str());
+        Endpoint {
+            settings,
+            state: RwLock::new(state),
+            sampler,
+            capture,
+            requests_label,
+        }
+    }
+
+    /// Decides once per request whether it is captured, and at which fraction.
+    fn sample(&self) -> Option<f64> {
+        let state = *self.state.read().expect("capture state lock");
+        if !state.enabled || self.capture.is_none() || state.sampling_fraction <= 0.0 {
+            return None;
+        }
+        if state.sampling_fraction >= 1.0 {
+            return Some(1.0);
+        }
+        let draw: f64 = match &self.sampler {
+            Some(rng) => rng.lock().expect("sampler lock").random(),
+            None => rand::rng().random(),
+        };
+        (draw < state.sampling_fraction).then_some(state.sampling_fraction)
+    }
+}
+
+pub struct GatewayOptions {
+    pub upstream_timeout: Duration,
+    pub max_request_bytes: usize,
+    pub metadata_headers: Vec<String>,
+}
+
+pub struct Gateway {
+    endpoints: HashMap<String, Arc<Endpoint>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    options: GatewayOptions,
+    metadata_headers: Vec<HeaderName>,
+    pub(crate) state_store: CaptureStateStore,
+}
+
+impl Gateway {
+    pub fn new(endpoints: Vec<Endpoint>, options: GatewayOptions, state_store: CaptureStateStore) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        let metadata_headers = options
+            .metadata_headers
+            .iter()
+            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
+        Gateway {
+            endpoints: endpoints
+                .into_iter()
+                .map(|e| (e.settings.name.clone(), Arc::new(e)))
+                .collect(),
+            client,
+            options,
+            metadata_headers,
+            state_store,
+        }
+    }
+
+    pub fn endpoint(&self, name: &str) -> Option<&Arc<Endpoint>> {
+        self.endpoints.get(name)
+    }
+
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.endpoints.values()
+    }
+}
+
+pub(crate) async fn proxy(
+    State(gw): State<Arc<Gateway>>,
+    Path((name, rest)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    handle(gw, name, rest, req).await
+}
+
+pub(crate) async fn proxy_root(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, req: Request) -> Response {
+    handle(gw, name, String::new(), req).await
+}
+
+pub(crate) async fn proxy_invocations(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    handle(gw, name, "invocations".into(), req).await
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> Response {
+    let received_at = Instant::now();
+    let timestamp_ms = now_ms();
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let Some(endpoint) = gw.endpoints.get(&name).cloned() else {
+        return with_request_id(GatewayError::EndpointNotFound(name).into_response(), &request_id);
+    };
+    let sampled = endpoint.sample();
+    let (parts, body) = req.into_parts();
+    let path = format!("/{rest}");
+
+    // Phase 2: the request body, bounded.
+    let limit = gw.options.max_request_bytes;
+    let declared_too_large = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64);
+    let body = if declared_too_large {
+        Err(GatewayError::RequestTooLarge { limit })
+    } else {
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                Err(GatewayError::RequestTooLarge { limit })
+            }
+            Err(e) => Err(GatewayError::BadRequestBody(e.to_string())),
+        }
+    };
+
+    let mut record = sampled.map(|fraction| {
+        new_record(&gw, &endpoint, &parts.method, &path, &parts.headers, &request_id, timestamp_ms, fraction)
+    });
+    if let (Some(r), Ok(bytes)) = (record.as_mut(), body.as_ref()) {
+        set_request(r, bytes, &parts.headers, endpoint.settings.capture.max_payload_bytes);
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(err) => return gateway_error(&gw, &endpoint, record, err, received_at, None, &request_id).await,
+    };
+
+    // Phase 3: forward.
+    let upstream_uri = match upstream_uri(&endpoint.settings, &rest, parts.uri.query()) {
+        Ok(u) => u,
+        Err(reason) => {
+            let err = GatewayError::UpstreamUnreachable {
+                upstream: endpoint.settings.upstream.to_string(),
+                reason,
+            };
+            return gateway_error(&gw, &endpoint, record, err, received_at, None, &request_id).await;
+        }
+    };
+    let mut upstream_req = hyper::Request::builder()
+        .method(parts.method.clone())
+        .uri(upstream_uri)
+        .body(Full::new(body))
+        .expect("request parts are valid");
+    *upstream_req.headers_mut() = forwarded_headers(&parts.headers);
+    let forwarded_at = Instant::now();
+    let result = tokio::time::timeout(gw.options.upstream_timeout, gw.client.request(upstream_req)).await;
+    let response = match result {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let err = GatewayError::UpstreamUnreachable {
+                upstream: endpoint.settings.upstream.to_string(),
+                reason: error_chain(&e),
+            };
+            return gateway_error(&gw, &endpoint, record, err, received_at, None, &request_id).await;
+        }
+        Err(_) => {
+            let err = GatewayError::UpstreamTimeout {
+                upstream: endpoint.settings.upstream.to_string(),
+                timeout_ms: gw.options.upstream_timeout.as_millis(),
+            };
+            return gateway_error(&gw, &endpoint, record, err, received_at, Some(forwarded_at), &request_id).await;
+        }
+    };
+    let upstream_elapsed = forwarded_at.elapsed();
+    metrics::histogram!("inferlog_upstream_duration_seconds", "endpoint" => endpoint.requests_label.to_string())
+        .record(upstream_elapsed.as_secs_f64());
+    count_request(&endpoint, response.status().as_u16());
+
+    // Phase 4 and 5: stream back through the tap.
+    let (mut resp_parts, incoming) = response.into_parts();
+    strip_hop_by_hop(&mut resp_parts.headers);
+    let inflight = match (record, endpoint.capture.clone()) {
+        (Some(mut record), Some(handle)) => {
+            record.status_code = resp_parts.status.as_u16() as i32;
+            record.response_content_type = header_string(&resp_parts.headers, header::CONTENT_TYPE.as_str());
+            Some(InFlight {
+                record,
+                handle,
+                limit: endpoint.settings.capture.max_payload_bytes,
+                received_at,
+                forwarded_at,
+                body: Vec::new(),
+                total: 0,
+            })
+        }
+        _ => None,
+    };
+    let hold_back = inflight.as_ref().is_some_and(|i| i.handle.durability() != inferlog_core::Durability::Async);
+    let body = Body::new(TapBody::new(incoming, inflight, hold_back));
+    with_request_id(Response::from_parts(resp_parts, body), &request_id)
+}
+
+fn count_request(endpoint: &Endpoint, status: u16) {
+    metrics::counter!("inferlog_requests_total", "endpoint" => endpoint.requests_label.to_string(), "status" => status.to_string())
+        .increment(1);
+}
+
+/// Answers with a gateway error, recording it first when the request was sampled.
+async fn gateway_error(
+    _gw: &Gateway,
+    endpoint: &Endpoint,
+    record: Option<Record>,
+    err: GatewayError,
+    received_at: Instant,
+    forwarded_at: Option<Instant>,
+    request_id: &str,
+) -> Response {
+    let status = err.status();
+    count_request(endpoint, status.as_u16());
+    tracing::debug!(endpoint = %endpoint.settings.name, request_id, error = %err, "gateway error");
+    if let (Some(mut record), Some(handle)) = (record, endpoint.capture.as_ref()) {
+        let body = err.body();
+        record.status_code = status.as_u16() as i32;
+        record.error = Some(err.to_string());
+        record.response_bytes = body.len() as i64;
+        record.response = Some(body);
+        record.response_content_type = Some("application/json".into());
+        record.response_encoding = Some(inferlog_core::record::ENCODING_UTF8.into());
+        record.execution_time_ms = forwarded_at.map(|t| t.elapsed().as_millis() as i64);
+        record.latency_ms = received_at.elapsed().as_millis() as i64;
+        if let SubmitOutcome::AwaitLog(rx) = handle.submit(record) {
+            let _ = rx.await;
+        }
+    }
+    with_request_id(err.into_response(), request_id)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_record(
+    gw: &Gateway,
+    endpoint: &Endpoint,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    request_id: &str,
+    timestamp_ms: i64,
+    sampling_fraction: f64,
+) -> Record {
+    let mut request_metadata = BTreeMap::new();
+    for name in &gw.metadata_headers {
+        if let Some(v) = header_string(headers, name.as_str()) {
+            request_metadata.insert(name.as_str().to_string(), v);
+        }
+    }
+    Record {
+        request_id: request_id.to_string(),
+        client_request_id: None,
+        timestamp_ms,
+        endpoint_name: endpoint.settings.name.clone(),
+        model_name: endpoint.settings.model_name.clone(),
+        model_version: endpoint.settings.model_version.clone(),
+        method: method.to_string(),
+        path: path.to_string(),
+        status_code: 0,
+        execution_time_ms: None,
+        latency_ms: 0,
+        sampling_fraction,
+        request: None,
+        response: None,
+        request_content_type: header_string(headers, header::CONTENT_TYPE.as_str()),
+        response_content_type: None,
+        request_encoding: None,
+        response_encoding: None,
+        request_bytes: 0,
+        response_bytes: 0,
+        logging_error_codes: Vec::new(),
+        error: None,
+        requester: None,
+        request_metadata,
+    }
+}
+
+fn set_request(record: &mut Record, body: &Bytes, headers: &HeaderMap, limit: usize) {
+    let (text, encoding, cut) = encode_body(body, limit);
+    record.request = text;
+    record.request_encoding = encoding;
+    record.request_bytes = body.len() as i64;
+    if cut {
+        record.logging_error_codes.push(MAX_REQUEST_SIZE_EXCEEDED.to_string());
+    }
+    record.client_request_id =
+        client_request_id_from_body(body).or_else(|| header_string(headers, CLIENT_REQUEST_ID_HEADER));
+}
+
+fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn upstream_uri(settings: &EndpointSettings, rest: &str, query: Option<&str>) -> Result<Uri, String> {
+    let base = settings.upstream.as_str().trim_end_matches('/');
+    let mut uri = format!("{base}/{rest}");
+    if let Some(q) = query {
+        uri.push('?');
+        uri.push_str(q);
+    }
+    uri.parse::<Uri>().map_err(|e| format!("cannot build upstream URI `{uri}`: {e}"))
+}
+
+/// The client's headers minus hop-by-hop ones (and those the `Connection` header names) and
+/// `Host`, which the client library sets for the upstream.
+fn forwarded_headers(incoming: &HeaderMap) -> HeaderMap {
+    let mut headers = incoming.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    headers
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+    for h in named {
+        headers.remove(h.as_str());
+    }
+    headers.remove(ERROR_HEADER.to_ascii_lowercase().as_str()).map(|_| ()).unwrap_or(());
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret-hop".parse().unwrap());
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("host", "gateway".parse().unwrap());
+        h.insert("x-custom", "kept".parse().unwrap());
+        let out = forwarded_headers(&h);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out["x-custom"], "kept");
+    }
+
+    #[test]
+    fn upstream_uri_keeps_base_path_and_query() {
+        let mut s = inferlog_core::EndpointSettings {
+            name: "m".into(),
+            upstream: "http://127.0.0.1:9/base/".parse().unwrap(),
+            model_name: "m".into(),
+            model_version: "1".into(),
+            capture: inferlog_core::CaptureSettings {
+                enabled: true,
+                sampling_fraction: 1.0,
+                max_payload_bytes: 10,
+                sampling_seed: None,
+            },
+        };
+        assert_eq!(upstream_uri(&s, "invocations", Some("a=1")).unwrap(), "http://127.0.0.1:9/base/invocations?a=1");
+        s.upstream = "http://127.0.0.1:9".parse().unwrap();
+        assert_eq!(upstream_uri(&s, "v1/models/x:predict", None).unwrap(), "http://127.0.0.1:9/v1/models/x:predict");
+    }
+}

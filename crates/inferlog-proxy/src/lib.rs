@@ -1,0 +1,43 @@
+//! The gateway: forwards `/endpoints/{name}/...` to the endpoint's upstream and hands a
+//! [`Record`](inferlog_core::Record) of every sampled exchange to capture.
+//!
+//! Life of a request (phases, in order):
+//! 1. route — find the endpoint (404 if unknown, not recorded), mint the request id, decide
+//!    sampling;
+//! 2. read the request body, up to `max_request_bytes` (413 above);
+//! 3. forward to the upstream with hop-by-hop headers removed (502 unreachable, 504 timeout);
+//! 4. stream the response back through [`tap::TapBody`], which copies up to
+//!    `max_payload_bytes` aside while the bytes pass;
+//! 5. log — when the body ends (or the client goes away) the record is submitted to the
+//!    capture queue. Only in `sync`/`fsync` durability does the end of the response wait for
+//!    the record to reach the write-ahead log.
+//!
+//! This crate has no table or SQL dependencies: it never awaits a table write.
+
+mod admin;
+mod error;
+mod forward;
+mod record;
+mod tap;
+
+pub use admin::{CaptureState, CaptureStateStore};
+pub use error::GatewayError;
+pub use forward::{Endpoint, Gateway, GatewayOptions};
+
+use axum::routing::{any, get};
+use axum::Router;
+use std::sync::Arc;
+
+/// The gateway's routes: proxying, the endpoint aliases, health and the admin API.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/endpoints/{name}", any(forward::proxy_root))
+        .route("/endpoints/{name}/{*rest}", any(forward::proxy))
+        .route("/serving-endpoints/{name}/invocations", any(forward::proxy_invocations))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/admin/endpoints/{name}/capture",
+            get(admin::get_capture).put(admin::put_capture),
+        )
+        .with_state(gateway)
+}

@@ -1,0 +1,167 @@
+//! [`TapBody`]: the response body on its way from the upstream to the client. Every frame is
+//! passed on as soon as it arrives; a copy of the first `max_payload_bytes` is kept aside.
+//! When the body ends, fails, or is dropped because the client went away, the record is
+//! completed and submitted to capture exactly once.
+//!
+//! In `sync`/`fsync` durability the client must not see a complete response before its
+//! record is in the log: the end of a chunked body, or the last data frame of a body with a
+//! known length, is held back until the log acknowledges the record.
+
+use crate::record::set_response;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use inferlog_capture::{CaptureHandle, SubmitOutcome};
+use inferlog_core::Record;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// The record of an exchange whose response is still streaming.
+pub struct InFlight {
+    pub record: Record,
+    pub handle: CaptureHandle,
+    pub limit: usize,
+    pub received_at: Instant,
+    pub forwarded_at: Instant,
+    pub body: Vec<u8>,
+    pub total: u64,
+}
+
+impl InFlight {
+    fn observe(&mut self, data: &Bytes) {
+        self.total += data.len() as u64;
+        let room = self.limit.saturating_sub(self.body.len());
+        if room > 0 {
+            self.body.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+
+    /// Completes the record and submits it.
+    fn finish(mut self, error: Option<String>) -> SubmitOutcome {
+        let now = Instant::now();
+        let limit = self.limit;
+        let total = self.total;
+        set_response(&mut self.record, &self.body, total, limit);
+        self.record.execution_time_ms = Some(now.duration_since(self.forwarded_at).as_millis() as i64);
+        self.record.latency_ms = now.duration_since(self.received_at).as_millis() as i64;
+        if error.is_some() {
+            self.record.error = error;
+        }
+        self.handle.submit(self.record)
+    }
+}
+
+pub struct TapBody {
+    inner: Incoming,
+    capture: Option<InFlight>,
+    hold_back: bool,
+    expected_len: Option<u64>,
+    seen: u64,
+    held: Option<Frame<Bytes>>,
+    waiting: Option<oneshot::Receiver<()>>,
+    ended: bool,
+}
+
+impl TapBody {
+    pub fn new(inner: Incoming, capture: Option<InFlight>, hold_back: bool) -> Self {
+        let expected_len = inner.size_hint().exact();
+        TapBody {
+            inner,
+            capture,
+            hold_back,
+            expected_len,
+            seen: 0,
+            held: None,
+            waiting: None,
+            ended: false,
+        }
+    }
+
+    /// Completes capture; in hold-back mode remembers what to wait for.
+    fn finish(&mut self, error: Option<String>) {
+        if let Some(inflight) = self.capture.take() {
+            if let SubmitOutcome::AwaitLog(rx) = inflight.finish(error) {
+                if self.hold_back {
+                    self.waiting = Some(rx);
+                }
+            }
+        }
+    }
+}
+
+impl Body for TapBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(rx) = this.waiting.as_mut() {
+                // Whether the log took the record or failed, the response goes on.
+                if Pin::new(rx).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.waiting = None;
+            }
+            if let Some(frame) = this.held.take() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.seen += data.len() as u64;
+                        if let Some(c) = this.capture.as_mut() {
+                            c.observe(data);
+                        }
+                    }
+                    if this.hold_back && this.capture.is_some() && this.expected_len == Some(this.seen) {
+                        // The last bytes of a sized body: release them after the log has the record.
+                        this.ended = true;
+                        this.held = Some(frame);
+                        this.finish(None);
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.ended = true;
+                    this.finish(Some(format!("upstream response body failed: {e}")));
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    this.finish(None);
+                    continue;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.held.is_none() && self.waiting.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.expected_len {
+            Some(n) => SizeHint::with_exact(n.saturating_sub(self.seen) + self.held.as_ref().and_then(|f| f.data_ref()).map_or(0, |d| d.len() as u64)),
+            None => self.inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for TapBody {
+    fn drop(&mut self) {
+        if let Some(inflight) = self.capture.take() {
+            // The client went away before the response was complete: still recorded.
+            let _ = inflight.finish(Some("client disconnected before the response was complete".into()));
+        }
+    }
+}
+

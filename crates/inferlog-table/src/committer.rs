@@ -1,0 +1,213 @@
+//! The committer: moves records from an endpoint's write-ahead log into its Delta table.
+//!
+//! Exactly once: every commit carries the application transaction `(app_id, last LSN)` in
+//! the same atomic Delta commit as its rows. On start, and after any failed attempt, the
+//! committer asks the table for its `app_id`'s transaction version and continues after it,
+//! so a batch that did commit (even when the call reported an error afterwards) is never
+//! written twice, and one that did not is retried. Log segments are released only after
+//! the commit holding their records has succeeded.
+
+use crate::schema::{records_to_batch, PARTITION_COLUMN};
+use crate::table::{committed_lsn, open_or_create, TableError};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
+use inferlog_capture::wal::WalReader;
+use inferlog_capture::LogWriterHandle;
+use inferlog_core::Record;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use url::Url;
+
+#[derive(Debug, Clone)]
+pub struct CommitterOptions {
+    /// Pending records are committed at least this often.
+    pub interval: Duration,
+    pub checkpoint_interval: u64,
+    /// Largest batch per commit, in records and in payload bytes.
+    pub max_batch_records: usize,
+    pub max_batch_bytes: usize,
+}
+
+impl Default for CommitterOptions {
+    fn default() -> Self {
+        CommitterOptions {
+            interval: Duration::from_secs(1),
+            checkpoint_interval: 100,
+            max_batch_records: 200_000,
+            max_batch_bytes: 256 << 20,
+        }
+    }
+}
+
+pub struct Committer {
+    pub endpoint: String,
+    pub url: Url,
+    /// Identifies this gateway's log among the writers of the table.
+    pub app_id: String,
+    pub log: Arc<LogWriterHandle>,
+    pub options: CommitterOptions,
+    /// Unix time (ms) of the last successful commit, for the `/metrics` age gauge.
+    pub last_commit_ms: Arc<AtomicU64>,
+}
+
+/// The result of one pass over the log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub commits: u64,
+    pub records: u64,
+}
+
+impl Committer {
+    /// Runs until `shutdown` turns true, then commits what remains in the log and returns.
+    /// Table errors never stop it: records stay in the log and are retried with backoff.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut table: Option<DeltaTable> = None;
+        let mut committed: Option<u64> = None;
+        let mut reader = WalReader::new(&self.log.dir);
+        let mut backoff = self.options.interval;
+        let committed_counter =
+            metrics::counter!("inferlog_capture_records_committed_total", "endpoint" => self.endpoint.clone());
+        let last_commit = metrics::gauge!("inferlog_table_last_commit_timestamp_seconds", "endpoint" => self.endpoint.clone());
+        let failures = metrics::counter!("inferlog_table_commit_failures_total", "endpoint" => self.endpoint.clone());
+        loop {
+            let stopping = *shutdown.borrow();
+            let started = Instant::now();
+            match self.pass(&mut table, &mut committed, &mut reader).await {
+                Ok(progress) => {
+                    backoff = self.options.interval;
+                    if progress.records > 0 {
+                        committed_counter.increment(progress.records);
+                        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                        last_commit.set(now.as_secs_f64());
+                        self.last_commit_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+                        tracing::debug!(endpoint = %self.endpoint, records = progress.records, commits = progress.commits,
+                            elapsed_ms = started.elapsed().as_millis() as u64, "committed");
+                    }
+                }
+                Err(e) => {
+                    failures.increment(1);
+                    // Forget what we believed: the next pass re-reads the table's own record.
+                    table = None;
+                    committed = None;
+                    tracing::warn!(endpoint = %self.endpoint, error = %e, retry_in_ms = backoff.as_millis() as u64,
+                        "cannot commit captured records; they stay in the log and will be retried");
+                    if stopping {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            }
+            if stopping {
+                return;
+            }
+            let wait = self.options.interval.saturating_sub(started.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Commits everything currently in the log, in batches.
+    pub async fn pass(
+        &self,
+        table: &mut Option<DeltaTable>,
+        committed: &mut Option<u64>,
+        reader: &mut WalReader,
+    ) -> crate::Result<Progress> {
+        let mut progress = Progress::default();
+        if table.is_none() {
+            *table = Some(open_or_create(&self.url, self.options.checkpoint_interval).await?);
+        }
+        let t = table.as_mut().expect("opened above");
+        let after = match *committed {
+            Some(c) => c,
+            None => {
+                t.update_state().await.map_err(|e| TableError::Delta { url: self.url.to_string(), source: e })?;
+                let c = committed_lsn(t, &self.app_id).await?;
+                *committed = Some(c);
+                // Segments fully held by the table may still be on disk after a crash.
+                self.release(c);
+                c
+            }
+        };
+        let mut after = after;
+        loop {
+            let (records, last) = self.read_batch(reader, after).await?;
+            let Some(last) = last else { break };
+            if !records.is_empty() {
+                let batch = records_to_batch(&records)?;
+                let props = CommitProperties::default()
+                    .with_application_transaction(Transaction::new(self.app_id.clone(), last as i64));
+                let written = t
+                    .clone()
+                    .write(vec![batch])
+                    .with_save_mode(SaveMode::Append)
+                    .with_partition_columns([PARTITION_COLUMN])
+                    .with_commit_properties(props)
+                    .await
+                    .map_err(|e| TableError::Delta { url: self.url.to_string(), source: e })?;
+                *t = written;
+                progress.commits += 1;
+                progress.records += records.len() as u64;
+            }
+            after = last;
+            *committed = Some(last);
+            self.release(last);
+            if records.len() < self.options.max_batch_records {
+                break;
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Reads and decodes the next batch after `after`; returns the records and the last LSN
+    /// read (records that cannot be decoded are skipped and counted).
+    async fn read_batch(&self, reader: &mut WalReader, after: u64) -> crate::Result<(Vec<Record>, Option<u64>)> {
+        let max_records = self.options.max_batch_records;
+        let max_bytes = self.options.max_batch_bytes;
+        let dir = self.log.dir.clone();
+        let mut owned = std::mem::replace(reader, WalReader::new(&dir));
+        let endpoint = self.endpoint.clone();
+        let (owned, result) = tokio::task::spawn_blocking(move || {
+            let entries = owned.read_after(after, max_records, max_bytes);
+            let result = entries.map(|entries| {
+                let last = entries.last().map(|e| e.lsn);
+                let mut records = Vec::with_capacity(entries.len());
+                for e in entries {
+                    match serde_json::from_slice::<Record>(&e.payload) {
+                        Ok(r) => records.push(r),
+                        Err(err) => {
+                            metrics::counter!("inferlog_capture_dropped_total", "endpoint" => endpoint.clone(), "reason" => "undecodable")
+                                .increment(1);
+                            tracing::error!(endpoint = %endpoint, lsn = e.lsn, error = %err, "skipping an undecodable log record");
+                        }
+                    }
+                }
+                (records, last)
+            });
+            (owned, result)
+        })
+        .await
+        .expect("log reader task");
+        *reader = owned;
+        result.map_err(|e| TableError::Log { path: dir.display().to_string(), source: e })
+    }
+
+    fn release(&self, committed: u64) {
+        // Never past what the writer has written: a fresh log's floor must survive.
+        let upto = committed.min(self.log.last_logged.load(Ordering::Acquire));
+        if let Err(e) = self.log.release(upto) {
+            tracing::warn!(endpoint = %self.endpoint, error = %e, "cannot delete committed log segments");
+        }
+    }
+}

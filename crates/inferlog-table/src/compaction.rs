@@ -1,0 +1,130 @@
+//! Background compaction: a table written every second gains one small file per commit.
+//! Every `interval`, each date partition holding more than `min_files` data files is
+//! rewritten into files of up to `target_file_bytes` with Delta's OPTIMIZE, whose commit
+//! removes the inputs (`dataChange = false`) and adds the merged files atomically: readers
+//! see the same rows before and after. Files removed by compaction are vacuumed once they
+//! are older than `vacuum_retention`.
+//!
+//! One compactor per table: concurrent OPTIMIZE runs on the same files are not detected by
+//! Delta's conflict checker. Appends racing a compaction are fine.
+
+use crate::table::TableError;
+use deltalake::operations::optimize::OptimizeType;
+use deltalake::{DeltaTable, FilterOp, FilterValue};
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+use std::time::Duration;
+use tokio::sync::watch;
+use url::Url;
+
+#[derive(Debug, Clone)]
+pub struct CompactionOptions {
+    pub interval: Duration,
+    pub min_files: usize,
+    pub target_file_bytes: u64,
+    pub vacuum_retention: Duration,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        CompactionOptions {
+            interval: Duration::from_secs(300),
+            min_files: 64,
+            target_file_bytes: 128 << 20,
+            vacuum_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What one compaction round did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub partitions: Vec<String>,
+    pub files_removed: u64,
+    pub files_added: u64,
+    pub files_vacuumed: usize,
+}
+
+/// Active data files per `date` partition.
+pub fn files_per_partition(table: &DeltaTable) -> Result<BTreeMap<String, usize>, TableError> {
+    let snapshot = table.snapshot().map_err(|e| TableError::Delta {
+        url: table.table_url().to_string(),
+        source: e,
+    })?;
+    let mut counts = BTreeMap::new();
+    for file in snapshot.log_data().iter() {
+        let date = file
+            .partition_values_map()
+            .get(crate::schema::PARTITION_COLUMN)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        *counts.entry(date).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+/// One round: compact every partition over the threshold, then vacuum.
+pub async fn compact_once(url: &Url, options: &CompactionOptions) -> Result<CompactionReport, TableError> {
+    let err = |e| TableError::Delta { url: url.to_string(), source: e };
+    let mut table = deltalake::open_table(url.clone()).await.map_err(err)?;
+    let mut report = CompactionReport::default();
+    let counts = files_per_partition(&table)?;
+    for (date, count) in counts {
+        if count <= options.min_files {
+            continue;
+        }
+        let filters = [(crate::schema::PARTITION_COLUMN, FilterOp::Eq, FilterValue::Scalar(date.as_str()))];
+        let (t, metrics) = table
+            .optimize()
+            .with_filters(&filters)
+            .with_type(OptimizeType::Compact)
+            .with_target_size(NonZeroU64::new(options.target_file_bytes.max(1)).expect("non-zero"))
+            .with_max_concurrent_tasks(1)
+            .await
+            .map_err(err)?;
+        table = t;
+        report.files_removed += metrics.num_files_removed;
+        report.files_added += metrics.num_files_added;
+        report.partitions.push(date);
+    }
+    if report.files_removed > 0 {
+        let retention = chrono::Duration::from_std(options.vacuum_retention).unwrap_or(chrono::Duration::hours(1));
+        let (_, vacuumed) = table
+            .vacuum()
+            .with_retention_period(retention)
+            .with_enforce_retention_duration(false)
+            .await
+            .map_err(err)?;
+        report.files_vacuumed = vacuumed.files_deleted.len();
+    }
+    Ok(report)
+}
+
+pub struct Compactor {
+    pub endpoint: String,
+    pub url: Url,
+    pub options: CompactionOptions,
+}
+
+impl Compactor {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.options.interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            match compact_once(&self.url, &self.options).await {
+                Ok(r) if r.files_removed > 0 => {
+                    metrics::counter!("inferlog_table_compacted_files_total", "endpoint" => self.endpoint.clone())
+                        .increment(r.files_removed);
+                    tracing::info!(endpoint = %self.endpoint, partitions = ?r.partitions, files_removed = r.files_removed,
+                        files_added = r.files_added, files_vacuumed = r.files_vacuumed, "compacted");
+                }
+                Ok(_) => {}
+                // A table that is not there yet or cannot be reached is tried again next round.
+                Err(e) => tracing::warn!(endpoint = %self.endpoint, error = %e, "compaction failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Opening and creating inference tables, addressed by URL.
+
+use crate::schema::{payload_schema, PARTITION_COLUMN};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::StructType;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError, TableProperty};
+use std::path::Path;
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("table {url}: {source}")]
+    Delta {
+        url: String,
+        #[source]
+        source: DeltaTableError,
+    },
+    #[error("cannot read the capture log {path}: {source}")]
+    Log {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build a batch of records: {0}")]
+    Arrow(#[from] deltalake::arrow::error::ArrowError),
+    #[error("invalid table location `{0}`")]
+    Location(String),
+}
+
+fn delta(url: &Url) -> impl FnOnce(DeltaTableError) -> TableError + '_ {
+    move |source| TableError::Delta {
+        url: url.to_string(),
+        source,
+    }
+}
+
+/// The URL of an endpoint's payload table under a data directory.
+pub fn table_url(data_dir: &Path, table_name: &str) -> crate::Result<Url> {
+    let path = data_dir.join("tables").join(table_name);
+    std::fs::create_dir_all(&path).map_err(|e| TableError::Log {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    let abs = std::fs::canonicalize(&path).map_err(|e| TableError::Log {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    Url::from_directory_path(&abs).map_err(|_| TableError::Location(abs.display().to_string()))
+}
+
+/// Opens the inference table at `url`, creating it (partitioned by `date`) when absent.
+/// Safe when another writer creates it at the same moment.
+pub async fn open_or_create(url: &Url, checkpoint_interval: u64) -> crate::Result<DeltaTable> {
+    let table = DeltaTable::try_from_url(url.clone()).await.map_err(delta(url))?;
+    if table.version().is_some() {
+        return Ok(table);
+    }
+    let schema: StructType = payload_schema().as_ref().try_into_kernel().map_err(|e| TableError::Delta {
+        url: url.to_string(),
+        source: e.into(),
+    })?;
+    let interval = checkpoint_interval.to_string();
+    let created = table
+        .create()
+        .with_columns(schema.fields().cloned())
+        .with_partition_columns([PARTITION_COLUMN])
+        .with_save_mode(SaveMode::Ignore)
+        .with_configuration_property(TableProperty::CheckpointInterval, Some(interval.as_str()))
+        .with_configuration_property(TableProperty::LogRetentionDuration, Some("interval 7 days"))
+        .await;
+    match created {
+        Ok(t) => Ok(t),
+        // Another writer won the race to create it: use theirs.
+        Err(DeltaTableError::VersionAlreadyExists(_)) => {
+            deltalake::open_table(url.clone()).await.map_err(delta(url))
+        }
+        Err(e) => Err(delta(url)(e)),
+    }
+}
+
+/// The last log sequence number this writer (`app_id`) committed to the table; 0 if none.
+pub async fn committed_lsn(table: &DeltaTable, app_id: &str) -> crate::Result<u64> {
+    let url = table.table_url().clone();
+    let snapshot = table.snapshot().map_err(delta(&url))?;
+    let version = snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(delta(&url))?;
+    Ok(version.map(|v| v.max(0) as u64).unwrap_or(0))
+}

@@ -1,0 +1,263 @@
+//! `inferlog serve`: wires configuration, capture, the table committers and the gateway.
+//!
+//! Start order: tables are opened (to learn which log records they already hold), logs are
+//! recovered and their writer threads started, committers and compactors spawned, then the
+//! listener opens. Stop order (SIGTERM or Ctrl-C): the listener stops accepting and
+//! in-flight exchanges finish, the gateway is dropped so the log writers drain their queues
+//! and exit, and only then are the committers told to make their last commit.
+
+use crate::ServeArgs;
+use anyhow::Context;
+use axum::extract::State;
+use axum::routing::get;
+use inferlog_capture::{start_log_writer, CaptureHandle};
+use inferlog_core::config::{self, Config};
+use inferlog_proxy::{CaptureState, CaptureStateStore, Endpoint, Gateway, GatewayOptions};
+use inferlog_table::{Committer, CommitterOptions, CompactionOptions, Compactor};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// Reads the config file (if any), then `INFERLOG_*` variables, then flags, and validates.
+pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut tree = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| config::ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            config::parse_toml(&text, path)?
+        }
+        None => toml::Table::new(),
+    };
+    config::apply_env(&mut tree, std::env::vars())?;
+    config::tree_from_flags(
+        args.listen.as_deref(),
+        args.data_dir.as_deref(),
+        args.durability,
+        &args.endpoints,
+        &mut tree,
+    );
+    let config = config::read_tree(tree)?.validate()?;
+    if config.endpoints.is_empty() {
+        anyhow::bail!("no endpoints configured: give --endpoint NAME=URL or an [[endpoints]] section");
+    }
+    Ok(config)
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: draining requests and committing captured records");
+}
+
+fn prometheus() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("duration_seconds".into()),
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+        )?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// The instance id names this gateway's application transactions in the tables it writes.
+fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("instance.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = uuid::Uuid::now_v7().to_string();
+            std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(id)
+        }
+    }
+}
+
+struct EndpointRuntime {
+    name: String,
+    capture: CaptureHandle,
+    last_commit_ms: Arc<AtomicU64>,
+}
+
+struct MetricsState {
+    handle: PrometheusHandle,
+    endpoints: Vec<(String, CaptureHandle, Arc<AtomicU64>)>,
+}
+
+async fn metrics_page(State(state): State<Arc<MetricsState>>) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    for (name, capture, last_commit_ms) in &state.endpoints {
+        metrics::gauge!("inferlog_capture_records_queued", "endpoint" => name.clone()).set(capture.queued() as f64);
+        metrics::gauge!("inferlog_capture_log_bytes", "endpoint" => name.clone()).set(capture.log_bytes() as f64);
+        let last = last_commit_ms.load(Ordering::Relaxed);
+        if last > 0 {
+            metrics::gauge!("inferlog_table_last_commit_age_seconds", "endpoint" => name.clone())
+                .set(now_ms.saturating_sub(last) as f64 / 1000.0);
+        }
+    }
+    state.handle.render()
+}
+
+/// Runs the gateway until `shutdown` resolves. `ready` receives the bound address.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: Option<oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
+    let metrics_handle = prometheus()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let instance = instance_id(&config.data_dir)?;
+    let state_store = CaptureStateStore::new(config.data_dir.join("state").join("capture.json"));
+    let saved = state_store.load()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut runtimes = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut background = Vec::new();
+    let mut writer_threads = Vec::new();
+    for settings in &config.endpoints {
+        let name = settings.name.clone();
+        let url = inferlog_table::table_url(&config.data_dir, &format!("{name}_payload"))?;
+        let app_id = format!("inferlog-{instance}-{name}");
+        // Which records the table already holds; if the table cannot be reached now the log's
+        // own numbering carries on and the committer catches up later.
+        let floor = match tokio::time::timeout(Duration::from_secs(10), async {
+            let table = inferlog_table::open_or_create(&url, config.checkpoint_interval).await?;
+            inferlog_table::committed_lsn(&table, &app_id).await
+        })
+        .await
+        {
+            Ok(Ok(lsn)) => lsn + 1,
+            Ok(Err(e)) => {
+                tracing::warn!(endpoint = %name, error = %e, "table not reachable at start; capturing to the log");
+                1
+            }
+            Err(_) => {
+                tracing::warn!(endpoint = %name, "table did not answer within 10 s; capturing to the log");
+                1
+            }
+        };
+        let log_dir = config.data_dir.join("wal").join(&name);
+        let (capture, log, writer_thread) = start_log_writer(
+            &name,
+            &log_dir,
+            floor,
+            config.durability,
+            config.queue_capacity,
+            config.log_max_bytes,
+        )
+        .with_context(|| format!("cannot open the capture log {}", log_dir.display()))?;
+        let log = Arc::new(log);
+        let last_commit_ms = Arc::new(AtomicU64::new(0));
+        let committer = Committer {
+            endpoint: name.clone(),
+            url: url.clone(),
+            app_id,
+            log: log.clone(),
+            options: CommitterOptions {
+                interval: config.commit_interval,
+                checkpoint_interval: config.checkpoint_interval,
+                ..CommitterOptions::default()
+            },
+            last_commit_ms: last_commit_ms.clone(),
+        };
+        background.push(tokio::spawn(committer.run(stop_rx.clone())));
+        if let Some(interval) = config.compaction_interval {
+            let compactor = Compactor {
+                endpoint: name.clone(),
+                url: url.clone(),
+                options: CompactionOptions {
+                    interval,
+                    min_files: config.compaction_min_files,
+                    ..CompactionOptions::default()
+                },
+            };
+            tokio::spawn(compactor.run(stop_rx.clone()));
+        }
+        let state = saved.get(&name).copied().unwrap_or(CaptureState {
+            enabled: settings.capture.enabled,
+            sampling_fraction: settings.capture.sampling_fraction,
+        });
+        endpoints.push(Endpoint::new(settings.clone(), state, Some(capture.clone())));
+        writer_threads.push(writer_thread);
+        runtimes.push(EndpointRuntime { name, capture, last_commit_ms });
+    }
+
+    let gateway = Arc::new(Gateway::new(
+        endpoints,
+        GatewayOptions {
+            upstream_timeout: config.upstream_timeout,
+            max_request_bytes: config.max_request_bytes,
+            metadata_headers: config.metadata_headers.clone(),
+        },
+        state_store,
+    ));
+    let metrics_state = Arc::new(MetricsState {
+        handle: metrics_handle,
+        endpoints: runtimes
+            .iter()
+            .map(|r| (r.name.clone(), r.capture.clone(), r.last_commit_ms.clone()))
+            .collect(),
+    });
+    let app = inferlog_proxy::router(gateway)
+        .merge(axum::Router::new().route("/metrics", get(metrics_page)).with_state(metrics_state.clone()));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(listen = %addr, data_dir = %config.data_dir.display(), durability = ?config.durability,
+        endpoints = ?config.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), "inferlog gateway ready");
+    // Tools that start the gateway on port 0 read the address from this line.
+    println!("inferlog listening on http://{addr}");
+    if let Some(ready) = ready {
+        let _ = ready.send(addr);
+    }
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("gateway server failed")?;
+
+    // Every capture handle must go for the log writers to drain and stop.
+    drop(metrics_state);
+    drop(runtimes);
+    for thread in writer_threads {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    let _ = stop_tx.send(true);
+    for task in background {
+        let _ = task.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

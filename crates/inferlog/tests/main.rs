@@ -1,0 +1,12 @@
+//! End-to-end tests: real gateway processes (`inferlog serve`) in front of a real upstream on
+//! ephemeral ports, with the tables read back through SQL and through Python's deltalake.
+
+mod support;
+
+mod admin;
+mod bad_input;
+mod config;
+mod crash;
+mod e2e;
+mod interop;
+mod streaming;

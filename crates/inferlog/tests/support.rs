@@ -1,0 +1,269 @@
+//! Test harness: an upstream model server with scripted behaviours, a gateway process, and
+//! helpers to read the table back.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the upstream saw, for assertions on forwarding.
+#[derive(Clone, Default)]
+pub struct Seen {
+    pub requests: Arc<Mutex<Vec<(String, String, HeaderMap)>>>,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Seen,
+    _runtime: tokio::runtime::Runtime,
+}
+
+async fn scripted(State(seen): State<Seen>, Path(route): Path<String>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let pq = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    seen.requests.lock().unwrap().push((parts.method.to_string(), pq, parts.headers.clone()));
+    let mut segments = route.split('/');
+    match segments.next().unwrap_or("") {
+        // Echoes the body with the request's content type and a custom header.
+        "echo" | "invocations" => {
+            let ct = parts.headers.get("content-type").cloned();
+            let mut resp = (StatusCode::OK, body).into_response();
+            if let Some(ct) = ct {
+                resp.headers_mut().insert("content-type", ct);
+            }
+            resp.headers_mut().insert("x-upstream-header", "kept".parse().unwrap());
+            resp
+        }
+        // Validates JSON like a model server would.
+        "json" => match serde_json::from_slice::<Value>(&body) {
+            Ok(v) => axum::Json(serde_json::json!({"predictions": [v.as_object().map(|o| o.len()).unwrap_or(0)]})).into_response(),
+            Err(e) => (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error_code": "BAD_REQUEST", "message": e.to_string()}))).into_response(),
+        },
+        "status" => {
+            let code: u16 = segments.next().and_then(|s| s.parse().ok()).unwrap_or(500);
+            (StatusCode::from_u16(code).unwrap(), format!("{{\"upstream_status\": {code}}}")).into_response()
+        }
+        "slow" => {
+            let ms: u64 = segments.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            "slow done".into_response()
+        }
+        "binary" => (StatusCode::OK, [("content-type", "application/octet-stream")], (0u8..=255).collect::<Vec<u8>>()).into_response(),
+        "big" => {
+            let n: usize = segments.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
+            "x".repeat(n).into_response()
+        }
+        // Three chunks, 300 ms apart.
+        "stream" => {
+            let stream = futures::stream::unfold(0u32, |i| async move {
+                if i == 3 {
+                    return None;
+                }
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Some((Ok::<_, std::io::Error>(Bytes::from(format!("chunk-{}\n", i + 1))), i + 1))
+            });
+            Response::builder()
+                .header("content-type", "text/plain")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
+        // One chunk, then the connection breaks.
+        "break" => {
+            let stream = futures::stream::unfold(0u32, |i| async move {
+                match i {
+                    0 => Some((Ok(Bytes::from_static(b"partial")), 1)),
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Some((Err(std::io::Error::other("upstream broke")), 2))
+                    }
+                }
+            });
+            Response::builder().body(Body::from_stream(stream)).unwrap()
+        }
+        _ => (StatusCode::NOT_FOUND, "no such route").into_response(),
+    }
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen = Seen::default();
+        let app = Router::new().route("/{*route}", any(scripted)).with_state(seen.clone());
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Upstream { addr, seen, _runtime: runtime }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// A port nobody listens on.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_inferlog")
+}
+
+impl Gateway {
+    /// Starts `inferlog serve --config` with `extra_toml` appended to listen/data_dir lines.
+    pub fn start(data_dir: &FsPath, toml_body: &str) -> Gateway {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let config = data_dir.join("inferlog.toml");
+        let text = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{toml_body}", data_dir.display());
+        std::fs::write(&config, text).unwrap();
+        Self::spawn(data_dir, &["serve", "--config", config.to_str().unwrap()])
+    }
+
+    pub fn spawn(data_dir: &FsPath, args: &[&str]) -> Gateway {
+        let stderr_path = data_dir.join(format!("gateway-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("INFERLOG_LOG", "info,inferlog_table=debug")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start inferlog");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("inferlog listening on http://") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("gateway did not start: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
+            }
+        };
+        Gateway { child: Some(child), addr, data_dir: data_dir.to_path_buf(), stderr_path }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("gateway did not stop after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// Runs SQL over the data directory's tables; rows as JSON objects.
+pub fn query(data_dir: &FsPath, sql: &str) -> Vec<Value> {
+    try_query(data_dir, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+pub fn try_query(data_dir: &FsPath, sql: &str) -> Result<Vec<Value>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ctx = inferlog_query::session(data_dir).await.map_err(|e| e.to_string())?;
+        let batches = inferlog_query::run_sql(&ctx, sql).await.map_err(|e| e.to_string())?;
+        let text = inferlog_query::format(&batches, inferlog_query::OutputFormat::Json).map_err(|e| e.to_string())?;
+        Ok(text.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+    })
+}
+
+pub fn count(data_dir: &FsPath, table: &str) -> usize {
+    match try_query(data_dir, &format!("SELECT count(*) AS n FROM {table}")) {
+        Ok(rows) => rows[0]["n"].as_u64().unwrap() as usize,
+        Err(_) => 0,
+    }
+}
+
+/// Waits until the table holds `n` rows, then one more commit interval to see that no
+/// more arrive. Returns the final count.
+pub fn wait_rows(data_dir: &FsPath, table: &str, n: usize, timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    let mut c = count(data_dir, table);
+    while c < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        c = count(data_dir, table);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    count(data_dir, table)
+}
+
+/// One row by request id.
+pub fn row(data_dir: &FsPath, table: &str, request_id: &str) -> Value {
+    let rows = query(data_dir, &format!("SELECT * FROM {table} WHERE request_id = '{request_id}'"));
+    assert_eq!(rows.len(), 1, "row {request_id}: {rows:?}");
+    rows.into_iter().next().unwrap()
+}
+
+pub fn endpoint_toml(name: &str, upstream: &str, capture: &str) -> String {
+    format!("[[endpoints]]\nname = \"{name}\"\nupstream = \"{upstream}\"\n[endpoints.capture]\n{capture}\n")
+}
