@@ -88,10 +88,28 @@ pub struct ConfigFile {
 pub struct EndpointFile {
     pub name: String,
     pub upstream: String,
+    #[serde(default, deserialize_with = "text_or_number")]
     pub model_name: Option<String>,
+    /// `model_version = 3` and `model_version = "3"` mean the same.
+    #[serde(default, deserialize_with = "text_or_number")]
     pub model_version: Option<String>,
     #[serde(default)]
     pub capture: CaptureFile,
+}
+
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrNumber {
+        Text(String),
+        Int(i64),
+        Float(f64),
+    }
+    Ok(Option::<TextOrNumber>::deserialize(d)?.map(|v| match v {
+        TextOrNumber::Text(s) => s,
+        TextOrNumber::Int(i) => i.to_string(),
+        TextOrNumber::Float(f) => f.to_string(),
+    }))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -267,6 +285,7 @@ pub fn read_tree(tree: toml::Table) -> Result<ConfigFile, ConfigError> {
     serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
         let key = e.path().to_string();
         let reason = e.into_inner().to_string();
+        let reason = reason.lines().next().unwrap_or_default().to_string();
         invalid(if key == "." { "(top level)".into() } else { key }, reason)
     })
 }

@@ -121,12 +121,17 @@ impl Body for TapBody {
                             c.observe(data);
                         }
                     }
-                    if this.hold_back && this.capture.is_some() && this.expected_len == Some(this.seen) {
-                        // The last bytes of a sized body: release them after the log has the record.
+                    // The server stops polling a sized body once it has all its bytes, so its
+                    // end is seen here, not as a final `None`.
+                    let complete = this.expected_len == Some(this.seen) || this.inner.is_end_stream();
+                    if complete && this.capture.is_some() {
                         this.ended = true;
-                        this.held = Some(frame);
                         this.finish(None);
-                        continue;
+                        if this.waiting.is_some() {
+                            // Release the last bytes after the log has the record.
+                            this.held = Some(frame);
+                            continue;
+                        }
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }

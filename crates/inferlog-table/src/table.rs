@@ -52,6 +52,15 @@ pub fn table_url(data_dir: &Path, table_name: &str) -> crate::Result<Url> {
 /// Opens the inference table at `url`, creating it (partitioned by `date`) when absent.
 /// Safe when another writer creates it at the same moment.
 pub async fn open_or_create(url: &Url, checkpoint_interval: u64) -> crate::Result<DeltaTable> {
+    if url.scheme() == "file" {
+        // A local table's folder may have been removed; object stores need no folders.
+        if let Ok(path) = url.to_file_path() {
+            std::fs::create_dir_all(&path).map_err(|source| TableError::Log {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+    }
     let table = DeltaTable::try_from_url(url.clone()).await.map_err(delta(url))?;
     if table.version().is_some() {
         return Ok(table);

@@ -125,7 +125,6 @@ pub fn closed_port() -> u16 {
 pub struct Gateway {
     child: Option<Child>,
     pub addr: SocketAddr,
-    pub data_dir: PathBuf,
     pub stderr_path: PathBuf,
 }
 
@@ -169,15 +168,11 @@ impl Gateway {
                 panic!("gateway did not start: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
             }
         };
-        Gateway { child: Some(child), addr, data_dir: data_dir.to_path_buf(), stderr_path }
+        Gateway { child: Some(child), addr, stderr_path }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
     }
 
     pub fn kill9(&mut self) {

@@ -1,0 +1,200 @@
+//! The committer and the compactor against real Delta tables on local disk.
+
+use deltalake::datafusion::prelude::SessionContext;
+use inferlog_capture::wal::{WalReader, WalWriter};
+use inferlog_capture::LogWriterHandle;
+use inferlog_core::Record;
+use inferlog_table::compaction::files_per_partition;
+use inferlog_table::{compact_once, table_url, CompactionOptions, Committer, CommitterOptions};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+fn record(i: u64) -> Record {
+    Record {
+        request_id: format!("req-{i:06}"),
+        client_request_id: (i % 2 == 0).then(|| format!("client-{i}")),
+        // Two UTC days, so two partitions.
+        timestamp_ms: 1_763_769_600_000 + (i % 2) as i64 * 86_400_000 + i as i64,
+        endpoint_name: "iris".into(),
+        model_name: "iris".into(),
+        model_version: "1".into(),
+        method: "POST".into(),
+        path: "/invocations".into(),
+        status_code: if i % 10 == 0 { 500 } else { 200 },
+        execution_time_ms: Some(3),
+        latency_ms: 4,
+        sampling_fraction: 1.0,
+        request: Some(format!("{{\"inputs\": [{i}]}}")),
+        response: Some("{\"predictions\": [0]}".into()),
+        request_content_type: Some("application/json".into()),
+        response_content_type: Some("application/json".into()),
+        request_encoding: Some("utf8".into()),
+        response_encoding: Some("utf8".into()),
+        request_bytes: 16,
+        response_bytes: 20,
+        logging_error_codes: if i % 7 == 0 { vec!["MAX_REQUEST_SIZE_EXCEEDED".into()] } else { vec![] },
+        error: None,
+        requester: None,
+        request_metadata: [("user-agent".to_string(), "test".to_string())].into_iter().collect(),
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    data_dir: std::path::PathBuf,
+    wal: WalWriter,
+    log: Arc<LogWriterHandle>,
+    next: u64,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let wal_dir = data_dir.join("wal/iris");
+        let log_bytes = Arc::new(AtomicU64::new(0));
+        let wal = WalWriter::open(&wal_dir, 1, 1 << 16, log_bytes.clone()).unwrap();
+        let log = Arc::new(LogWriterHandle { dir: wal_dir, log_bytes, last_logged: Arc::new(AtomicU64::new(0)) });
+        Fixture { _dir: dir, data_dir, wal, log, next: 0 }
+    }
+
+    fn append(&mut self, n: u64) {
+        let payloads: Vec<Vec<u8>> = (self.next..self.next + n).map(|i| serde_json::to_vec(&record(i)).unwrap()).collect();
+        let last = self.wal.append(payloads.iter().map(Vec::as_slice)).unwrap();
+        self.log.last_logged.store(last, std::sync::atomic::Ordering::Release);
+        self.next += n;
+    }
+
+    fn committer(&self) -> Committer {
+        Committer {
+            endpoint: "iris".into(),
+            url: table_url(&self.data_dir, "iris_payload").unwrap(),
+            app_id: "inferlog-test-iris".into(),
+            log: self.log.clone(),
+            options: CommitterOptions { max_batch_records: 1000, ..CommitterOptions::default() },
+            last_commit_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+async fn sql(data_dir: &Path, q: &str) -> Vec<u64> {
+    let url = table_url(data_dir, "iris_payload").unwrap();
+    let table = deltalake::open_table(url).await.unwrap();
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state()).unwrap();
+    ctx.register_table("t", table.table_provider().await.unwrap()).unwrap();
+    let batches = ctx.sql(q).await.unwrap().collect().await.unwrap();
+    let batch = batches.iter().find(|b| b.num_rows() > 0).expect("one row");
+    // The first row's columns.
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.as_any().downcast_ref::<deltalake::arrow::array::Int64Array>().unwrap().value(0) as u64)
+        .collect()
+}
+
+async fn rows_and_distinct(data_dir: &Path) -> (u64, u64) {
+    let v = sql(data_dir, "SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM t").await;
+    (v[0], v[1])
+}
+
+#[tokio::test]
+async fn a_replayed_log_is_committed_exactly_once() {
+    let mut fx = Fixture::new();
+    fx.append(2500);
+    let c = fx.committer();
+    let (mut table, mut committed, mut reader) = (None, None, WalReader::new(&fx.log.dir));
+    let p = c.pass(&mut table, &mut committed, &mut reader).await.unwrap();
+    assert_eq!(p.records, 2500);
+    assert_eq!(p.commits, 3, "batches of at most 1000 records");
+    assert_eq!(rows_and_distinct(&fx.data_dir).await, (2500, 2500));
+
+    // A restart that finds the log still holding committed records (as after a crash between
+    // commit and segment deletion) reads them again from the beginning, and skips them.
+    fx.append(100);
+    let c = fx.committer();
+    let (mut table, mut committed) = (None, None);
+    let mut reader = WalReader::new(&fx.log.dir);
+    let p = c.pass(&mut table, &mut committed, &mut reader).await.unwrap();
+    assert_eq!(p.records, 100, "only the new records");
+    assert_eq!(committed, Some(2600));
+    assert_eq!(rows_and_distinct(&fx.data_dir).await, (2600, 2600));
+    // Segments fully committed are gone; the active one stays.
+    let segments = inferlog_capture::wal::list_segments(&fx.log.dir).unwrap();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+}
+
+#[tokio::test]
+async fn records_wait_in_the_log_while_the_table_cannot_be_written() {
+    let mut fx = Fixture::new();
+    fx.append(50);
+    // Storage down: the table's folder is blocked by a file.
+    let table_dir = fx.data_dir.join("tables/iris_payload");
+    std::fs::create_dir_all(fx.data_dir.join("tables")).unwrap();
+    std::fs::write(&table_dir, b"not a directory").unwrap();
+    let c = Committer {
+        url: url::Url::from_directory_path(&table_dir).unwrap(),
+        ..fx.committer_unchecked()
+    };
+    let (mut table, mut committed, mut reader) = (None, None, WalReader::new(&fx.log.dir));
+    assert!(c.pass(&mut table, &mut committed, &mut reader).await.is_err());
+    assert_eq!(WalReader::new(&fx.log.dir).read_after(0, 1000, usize::MAX).unwrap().len(), 50, "nothing left the log");
+    fx.append(25);
+    std::fs::remove_file(&table_dir).unwrap();
+    let (mut table, mut committed) = (None, None);
+    let p = c.pass(&mut table, &mut committed, &mut reader).await.unwrap();
+    assert_eq!(p.records, 75);
+    assert_eq!(rows_and_distinct(&fx.data_dir).await, (75, 75));
+}
+
+impl Fixture {
+    /// A committer whose URL is set by the caller (the table folder may not exist yet).
+    fn committer_unchecked(&self) -> Committer {
+        Committer {
+            endpoint: "iris".into(),
+            url: url::Url::parse("file:///nonexistent/").unwrap(),
+            app_id: "inferlog-test-iris".into(),
+            log: self.log.clone(),
+            options: CommitterOptions { max_batch_records: 1000, ..CommitterOptions::default() },
+            last_commit_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn compaction_keeps_every_row_exactly_once_while_appends_continue() {
+    let mut fx = Fixture::new();
+    let c = fx.committer();
+    let (mut table, mut committed, mut reader) = (None, None, WalReader::new(&fx.log.dir));
+    for _ in 0..40 {
+        fx.append(10);
+        c.pass(&mut table, &mut committed, &mut reader).await.unwrap();
+    }
+    let url = table_url(&fx.data_dir, "iris_payload").unwrap();
+    let before = files_per_partition(&deltalake::open_table(url.clone()).await.unwrap()).unwrap();
+    assert_eq!(before.len(), 2);
+    assert!(before.values().all(|n| *n == 40), "{before:?}");
+
+    let options = CompactionOptions { min_files: 8, ..CompactionOptions::default() };
+    let compaction = tokio::spawn({
+        let url = url.clone();
+        async move { compact_once(&url, &options).await }
+    });
+    for _ in 0..10 {
+        fx.append(10);
+        c.pass(&mut table, &mut committed, &mut reader).await.unwrap();
+    }
+    let report = compaction.await.unwrap().unwrap();
+    assert_eq!(report.partitions.len(), 2);
+    assert!(report.files_removed >= 80, "{report:?}");
+
+    assert_eq!(rows_and_distinct(&fx.data_dir).await, (500, 500));
+    let after = files_per_partition(&deltalake::open_table(url.clone()).await.unwrap()).unwrap();
+    assert!(after.values().all(|n| *n <= 11), "{after:?}");
+    // Values survive the rewrite, not just the count.
+    let sums = sql(&fx.data_dir, "SELECT sum(CAST(substr(request_id, 5) AS BIGINT)) FROM t").await;
+    assert_eq!(sums[0], (0..500).sum::<u64>());
+    let errors = sql(&fx.data_dir, "SELECT count(*) FROM t WHERE status_code = 500 AND cardinality(logging_error_codes) >= 0").await;
+    assert_eq!(errors[0], 50);
+}
