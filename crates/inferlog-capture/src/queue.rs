@@ -30,7 +30,9 @@ pub enum SubmitOutcome {
     /// Queued; resolves once the record is in the log (`sync`/`fsync`). An error means the
     /// log write failed and the record was dropped (and counted).
     AwaitLog(oneshot::Receiver<()>),
-    /// Not captured; the reason is counted in `inferlog_capture_dropped_total`.
+    /// Not captured; the reason is counted in `inferlog_capture_dropped_total`. (A record
+    /// refused by the log writer — log full or a write error — is counted there too, and a
+    /// `sync` caller sees its `AwaitLog` receiver fail.)
     Dropped(&'static str),
 }
 
@@ -41,15 +43,11 @@ pub struct CaptureHandle {
     tx: mpsc::Sender<Pending>,
     durability: Durability,
     log_bytes: Arc<AtomicU64>,
-    log_max_bytes: u64,
     capacity: usize,
 }
 
 impl CaptureHandle {
     pub fn submit(&self, record: Record) -> SubmitOutcome {
-        if self.log_bytes.load(Ordering::Relaxed) >= self.log_max_bytes {
-            return self.dropped("log_full");
-        }
         let (ack, outcome) = match self.durability {
             Durability::Async => (None, None),
             Durability::Sync | Durability::Fsync => {
@@ -93,11 +91,15 @@ pub struct LogWriterHandle {
     pub log_bytes: Arc<AtomicU64>,
     /// Highest LSN written to the log so far.
     pub last_logged: Arc<AtomicU64>,
+    /// Highest LSN the table holds, as last reported by the committer.
+    pub committed: Arc<AtomicU64>,
 }
 
 impl LogWriterHandle {
-    /// Deletes the segments made obsolete by a successful commit up to `committed`.
+    /// Records that the table holds every record up to `committed`, and deletes the segments
+    /// that made obsolete.
     pub fn release(&self, committed: u64) -> std::io::Result<u64> {
+        self.committed.fetch_max(committed, Ordering::AcqRel);
         delete_committed(&self.dir, committed, &self.log_bytes)
     }
 }
@@ -113,14 +115,18 @@ pub fn start_log_writer(
     log_max_bytes: u64,
 ) -> std::io::Result<(CaptureHandle, LogWriterHandle, std::thread::JoinHandle<()>)> {
     let log_bytes = Arc::new(AtomicU64::new(0));
-    let mut wal = WalWriter::open(dir, min_next_lsn, SEGMENT_MAX_BYTES, log_bytes.clone())?;
+    // Segments are sealed well before the cap, so committed ones can be deleted in time.
+    let segment_max = SEGMENT_MAX_BYTES.min((log_max_bytes / 4).max(4096));
+    let mut wal = WalWriter::open(dir, min_next_lsn, segment_max, log_bytes.clone())?;
     let last_logged = Arc::new(AtomicU64::new(wal.next_lsn() - 1));
+    let committed = Arc::new(AtomicU64::new(min_next_lsn.saturating_sub(1)));
     let (tx, mut rx) = mpsc::channel::<Pending>(queue_capacity);
     let name: Arc<str> = Arc::from(endpoint);
     let thread = {
         let name = name.clone();
         let last_logged = last_logged.clone();
         let log_bytes = log_bytes.clone();
+        let committed = committed.clone();
         std::thread::Builder::new()
             .name(format!("log-{endpoint}"))
             .spawn(move || {
@@ -135,6 +141,17 @@ pub fn start_log_writer(
                             Ok(p) => group.push(p),
                             Err(_) => break,
                         }
+                    }
+                    if log_bytes.load(Ordering::Relaxed) >= log_max_bytes {
+                        // At the cap. If everything written is committed, seal the active segment
+                        // so the committer can delete it; until space is freed, drop and count.
+                        if committed.load(Ordering::Acquire) >= last_logged.load(Ordering::Acquire) {
+                            let _ = wal.roll();
+                        }
+                        metrics::counter!("inferlog_capture_dropped_total", "endpoint" => name.to_string(), "reason" => "log_full")
+                            .increment(group.len() as u64);
+                        group.clear(); // dropping the ack senders tells sync callers
+                        continue;
                     }
                     payloads.clear();
                     payloads.extend(group.iter().map(|p| serde_json::to_vec(&p.record).expect("records serialize")));
@@ -177,13 +194,13 @@ pub fn start_log_writer(
             tx,
             durability,
             log_bytes: log_bytes.clone(),
-            log_max_bytes,
             capacity: queue_capacity,
         },
         LogWriterHandle {
             dir: dir.to_path_buf(),
             log_bytes,
             last_logged,
+            committed,
         },
         thread,
     ))
@@ -241,19 +258,35 @@ mod tests {
         writer.join().unwrap();
     }
 
-    #[tokio::test]
-    async fn full_log_drops_and_never_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, 1).unwrap();
-        match handle.submit(record("a")) {
-            SubmitOutcome::AwaitLog(rx) => rx.await.unwrap(),
+    async fn logged(handle: &CaptureHandle, id: &str) -> bool {
+        match handle.submit(record(id)) {
+            SubmitOutcome::AwaitLog(rx) => rx.await.is_ok(),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn full_log_drops_until_committed_segments_are_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, 1).unwrap();
+        assert!(logged(&handle, "a").await);
         assert!(handle.log_bytes() >= 1);
-        assert!(matches!(handle.submit(record("b")), SubmitOutcome::Dropped("log_full")));
+        assert!(!logged(&handle, "b").await, "over the cap: dropped, and the caller is not kept waiting");
+        // The table now holds record 1: the writer seals the segment, the committer deletes it.
+        log.release(1).unwrap();
+        assert!(!logged(&handle, "c").await);
+        log.release(1).unwrap();
+        assert_eq!(handle.log_bytes(), 0);
+        assert!(logged(&handle, "d").await, "capture resumes once space is freed");
         drop(handle);
         writer.join().unwrap();
-        assert_eq!(WalReader::new(dir.path()).read_after(0, 100, usize::MAX).unwrap().len(), 1);
+        let ids: Vec<String> = WalReader::new(dir.path())
+            .read_after(0, 100, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_slice::<Record>(&e.payload).unwrap().request_id)
+            .collect();
+        assert_eq!(ids, vec!["d"]);
     }
 
     #[test]

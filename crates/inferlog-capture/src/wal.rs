@@ -103,6 +103,8 @@ pub struct WalWriter {
     segment_max: u64,
     size: Arc<AtomicU64>,
     buf: Vec<u8>,
+    /// The last write failed: the next one starts a new segment.
+    broken: bool,
 }
 
 impl WalWriter {
@@ -148,6 +150,7 @@ impl WalWriter {
             segment_max,
             size,
             buf: Vec::with_capacity(1 << 20),
+            broken: false,
         };
         if writer.next_lsn < min_next_lsn {
             // The table already holds LSNs the log has forgotten (its folder was lost):
@@ -162,6 +165,16 @@ impl WalWriter {
         self.next_lsn
     }
 
+    /// Seals the current segment, if it holds anything, and starts the next one, so that the
+    /// committer can delete it once it is committed.
+    pub fn roll(&mut self) -> io::Result<()> {
+        if self.segment_len > 0 {
+            let next = self.next_lsn;
+            self.start_segment(next)?;
+        }
+        Ok(())
+    }
+
     fn start_segment(&mut self, first: u64) -> io::Result<()> {
         self.file = create_segment(&self.dir, first)?;
         self.segment_len = 0;
@@ -173,9 +186,10 @@ impl WalWriter {
     /// I/O error the segment is cut back to its previous length, so no torn frame is left
     /// in front of later writes.
     pub fn append<'a>(&mut self, payloads: impl IntoIterator<Item = &'a [u8]>) -> io::Result<u64> {
-        if self.segment_len >= self.segment_max {
+        if self.segment_len >= self.segment_max || self.broken {
             let next = self.next_lsn;
             self.start_segment(next)?;
+            self.broken = false;
         }
         self.buf.clear();
         let mut lsn = self.next_lsn;
@@ -184,8 +198,11 @@ impl WalWriter {
             lsn += 1;
         }
         if let Err(e) = self.file.write_all(&self.buf) {
+            // Part of the group may be on disk, and a reader may already have seen it: its
+            // LSNs are never handed out again, and the next group goes to a new segment.
             let _ = self.file.set_len(self.segment_len);
-            let _ = self.file.seek(SeekFrom::Start(self.segment_len));
+            self.next_lsn = lsn;
+            self.broken = true;
             return Err(e);
         }
         self.segment_len += self.buf.len() as u64;

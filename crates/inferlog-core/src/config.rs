@@ -181,7 +181,7 @@ pub const FORBIDDEN_METADATA_HEADERS: &[&str] = &[
 
 /// Prefix of the environment variables that override configuration keys. Nested keys use
 /// `__`: `INFERLOG_ENDPOINTS__IRIS__CAPTURE__SAMPLING_FRACTION=0.5` sets that key of the
-/// endpoint named `iris`.
+/// endpoint named `iris`; `INFERLOG_METADATA_HEADERS` takes a comma-separated list.
 pub const ENV_PREFIX: &str = "INFERLOG_";
 /// Top-level keys of [`ConfigFile`] that an `INFERLOG_<KEY>` variable may set.
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -224,6 +224,10 @@ pub fn apply_env(
         let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
         let value = scalar(&raw);
         match parts.as_slice() {
+            [key] if key == "metadata_headers" => {
+                let list = raw.split(',').map(|h| toml::Value::String(h.trim().to_string()));
+                tree.insert(key.clone(), toml::Value::Array(list.collect()));
+            }
             [key] if TOP_LEVEL_KEYS.contains(&key.as_str()) => {
                 tree.insert(key.clone(), value);
             }
@@ -499,6 +503,7 @@ max_payload_bytes = 1048576
                 ("INFERLOG_DURABILITY", "fsync"),
                 ("INFERLOG_ENDPOINTS__IRIS__CAPTURE__SAMPLING_FRACTION", "0.25"),
                 ("INFERLOG_ENDPOINTS__IRIS__MODEL_VERSION", "7"),
+                ("INFERLOG_METADATA_HEADERS", "user-agent, x-tenant"),
                 ("INFERLOG_LOG", "debug"),
                 ("PATH", "/bin"),
             ],
@@ -507,6 +512,7 @@ max_payload_bytes = 1048576
         assert_eq!(c.durability, Durability::Fsync);
         assert_eq!(c.endpoints[0].capture.sampling_fraction, 0.25);
         assert_eq!(c.endpoints[0].model_version, "7");
+        assert_eq!(c.metadata_headers, vec!["user-agent", "x-tenant"]);
         let err = load(EXAMPLE, &[("INFERLOG_LISTN", "x")]).unwrap_err().to_string();
         assert!(err.contains("INFERLOG_LISTN"), "{err}");
         for key in TOP_LEVEL_KEYS {

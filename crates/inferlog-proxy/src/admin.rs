@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The live part of an endpoint's capture settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -30,12 +30,13 @@ pub struct CaptureChange {
 /// Saved capture states, one per endpoint, in one JSON file replaced atomically.
 pub struct CaptureStateStore {
     path: PathBuf,
-    lock: Mutex<()>,
+    /// Serialises admin changes end to end (read, save, swap).
+    pub(crate) changes: tokio::sync::Mutex<()>,
 }
 
 impl CaptureStateStore {
     pub fn new(path: PathBuf) -> Self {
-        CaptureStateStore { path, lock: Mutex::new(()) }
+        CaptureStateStore { path, changes: tokio::sync::Mutex::new(()) }
     }
 
     pub fn load(&self) -> std::io::Result<BTreeMap<String, CaptureState>> {
@@ -52,7 +53,6 @@ impl CaptureStateStore {
     }
 
     fn save(&self, endpoint: &str, state: CaptureState) -> std::io::Result<()> {
-        let _guard = self.lock.lock().expect("state store lock");
         let mut all = self.load()?;
         all.insert(endpoint.to_string(), state);
         if let Some(dir) = self.path.parent() {
@@ -101,22 +101,23 @@ pub(crate) async fn put_capture(
             )));
         }
     }
-    let new_state = {
-        let mut state = endpoint.state.write().expect("capture state lock");
-        let mut next = *state;
-        if let Some(e) = change.enabled {
-            next.enabled = e;
-        }
-        if let Some(f) = change.sampling_fraction {
-            next.sampling_fraction = f;
-        }
-        // Saved before it takes effect, so what is served is what a restart will restore.
-        gw.state_store
-            .save(&name, next)
-            .map_err(|e| GatewayError::Internal(format!("cannot save capture state: {e}")))?;
-        *state = next;
-        next
-    };
+    // One change at a time; the file is written before the new state takes effect, and the
+    // lock that request sampling reads is held only for the swap.
+    let _one_at_a_time = gw.state_store.changes.lock().await;
+    let mut new_state = *endpoint.state.read().expect("capture state lock");
+    if let Some(e) = change.enabled {
+        new_state.enabled = e;
+    }
+    if let Some(f) = change.sampling_fraction {
+        new_state.sampling_fraction = f;
+    }
+    let store = gw.clone();
+    let saved_name = name.clone();
+    tokio::task::spawn_blocking(move || store.state_store.save(&saved_name, new_state))
+        .await
+        .map_err(|e| GatewayError::Internal(format!("cannot save capture state: {e}")))?
+        .map_err(|e| GatewayError::Internal(format!("cannot save capture state: {e}")))?;
+    *endpoint.state.write().expect("capture state lock") = new_state;
     tracing::info!(endpoint = %name, enabled = new_state.enabled, sampling_fraction = new_state.sampling_fraction, "capture settings changed");
     Ok(Json(new_state))
 }

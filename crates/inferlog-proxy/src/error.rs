@@ -24,6 +24,10 @@ pub enum GatewayError {
     AdminForbidden,
     #[error("{0}")]
     Internal(String),
+    #[error("no such route; models are served under /endpoints/{{name}}/...")]
+    RouteNotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
 }
 
 impl GatewayError {
@@ -36,6 +40,8 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::AdminForbidden => StatusCode::FORBIDDEN,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::RouteNotFound => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -49,6 +55,8 @@ impl GatewayError {
             GatewayError::BadAdminRequest(_) => "INVALID_PARAMETER_VALUE",
             GatewayError::AdminForbidden => "PERMISSION_DENIED",
             GatewayError::Internal(_) => "INTERNAL_ERROR",
+            GatewayError::RouteNotFound => "NOT_FOUND",
+            GatewayError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
         }
     }
 

@@ -1,14 +1,15 @@
 //! Routing and forwarding to the upstream.
 
 use crate::admin::{CaptureState, CaptureStateStore};
-use crate::error::{GatewayError, ERROR_HEADER};
+use crate::error::GatewayError;
 use crate::record::{client_request_id_from_body, encode_body};
 use crate::tap::{InFlight, TapBody};
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http_body::Body as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -44,7 +45,9 @@ pub struct Endpoint {
     pub(crate) state: RwLock<CaptureState>,
     sampler: Option<Mutex<SmallRng>>,
     capture: Option<CaptureHandle>,
-    requests_label: Arc<str>,
+    /// Metric handles, looked up once instead of per request.
+    requests_by_status: RwLock<HashMap<u16, metrics::Counter>>,
+    upstream_duration: metrics::Histogram,
 }
 
 impl Endpoint {
@@ -53,14 +56,31 @@ impl Endpoint {
             .capture
             .sampling_seed
             .map(|seed| Mutex::new(SmallRng::seed_from_u64(seed)));
-        let requests_label = Arc::from(settings.name.as_str());
+        let upstream_duration =
+            metrics::histogram!("inferlog_upstream_duration_seconds", "endpoint" => settings.name.clone());
         Endpoint {
             settings,
             state: RwLock::new(state),
             sampler,
             capture,
-            requests_label,
+            requests_by_status: RwLock::new(HashMap::new()),
+            upstream_duration,
         }
+    }
+
+    fn count_request(&self, status: u16) {
+        if let Some(counter) = self.requests_by_status.read().expect("metrics lock").get(&status) {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!("inferlog_requests_total", "endpoint" => self.settings.name.clone(), "status" => status.to_string());
+        counter.increment(1);
+        self.requests_by_status.write().expect("metrics lock").insert(status, counter);
+    }
+
+    /// The capture queue of this endpoint, when capture is wired.
+    pub fn capture(&self) -> Option<&CaptureHandle> {
+        self.capture.as_ref()
     }
 
     /// Decides once per request whether it is captured, and at which fraction.
@@ -129,24 +149,24 @@ impl Gateway {
     }
 }
 
-pub(crate) async fn proxy(
-    State(gw): State<Arc<Gateway>>,
-    Path((name, rest)): Path<(String, String)>,
-    req: Request,
-) -> Response {
+/// All proxy routes land here. The endpoint name and the rest of the path are taken from
+/// the raw (still percent-encoded) path, so the upstream receives exactly what was sent.
+pub(crate) async fn proxy(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let (name, rest) = split_endpoint_path(req.uri().path());
     handle(gw, name, rest, req).await
 }
 
-pub(crate) async fn proxy_root(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, req: Request) -> Response {
-    handle(gw, name, String::new(), req).await
-}
-
-pub(crate) async fn proxy_invocations(
-    State(gw): State<Arc<Gateway>>,
-    Path(name): Path<String>,
-    req: Request,
-) -> Response {
-    handle(gw, name, "invocations".into(), req).await
+/// `/endpoints/{name}[/{rest}]` or `/serving-endpoints/{name}/invocations` → (name, rest).
+fn split_endpoint_path(path: &str) -> (String, String) {
+    if let Some(tail) = path.strip_prefix("/serving-endpoints/") {
+        let name = tail.split('/').next().unwrap_or_default();
+        return (name.to_string(), "invocations".to_string());
+    }
+    let tail = path.strip_prefix("/endpoints/").unwrap_or_default();
+    match tail.split_once('/') {
+        Some((name, rest)) => (name.to_string(), rest.to_string()),
+        None => (tail.to_string(), String::new()),
+    }
 }
 
 fn now_ms() -> i64 {
@@ -176,12 +196,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
 
     // Phase 2: the request body, bounded.
     let limit = gw.options.max_request_bytes;
-    let declared_too_large = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > limit as u64);
+    let declared_too_large = declared_length(&parts.headers).is_some_and(|n| n > limit as u64);
     let body = if declared_too_large {
         Err(GatewayError::RequestTooLarge { limit })
     } else {
@@ -197,12 +212,19 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
     let mut record = sampled.map(|fraction| {
         new_record(&gw, &endpoint, &parts.method, &path, &parts.headers, &request_id, timestamp_ms, fraction)
     });
-    if let (Some(r), Ok(bytes)) = (record.as_mut(), body.as_ref()) {
-        set_request(r, bytes, &parts.headers, endpoint.settings.capture.max_payload_bytes);
+    if let Some(r) = record.as_mut() {
+        match body.as_ref() {
+            Ok(bytes) => set_request(r, bytes, &parts.headers, endpoint.settings.capture.max_payload_bytes),
+            // The body was refused: keep what is known of it.
+            Err(_) => {
+                r.request_bytes = declared_length(&parts.headers).unwrap_or(0) as i64;
+                r.client_request_id = header_string(&parts.headers, CLIENT_REQUEST_ID_HEADER);
+            }
+        }
     }
     let body = match body {
         Ok(b) => b,
-        Err(err) => return gateway_error(&gw, &endpoint, record, err, received_at, None, &request_id).await,
+        Err(err) => return gateway_error(&endpoint, record, err, received_at, None, &request_id).await,
     };
 
     // Phase 3: forward.
@@ -213,7 +235,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
                 upstream: endpoint.settings.upstream.to_string(),
                 reason,
             };
-            return gateway_error(&gw, &endpoint, record, err, received_at, None, &request_id).await;
+            return gateway_error(&endpoint, record, err, received_at, None, &request_id).await;
         }
     };
     let mut upstream_req = hyper::Request::builder()
@@ -231,20 +253,19 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
                 upstream: endpoint.settings.upstream.to_string(),
                 reason: error_chain(&e),
             };
-            return gateway_error(&gw, &endpoint, record, err, received_at, None, &request_id).await;
+            return gateway_error(&endpoint, record, err, received_at, None, &request_id).await;
         }
         Err(_) => {
             let err = GatewayError::UpstreamTimeout {
                 upstream: endpoint.settings.upstream.to_string(),
                 timeout_ms: gw.options.upstream_timeout.as_millis(),
             };
-            return gateway_error(&gw, &endpoint, record, err, received_at, Some(forwarded_at), &request_id).await;
+            return gateway_error(&endpoint, record, err, received_at, Some(forwarded_at), &request_id).await;
         }
     };
     let upstream_elapsed = forwarded_at.elapsed();
-    metrics::histogram!("inferlog_upstream_duration_seconds", "endpoint" => endpoint.requests_label.to_string())
-        .record(upstream_elapsed.as_secs_f64());
-    count_request(&endpoint, response.status().as_u16());
+    endpoint.upstream_duration.record(upstream_elapsed.as_secs_f64());
+    endpoint.count_request(response.status().as_u16());
 
     // Phase 4 and 5: stream back through the tap.
     let (mut resp_parts, incoming) = response.into_parts();
@@ -266,18 +287,22 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
         _ => None,
     };
     let hold_back = inflight.as_ref().is_some_and(|i| i.handle.durability() != inferlog_core::Durability::Async);
+    if incoming.is_end_stream() {
+        // No body (HEAD, 204, 304, `content-length: 0`): the server will never poll one, so
+        // the record is completed here.
+        if let Some(inflight) = inflight {
+            if let SubmitOutcome::AwaitLog(rx) = inflight.finish(None) {
+                let _ = rx.await;
+            }
+        }
+        return with_request_id(Response::from_parts(resp_parts, Body::empty()), &request_id);
+    }
     let body = Body::new(TapBody::new(incoming, inflight, hold_back));
     with_request_id(Response::from_parts(resp_parts, body), &request_id)
 }
 
-fn count_request(endpoint: &Endpoint, status: u16) {
-    metrics::counter!("inferlog_requests_total", "endpoint" => endpoint.requests_label.to_string(), "status" => status.to_string())
-        .increment(1);
-}
-
 /// Answers with a gateway error, recording it first when the request was sampled.
 async fn gateway_error(
-    _gw: &Gateway,
     endpoint: &Endpoint,
     record: Option<Record>,
     err: GatewayError,
@@ -286,7 +311,7 @@ async fn gateway_error(
     request_id: &str,
 ) -> Response {
     let status = err.status();
-    count_request(endpoint, status.as_u16());
+    endpoint.count_request(status.as_u16());
     tracing::debug!(endpoint = %endpoint.settings.name, request_id, error = %err, "gateway error");
     if let (Some(mut record), Some(handle)) = (record, endpoint.capture.as_ref()) {
         let body = err.body();
@@ -302,7 +327,13 @@ async fn gateway_error(
             let _ = rx.await;
         }
     }
-    with_request_id(err.into_response(), request_id)
+    let unread_body = matches!(err, GatewayError::RequestTooLarge { .. });
+    let mut response = with_request_id(err.into_response(), request_id);
+    if unread_body {
+        // The rest of the body was never read, so this connection cannot carry another request.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -362,6 +393,13 @@ fn set_request(record: &mut Record, body: &Bytes, headers: &HeaderMap, limit: us
         client_request_id_from_body(body).or_else(|| header_string(headers, CLIENT_REQUEST_ID_HEADER));
 }
 
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
@@ -400,7 +438,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for h in named {
         headers.remove(h.as_str());
     }
-    headers.remove(ERROR_HEADER.to_ascii_lowercase().as_str()).map(|_| ()).unwrap_or(());
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -429,6 +466,15 @@ mod tests {
         let out = forwarded_headers(&h);
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out["x-custom"], "kept");
+    }
+
+    #[test]
+    fn endpoint_paths_split_into_name_and_raw_rest() {
+        let split = |p: &str| split_endpoint_path(p);
+        assert_eq!(split("/endpoints/iris/invocations"), ("iris".into(), "invocations".into()));
+        assert_eq!(split("/endpoints/iris/v1/a%20b%3F"), ("iris".into(), "v1/a%20b%3F".into()));
+        assert_eq!(split("/endpoints/iris"), ("iris".into(), String::new()));
+        assert_eq!(split("/serving-endpoints/iris/invocations"), ("iris".into(), "invocations".into()));
     }
 
     #[test]

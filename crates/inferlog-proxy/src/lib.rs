@@ -31,13 +31,27 @@ use std::sync::Arc;
 /// The gateway's routes: proxying, the endpoint aliases, health and the admin API.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
-        .route("/endpoints/{name}", any(forward::proxy_root))
+        .route("/endpoints/{name}", any(forward::proxy))
         .route("/endpoints/{name}/{*rest}", any(forward::proxy))
-        .route("/serving-endpoints/{name}/invocations", any(forward::proxy_invocations))
+        .route("/serving-endpoints/{name}/invocations", any(forward::proxy))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/admin/endpoints/{name}/capture",
             get(admin::get_capture).put(admin::put_capture),
         )
+        .fallback(|| async { GatewayError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
+        .layer(axum::middleware::map_response(ensure_request_id))
         .with_state(gateway)
+}
+
+/// Proxied exchanges carry their row's request id already; every other answer of the
+/// gateway (health, admin, routing errors) gets a fresh one, so every response has one.
+async fn ensure_request_id(mut response: axum::response::Response) -> axum::response::Response {
+    if !response.headers().contains_key(forward::REQUEST_ID_HEADER) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
+            response.headers_mut().insert(forward::REQUEST_ID_HEADER, v);
+        }
+    }
+    response
 }

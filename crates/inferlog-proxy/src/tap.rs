@@ -40,7 +40,7 @@ impl InFlight {
     }
 
     /// Completes the record and submits it.
-    fn finish(mut self, error: Option<String>) -> SubmitOutcome {
+    pub(crate) fn finish(mut self, error: Option<String>) -> SubmitOutcome {
         let now = Instant::now();
         let limit = self.limit;
         let total = self.total;

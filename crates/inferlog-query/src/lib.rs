@@ -88,7 +88,7 @@ pub fn format(batches: &[RecordBatch], format: OutputFormat) -> Result<String, Q
             {
                 let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
                 for b in batches {
-                    w.write(b).map_err(ferr)?;
+                    w.write(&flatten_nested(b).map_err(ferr)?).map_err(ferr)?;
                 }
             }
             String::from_utf8(buf).map_err(|e| QueryError::Format(e.to_string()))
@@ -96,7 +96,9 @@ pub fn format(batches: &[RecordBatch], format: OutputFormat) -> Result<String, Q
         OutputFormat::Json => {
             let mut buf = Vec::new();
             {
-                let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+                let mut w = arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
                 for b in batches {
                     w.write(b).map_err(ferr)?;
                 }
@@ -105,6 +107,40 @@ pub fn format(batches: &[RecordBatch], format: OutputFormat) -> Result<String, Q
             String::from_utf8(buf).map_err(|e| QueryError::Format(e.to_string()))
         }
     }
+}
+
+/// CSV has no nested values: lists, maps and structs are written as their text form
+/// (`[a, b]`, `{k: v}`).
+fn flatten_nested(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{Array, ArrayRef, StringBuilder};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    use std::sync::Arc;
+    let nested = |t: &DataType| t.is_nested();
+    if !batch.schema().fields().iter().any(|f| nested(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if !nested(field.data_type()) {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+            continue;
+        }
+        let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?;
+        let mut text = StringBuilder::new();
+        for i in 0..column.len() {
+            if column.is_null(i) {
+                text.append_null();
+            } else {
+                text.append_value(formatter.value(i).to_string());
+            }
+        }
+        fields.push(Field::new(field.name(), DataType::Utf8, true));
+        columns.push(Arc::new(text.finish()));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 /// Total rows of a result.

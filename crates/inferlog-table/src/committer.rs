@@ -69,6 +69,7 @@ impl Committer {
         let mut committed: Option<u64> = None;
         let mut reader = WalReader::new(&self.log.dir);
         let mut backoff = self.options.interval;
+        let mut stop_attempts = 0;
         let committed_counter =
             metrics::counter!("inferlog_capture_records_committed_total", "endpoint" => self.endpoint.clone());
         let last_commit = metrics::gauge!("inferlog_table_last_commit_timestamp_seconds", "endpoint" => self.endpoint.clone());
@@ -96,7 +97,13 @@ impl Committer {
                     tracing::warn!(endpoint = %self.endpoint, error = %e, retry_in_ms = backoff.as_millis() as u64,
                         "cannot commit captured records; they stay in the log and will be retried");
                     if stopping {
-                        return;
+                        stop_attempts += 1;
+                        if stop_attempts >= 3 {
+                            tracing::error!(endpoint = %self.endpoint, "giving up the last commit; the records stay in the log for the next start");
+                            return;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        continue;
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -141,7 +148,10 @@ impl Committer {
             }
         };
         let mut after = after;
-        loop {
+        // Everything logged before this pass started is committed by its end; records logged
+        // meanwhile wait for the next pass, so a busy log cannot keep a pass going forever.
+        let target = self.log.last_logged.load(Ordering::Acquire);
+        while after < target {
             let (records, last) = self.read_batch(reader, after).await?;
             let Some(last) = last else { break };
             if !records.is_empty() {
@@ -163,10 +173,9 @@ impl Committer {
             after = last;
             *committed = Some(last);
             self.release(last);
-            if records.len() < self.options.max_batch_records {
-                break;
-            }
         }
+        // Also frees segments the log writer sealed while nothing new arrived.
+        self.release(after);
         Ok(progress)
     }
 

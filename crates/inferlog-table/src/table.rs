@@ -22,6 +22,12 @@ pub enum TableError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot prepare the table folder {path}: {source}")]
+    Folder {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot build a batch of records: {0}")]
     Arrow(#[from] deltalake::arrow::error::ArrowError),
     #[error("invalid table location `{0}`")]
@@ -38,11 +44,11 @@ fn delta(url: &Url) -> impl FnOnce(DeltaTableError) -> TableError + '_ {
 /// The URL of an endpoint's payload table under a data directory.
 pub fn table_url(data_dir: &Path, table_name: &str) -> crate::Result<Url> {
     let path = data_dir.join("tables").join(table_name);
-    std::fs::create_dir_all(&path).map_err(|e| TableError::Log {
+    std::fs::create_dir_all(&path).map_err(|e| TableError::Folder {
         path: path.display().to_string(),
         source: e,
     })?;
-    let abs = std::fs::canonicalize(&path).map_err(|e| TableError::Log {
+    let abs = std::fs::canonicalize(&path).map_err(|e| TableError::Folder {
         path: path.display().to_string(),
         source: e,
     })?;
@@ -55,7 +61,7 @@ pub async fn open_or_create(url: &Url, checkpoint_interval: u64) -> crate::Resul
     if url.scheme() == "file" {
         // A local table's folder may have been removed; object stores need no folders.
         if let Ok(path) = url.to_file_path() {
-            std::fs::create_dir_all(&path).map_err(|source| TableError::Log {
+            std::fs::create_dir_all(&path).map_err(|source| TableError::Folder {
                 path: path.display().to_string(),
                 source,
             })?;

@@ -55,7 +55,12 @@ impl Fixture {
         let wal_dir = data_dir.join("wal/iris");
         let log_bytes = Arc::new(AtomicU64::new(0));
         let wal = WalWriter::open(&wal_dir, 1, 1 << 16, log_bytes.clone()).unwrap();
-        let log = Arc::new(LogWriterHandle { dir: wal_dir, log_bytes, last_logged: Arc::new(AtomicU64::new(0)) });
+        let log = Arc::new(LogWriterHandle {
+            dir: wal_dir,
+            log_bytes,
+            last_logged: Arc::new(AtomicU64::new(0)),
+            committed: Arc::new(AtomicU64::new(0)),
+        });
         Fixture { _dir: dir, data_dir, wal, log, next: 0 }
     }
 
@@ -72,7 +77,7 @@ impl Fixture {
             url: table_url(&self.data_dir, "iris_payload").unwrap(),
             app_id: "inferlog-test-iris".into(),
             log: self.log.clone(),
-            options: CommitterOptions { max_batch_records: 1000, ..CommitterOptions::default() },
+            options: CommitterOptions { max_batch_records: 1000, checkpoint_interval: 10, ..CommitterOptions::default() },
             last_commit_ms: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -171,6 +176,15 @@ async fn compaction_keeps_every_row_exactly_once_while_appends_continue() {
         fx.append(10);
         c.pass(&mut table, &mut committed, &mut reader).await.unwrap();
     }
+    // Checkpoints keep readers from replaying every commit (interval 10 in this fixture).
+    let log_dir = fx.data_dir.join("tables/iris_payload/_delta_log");
+    let checkpoints = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".checkpoint.parquet"))
+        .count();
+    assert!(checkpoints >= 3, "{checkpoints} checkpoints after 41 commits");
+    assert!(log_dir.join("_last_checkpoint").exists());
+
     let url = table_url(&fx.data_dir, "iris_payload").unwrap();
     let before = files_per_partition(&deltalake::open_table(url.clone()).await.unwrap()).unwrap();
     assert_eq!(before.len(), 2);

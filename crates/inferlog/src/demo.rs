@@ -42,7 +42,8 @@ fn request(i: usize) -> (&'static str, &'static str, Vec<u8>, Option<String>) {
         }
         5 => ("invocations", "application/json", br#"{"instances": [[5.1, 3.5, 1.4"#.to_vec(), None),
         6 => ("invocations", "application/json", json!({"instances": [[1.0, 2.0]]}).to_string().into_bytes(), None),
-        7 => ("v1/unknown", "application/json", b"{}".to_vec(), None),
+        7 if i % 20 == 7 => ("v1/unknown", "application/json", b"{}".to_vec(), None),
+        7 => ("invocations", "application/json", json!({"instances": [[-1.0, 3.0, 1.4, 0.2]]}).to_string().into_bytes(), None),
         8 => ("invocations", "application/json", json!({
             "client_request_id": format!("batch-{i}"),
             "dataframe_split": {"columns": names, "data": (0..5).map(|k| row(i + k)).collect::<Vec<_>>()}
@@ -153,8 +154,8 @@ pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {
     .await?;
     print_query(
         data_dir,
-        "Failed exchanges keep their error:",
-        "SELECT status_code, request_encoding, substr(response, 1, 60) AS response FROM iris_payload WHERE status_code >= 400 LIMIT 4",
+        "Failed exchanges are recorded like any other:",
+        "SELECT status_code, path, request_encoding, substr(response, 1, 60) AS response FROM iris_payload WHERE status_code >= 400 ORDER BY status_code DESC LIMIT 5",
     )
     .await?;
 

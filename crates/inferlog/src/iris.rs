@@ -3,7 +3,8 @@
 //!
 //! `POST /invocations` with `dataframe_split`, `dataframe_records`, `instances` or `inputs`
 //! (JSON), or `text/csv`, answers `{"predictions": [class, ...]}`. Bad input answers 400 with
-//! MLflow's error shape; `GET /ping` and `/health` answer 200.
+//! MLflow's error shape, a negative measurement makes the model fail with 500; `GET /ping`
+//! and `/health` answer 200.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -53,6 +54,12 @@ async fn invocations(headers: HeaderMap, body: Bytes) -> Response {
         }
     };
     match rows {
+        // Like a real model that was never trained on impossible measurements, it fails on them.
+        Ok(rows) if rows.iter().flatten().any(|v| *v < 0.0) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error_code": "INTERNAL_ERROR", "message": "model raised ValueError: negative measurement"})),
+        )
+            .into_response(),
         Ok(rows) => axum::Json(json!({"predictions": rows.iter().map(classify).collect::<Vec<_>>()})).into_response(),
         Err(message) => bad_request(message),
     }

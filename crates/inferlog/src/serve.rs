@@ -18,9 +18,13 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::IntoFuture;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
+
+/// How long SIGTERM waits for in-flight exchanges before stopping regardless.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reads the config file (if any), then `INFERLOG_*` variables, then flags, and validates.
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -34,14 +38,11 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         }
         None => toml::Table::new(),
     };
+    // Endpoints from flags first, so that environment overrides can reach them; then the
+    // environment; then the scalar flags, which win over both.
+    config::tree_from_flags(None, None, None, &args.endpoints, &mut tree);
     config::apply_env(&mut tree, std::env::vars())?;
-    config::tree_from_flags(
-        args.listen.as_deref(),
-        args.data_dir.as_deref(),
-        args.durability,
-        &args.endpoints,
-        &mut tree,
-    );
+    config::tree_from_flags(args.listen.as_deref(), args.data_dir.as_deref(), args.durability, &[], &mut tree);
     let config = config::read_tree(tree)?.validate()?;
     if config.endpoints.is_empty() {
         anyhow::bail!("no endpoints configured: give --endpoint NAME=URL or an [[endpoints]] section");
@@ -91,11 +92,18 @@ fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("instance.id");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
-        _ => {
+        Ok(_) => anyhow::bail!("{} is empty; restore it or remove it to start as a new writer", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A new identity, made durable before any commit uses it.
             let id = uuid::Uuid::now_v7().to_string();
-            std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+            let tmp = path.with_extension("id.tmp");
+            std::fs::write(&tmp, &id).with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
             Ok(id)
         }
+        // Never replace an identity that merely could not be read: the log would be replayed.
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
@@ -243,16 +251,43 @@ pub async fn run(
     if let Some(ready) = ready {
         let _ = ready.send(addr);
     }
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("gateway server failed")?;
+    let (signal_tx, signal_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal_tx.send(true);
+    });
+    let mut server_signal = signal_rx.clone();
+    let mut server = tokio::spawn(
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = server_signal.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    let mut drain_signal = signal_rx.clone();
+    let drained = tokio::select! {
+        result = &mut server => {
+            result.context("gateway server panicked")?.context("gateway server failed")?;
+            true
+        }
+        _ = async {
+            let _ = drain_signal.wait_for(|stop| *stop).await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => false,
+    };
 
-    // Every capture handle must go for the log writers to drain and stop.
+    // Every capture handle must go for the log writers to drain and stop. Exchanges still
+    // open after the drain timeout keep theirs; their records may be lost.
     drop(metrics_state);
     drop(runtimes);
+    if !drained {
+        tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "requests still in flight after the drain timeout; stopping anyway");
+    }
     for thread in writer_threads {
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let join = tokio::task::spawn_blocking(move || thread.join());
+        if tokio::time::timeout(if drained { Duration::from_secs(60) } else { Duration::from_secs(1) }, join).await.is_err() {
+            tracing::warn!("a capture log writer did not finish in time");
+        }
     }
     let _ = stop_tx.send(true);
     for task in background {

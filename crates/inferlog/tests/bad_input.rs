@@ -134,3 +134,37 @@ fn unreachable_and_slow_upstreams_answer_502_and_504_and_are_recorded() {
     assert_eq!(r["response"], "partial");
     assert!(r["error"].as_str().unwrap().contains("upstream response body failed"), "{r}");
 }
+
+#[test]
+fn bodiless_responses_and_odd_paths_are_recorded_complete() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &format!("durability = \"sync\"\n{}", endpoint_toml("m", &up.url(), "")));
+    let http = client();
+    let head = http.head(gw.url("/endpoints/m/echo")).send().unwrap();
+    assert_eq!(head.status(), 200);
+    let head_id = head.headers()["x-request-id"].to_str().unwrap().to_string();
+    let no_content = http.get(gw.url("/endpoints/m/status/204")).send().unwrap();
+    assert_eq!(no_content.status(), 204);
+    let no_content_id = no_content.headers()["x-request-id"].to_str().unwrap().to_string();
+    // Percent-encoded paths reach the upstream exactly as sent.
+    let odd = http.post(gw.url("/endpoints/m/echo%20x%3Fy?q=%2F")).body("odd").send().unwrap();
+    assert_eq!(odd.status(), 404, "the upstream has no such route");
+    assert!(up.seen.requests.lock().unwrap().iter().any(|(_, pq, _)| pq == "/echo%20x%3Fy?q=%2F"));
+    // Paths outside the proxy routes get the gateway's JSON error.
+    let resp = http.get(gw.url("/nowhere")).send().unwrap();
+    error_body(resp, 404, "NOT_FOUND");
+    let resp = http.post(gw.url("/healthz")).send().unwrap();
+    error_body(resp, 405, "METHOD_NOT_ALLOWED");
+
+    wait_rows(dir.path(), "m_payload", 3, Duration::from_secs(30));
+    for id in [&head_id, &no_content_id] {
+        let r = row(dir.path(), "m_payload", id);
+        assert!(r["error"].is_null(), "{r}");
+        assert!(r["response"].is_null(), "{r}");
+    }
+    assert_eq!(row(dir.path(), "m_payload", &head_id)["method"], "HEAD");
+    assert_eq!(row(dir.path(), "m_payload", &no_content_id)["status_code"], 204);
+    let odd = query(dir.path(), "SELECT path FROM m_payload WHERE request = 'odd'");
+    assert_eq!(odd, vec![json!({"path": "/echo%20x%3Fy"})]);
+}

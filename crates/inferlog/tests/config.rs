@@ -100,6 +100,11 @@ fn query_cli_prints_formats_and_one_line_errors() {
     let (ok, out, _) = run(&["--format", "json", sql]);
     assert!(ok);
     assert_eq!(out, "{\"status_code\":200,\"n\":1}\n{\"status_code\":500,\"n\":1}\n");
+    // Nested columns (a list, a map) are written as text in CSV.
+    let (ok, out, err) = run(&["--format", "csv", "SELECT * FROM m_payload ORDER BY status_code"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3);
+    assert!(out.lines().next().unwrap().contains("logging_error_codes") && out.contains("[]"), "{out}");
     let (ok, out, _) = run(&[sql]);
     assert!(ok && out.contains("| status_code | n |"), "{out}");
     for bad in ["SELEC 1", "SELECT nope FROM m_payload", "SELECT * FROM missing_table"] {
