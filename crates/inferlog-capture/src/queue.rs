@@ -20,7 +20,16 @@ pub const SEGMENT_MAX_BYTES: u64 = 64 << 20;
 struct Pending {
     record: Record,
     ack: Option<oneshot::Sender<()>>,
+    bytes: u64,
 }
+
+/// What a record weighs in the queue: its bodies plus a fixed allowance for the rest.
+fn weight(record: &Record) -> u64 {
+    (record.request.as_ref().map_or(0, String::len) + record.response.as_ref().map_or(0, String::len) + 512) as u64
+}
+
+/// A group stops growing past this many bytes, so one write stays bounded.
+const GROUP_MAX_BYTES: u64 = 64 << 20;
 
 /// What became of a submitted record.
 #[derive(Debug)]
@@ -44,10 +53,18 @@ pub struct CaptureHandle {
     durability: Durability,
     log_bytes: Arc<AtomicU64>,
     capacity: usize,
+    queued_bytes: Arc<AtomicU64>,
+    queue_max_bytes: u64,
 }
 
 impl CaptureHandle {
     pub fn submit(&self, record: Record) -> SubmitOutcome {
+        let bytes = weight(&record);
+        // Bounded in bytes as well as in records: large payloads cannot exhaust memory.
+        if self.queued_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > self.queue_max_bytes {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return self.dropped("queue_full");
+        }
         let (ack, outcome) = match self.durability {
             Durability::Async => (None, None),
             Durability::Sync | Durability::Fsync => {
@@ -55,13 +72,18 @@ impl CaptureHandle {
                 (Some(tx), Some(rx))
             }
         };
-        match self.tx.try_send(Pending { record, ack }) {
+        match self.tx.try_send(Pending { record, ack, bytes }) {
             Ok(()) => match outcome {
                 Some(rx) => SubmitOutcome::AwaitLog(rx),
                 None => SubmitOutcome::Queued,
             },
-            Err(mpsc::error::TrySendError::Full(_)) => self.dropped("queue_full"),
-            Err(mpsc::error::TrySendError::Closed(_)) => self.dropped("shutting_down"),
+            Err(e) => {
+                self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => self.dropped("queue_full"),
+                    mpsc::error::TrySendError::Closed(_) => self.dropped("shutting_down"),
+                }
+            }
         }
     }
 
@@ -112,6 +134,7 @@ pub fn start_log_writer(
     min_next_lsn: u64,
     durability: Durability,
     queue_capacity: usize,
+    queue_max_bytes: u64,
     log_max_bytes: u64,
 ) -> std::io::Result<(CaptureHandle, LogWriterHandle, std::thread::JoinHandle<()>)> {
     let log_bytes = Arc::new(AtomicU64::new(0));
@@ -121,12 +144,14 @@ pub fn start_log_writer(
     let last_logged = Arc::new(AtomicU64::new(wal.next_lsn() - 1));
     let committed = Arc::new(AtomicU64::new(min_next_lsn.saturating_sub(1)));
     let (tx, mut rx) = mpsc::channel::<Pending>(queue_capacity);
+    let queued_bytes = Arc::new(AtomicU64::new(0));
     let name: Arc<str> = Arc::from(endpoint);
     let thread = {
         let name = name.clone();
         let last_logged = last_logged.clone();
         let log_bytes = log_bytes.clone();
         let committed = committed.clone();
+        let queued = queued_bytes.clone();
         std::thread::Builder::new()
             .name(format!("log-{endpoint}"))
             .spawn(move || {
@@ -135,13 +160,18 @@ pub fn start_log_writer(
                 let mut group: Vec<Pending> = Vec::with_capacity(GROUP_MAX);
                 let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(GROUP_MAX);
                 while let Some(first) = rx.blocking_recv() {
+                    let mut group_bytes = first.bytes;
                     group.push(first);
-                    while group.len() < GROUP_MAX {
+                    while group.len() < GROUP_MAX && group_bytes < GROUP_MAX_BYTES {
                         match rx.try_recv() {
-                            Ok(p) => group.push(p),
+                            Ok(p) => {
+                                group_bytes += p.bytes;
+                                group.push(p);
+                            }
                             Err(_) => break,
                         }
                     }
+                    queued.fetch_sub(group_bytes, Ordering::AcqRel);
                     if log_bytes.load(Ordering::Relaxed) >= log_max_bytes {
                         // At the cap. If everything written is committed, seal the active segment
                         // so the committer can delete it; until space is freed, drop and count.
@@ -195,6 +225,8 @@ pub fn start_log_writer(
             durability,
             log_bytes: log_bytes.clone(),
             capacity: queue_capacity,
+            queued_bytes,
+            queue_max_bytes,
         },
         LogWriterHandle {
             dir: dir.to_path_buf(),
@@ -243,7 +275,7 @@ mod tests {
     #[tokio::test]
     async fn sync_submit_resolves_after_the_record_is_readable_from_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, u64::MAX).unwrap();
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, u64::MAX, u64::MAX).unwrap();
         for i in 0..5 {
             match handle.submit(record(&format!("r{i}"))) {
                 SubmitOutcome::AwaitLog(rx) => rx.await.unwrap(),
@@ -268,7 +300,7 @@ mod tests {
     #[tokio::test]
     async fn full_log_drops_until_committed_segments_are_released() {
         let dir = tempfile::tempdir().unwrap();
-        let (handle, log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, 1).unwrap();
+        let (handle, log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, u64::MAX, 1).unwrap();
         assert!(logged(&handle, "a").await);
         assert!(handle.log_bytes() >= 1);
         assert!(!logged(&handle, "b").await, "over the cap: dropped, and the caller is not kept waiting");
@@ -290,11 +322,25 @@ mod tests {
     }
 
     #[test]
+    fn queue_is_bounded_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Async, 1000, 10_000, u64::MAX).unwrap();
+        let mut big = record("big");
+        big.request = Some("x".repeat(20_000));
+        assert!(matches!(handle.submit(big), SubmitOutcome::Dropped("queue_full")));
+        assert!(matches!(handle.submit(record("small")), SubmitOutcome::Queued));
+        drop(handle);
+        writer.join().unwrap();
+        let logged = WalReader::new(dir.path()).read_after(0, 10, usize::MAX).unwrap();
+        assert_eq!(logged.len(), 1);
+    }
+
+    #[test]
     fn full_queue_drops_and_never_blocks() {
         let dir = tempfile::tempdir().unwrap();
         // No runtime drives the writer here, but try_send never waits: once the queue is full
         // submissions are dropped at once.
-        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Async, 1, u64::MAX).unwrap();
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Async, 1, u64::MAX, u64::MAX).unwrap();
         let mut dropped = 0;
         for i in 0..10_000 {
             if let SubmitOutcome::Dropped(reason) = handle.submit(record(&format!("r{i}"))) {

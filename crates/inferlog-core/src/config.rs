@@ -67,6 +67,8 @@ pub struct ConfigFile {
     pub max_request_bytes: Option<usize>,
     /// Bounded queue between the request path and the write-ahead log, in records.
     pub queue_capacity: Option<usize>,
+    /// The same queue's bound in bytes of payload.
+    pub queue_max_bytes: Option<u64>,
     /// Cap on the write-ahead log's size on disk per endpoint; above it new records are dropped.
     pub log_max_bytes: Option<u64>,
     /// How often pending records are committed to the table, in milliseconds.
@@ -131,6 +133,7 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub max_request_bytes: usize,
     pub queue_capacity: usize,
+    pub queue_max_bytes: u64,
     pub log_max_bytes: u64,
     pub commit_interval: Duration,
     pub checkpoint_interval: u64,
@@ -191,6 +194,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "upstream_timeout_ms",
     "max_request_bytes",
     "queue_capacity",
+    "queue_max_bytes",
     "log_max_bytes",
     "commit_interval_ms",
     "checkpoint_interval",
@@ -311,6 +315,7 @@ impl ConfigFile {
         let max_request_bytes =
             positive("max_request_bytes", self.max_request_bytes.map(|v| v as u64), 16 << 20)? as usize;
         let queue_capacity = positive("queue_capacity", self.queue_capacity.map(|v| v as u64), 65_536)? as usize;
+        let queue_max_bytes = positive("queue_max_bytes", self.queue_max_bytes, 256 << 20)?;
         let log_max_bytes = positive("log_max_bytes", self.log_max_bytes, 4 << 30)?;
         let commit_interval_ms = positive("commit_interval_ms", self.commit_interval_ms, 1000)?;
         let checkpoint_interval = positive("checkpoint_interval", self.checkpoint_interval, 100)?;
@@ -380,6 +385,7 @@ impl ConfigFile {
             upstream_timeout: Duration::from_millis(upstream_timeout_ms),
             max_request_bytes,
             queue_capacity,
+            queue_max_bytes,
             log_max_bytes,
             commit_interval: Duration::from_millis(commit_interval_ms),
             checkpoint_interval,

@@ -182,6 +182,7 @@ pub async fn run(
             floor,
             config.durability,
             config.queue_capacity,
+            config.queue_max_bytes,
             config.log_max_bytes,
         )
         .with_context(|| format!("cannot open the capture log {}", log_dir.display()))?;
