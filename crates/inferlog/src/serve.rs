@@ -245,6 +245,13 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Responses are written in parts (head, body frames, a held-back last frame in `sync`
+    // durability): without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     tracing::info!(listen = %addr, data_dir = %config.data_dir.display(), durability = ?config.durability,
         endpoints = ?config.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), "inferlog gateway ready");
     // Tools that start the gateway on port 0 read the address from this line.
