@@ -27,6 +27,7 @@ fn load(gw_url: String, stop: Arc<AtomicBool>, answered: Arc<Mutex<Vec<String>>>
 
 #[test]
 fn kill_9_under_load_loses_nothing_answered_and_duplicates_nothing() {
+    let _exclusive = exclusive();
     let up = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
     let toml = format!("durability = \"sync\"\ncommit_interval_ms = 200\n{}", endpoint_toml("m", &up.url(), ""));

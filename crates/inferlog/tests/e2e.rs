@@ -103,6 +103,7 @@ fn n_requests_give_exactly_n_rows_with_the_right_fields() {
 
 #[test]
 fn a_row_is_queryable_within_two_seconds_of_its_response() {
+    let _exclusive = exclusive();
     let up = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start(dir.path(), &endpoint_toml("m", &up.url(), ""));

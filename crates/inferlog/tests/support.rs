@@ -15,6 +15,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Held by tests that load the machine (the kill -9 test) and by the test that measures how
+/// fast a row appears, so the one does not skew the other on a 2-core machine.
+pub static EXCLUSIVE: Mutex<()> = Mutex::new(());
+
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    EXCLUSIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// What the upstream saw, for assertions on forwarding.
 #[derive(Clone, Default)]
 pub struct Seen {
