@@ -78,10 +78,6 @@ impl Endpoint {
         self.requests_by_status.write().expect("metrics lock").insert(status, counter);
     }
 
-    /// The capture queue of this endpoint, when capture is wired.
-    pub fn capture(&self) -> Option<&CaptureHandle> {
-        self.capture.as_ref()
-    }
 
     /// Decides once per request whether it is captured, and at which fraction.
     fn sample(&self) -> Option<f64> {
@@ -144,9 +140,6 @@ impl Gateway {
         self.endpoints.get(name)
     }
 
-    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
-        self.endpoints.values()
-    }
 }
 
 /// All proxy routes land here. The endpoint name and the rest of the path are taken from
