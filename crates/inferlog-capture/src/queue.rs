@@ -31,6 +31,12 @@ fn weight(record: &Record) -> u64 {
 /// A group stops growing past this many bytes, so one write stays bounded.
 const GROUP_MAX_BYTES: u64 = 64 << 20;
 
+/// Counts records that will never reach the table, by reason.
+pub fn count_dropped(endpoint: &str, reason: &'static str, records: u64) {
+    metrics::counter!("inferlog_capture_dropped_total", "endpoint" => endpoint.to_string(), "reason" => reason)
+        .increment(records);
+}
+
 /// What became of a submitted record.
 #[derive(Debug)]
 pub enum SubmitOutcome {
@@ -88,8 +94,7 @@ impl CaptureHandle {
     }
 
     fn dropped(&self, reason: &'static str) -> SubmitOutcome {
-        metrics::counter!("inferlog_capture_dropped_total", "endpoint" => self.endpoint.to_string(), "reason" => reason)
-            .increment(1);
+        count_dropped(&self.endpoint, reason, 1);
         SubmitOutcome::Dropped(reason)
     }
 
@@ -156,7 +161,6 @@ pub fn start_log_writer(
             .name(format!("log-{endpoint}"))
             .spawn(move || {
                 let logged = metrics::counter!("inferlog_capture_records_logged_total", "endpoint" => name.to_string());
-                let size_gauge = metrics::gauge!("inferlog_capture_log_bytes", "endpoint" => name.to_string());
                 let mut group: Vec<Pending> = Vec::with_capacity(GROUP_MAX);
                 let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(GROUP_MAX);
                 while let Some(first) = rx.blocking_recv() {
@@ -178,8 +182,7 @@ pub fn start_log_writer(
                         if committed.load(Ordering::Acquire) >= last_logged.load(Ordering::Acquire) {
                             let _ = wal.roll();
                         }
-                        metrics::counter!("inferlog_capture_dropped_total", "endpoint" => name.to_string(), "reason" => "log_full")
-                            .increment(group.len() as u64);
+                        count_dropped(&name, "log_full", group.len() as u64);
                         group.clear(); // dropping the ack senders tells sync callers
                         continue;
                     }
@@ -205,12 +208,10 @@ pub fn start_log_writer(
                         }
                         Err(e) => {
                             tracing::error!(endpoint = %name, error = %e, records = group.len(), "cannot write the capture log; records dropped");
-                            metrics::counter!("inferlog_capture_dropped_total", "endpoint" => name.to_string(), "reason" => "log_write_error")
-                                .increment(group.len() as u64);
+                            count_dropped(&name, "log_write_error", group.len() as u64);
                             group.clear(); // dropping the ack senders tells sync callers
                         }
                     }
-                    size_gauge.set(log_bytes.load(Ordering::Relaxed) as f64);
                 }
                 if durability != Durability::Fsync {
                     // Shutting down: what was written reaches the disk before the process exits.

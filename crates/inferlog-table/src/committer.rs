@@ -196,8 +196,7 @@ impl Committer {
                     match serde_json::from_slice::<Record>(&e.payload) {
                         Ok(r) => records.push(r),
                         Err(err) => {
-                            metrics::counter!("inferlog_capture_dropped_total", "endpoint" => endpoint.clone(), "reason" => "undecodable")
-                                .increment(1);
+                            inferlog_capture::queue::count_dropped(&endpoint, "undecodable", 1);
                             tracing::error!(endpoint = %endpoint, lsn = e.lsn, error = %err, "skipping an undecodable log record");
                         }
                     }
