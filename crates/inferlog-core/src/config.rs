@@ -79,6 +79,12 @@ pub struct ConfigFile {
     pub compaction_interval_s: Option<u64>,
     /// A date partition is compacted once it holds more than this many data files.
     pub compaction_min_files: Option<usize>,
+    /// How often endpoints with `unpack = true` unpack new payloads.
+    pub unpack_interval_ms: Option<u64>,
+    /// Most rows `POST /api/query` returns.
+    pub query_max_rows: Option<usize>,
+    /// Longest a `POST /api/query` statement may run.
+    pub query_timeout_ms: Option<u64>,
     /// Extra request headers copied into `request_metadata` (lower-case names).
     pub metadata_headers: Option<Vec<String>>,
     #[serde(default)]
@@ -97,6 +103,8 @@ pub struct EndpointFile {
     pub model_version: Option<String>,
     #[serde(default)]
     pub capture: CaptureFile,
+    /// Keep `{name}_unpacked` (typed features and predictions) a few seconds behind.
+    pub unpack: Option<bool>,
 }
 
 fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -139,6 +147,9 @@ pub struct Config {
     pub checkpoint_interval: u64,
     pub compaction_interval: Option<Duration>,
     pub compaction_min_files: usize,
+    pub unpack_interval: Duration,
+    pub query_max_rows: usize,
+    pub query_timeout: Duration,
     pub metadata_headers: Vec<String>,
     pub endpoints: Vec<EndpointSettings>,
 }
@@ -150,6 +161,7 @@ pub struct EndpointSettings {
     pub model_name: String,
     pub model_version: String,
     pub capture: CaptureSettings,
+    pub unpack: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -200,6 +212,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "checkpoint_interval",
     "compaction_interval_s",
     "compaction_min_files",
+    "unpack_interval_ms",
+    "query_max_rows",
+    "query_timeout_ms",
 ];
 /// Variables with the prefix that are not configuration keys.
 const ENV_NOT_CONFIG: &[&str] = &["INFERLOG_LOG", "INFERLOG_LOG_FORMAT"];
@@ -321,6 +336,9 @@ impl ConfigFile {
         let checkpoint_interval = positive("checkpoint_interval", self.checkpoint_interval, 100)?;
         let compaction_min_files =
             positive("compaction_min_files", self.compaction_min_files.map(|v| v as u64), 64)? as usize;
+        let unpack_interval_ms = positive("unpack_interval_ms", self.unpack_interval_ms, 2000)?;
+        let query_max_rows = positive("query_max_rows", self.query_max_rows.map(|v| v as u64), 10_000)? as usize;
+        let query_timeout_ms = positive("query_timeout_ms", self.query_timeout_ms, 30_000)?;
         let compaction_interval = match self.compaction_interval_s.unwrap_or(300) {
             0 => None,
             s => Some(Duration::from_secs(s)),
@@ -375,6 +393,7 @@ impl ConfigFile {
                     max_payload_bytes,
                     sampling_seed: ep.capture.sampling_seed,
                 },
+                unpack: ep.unpack.unwrap_or(false),
             });
         }
 
@@ -391,6 +410,9 @@ impl ConfigFile {
             checkpoint_interval,
             compaction_interval,
             compaction_min_files,
+            unpack_interval: Duration::from_millis(unpack_interval_ms),
+            query_max_rows,
+            query_timeout: Duration::from_millis(query_timeout_ms),
             metadata_headers,
             endpoints,
         })

@@ -20,8 +20,12 @@ pub enum GatewayError {
     UpstreamTimeout { upstream: String, timeout_ms: u128 },
     #[error("{0}")]
     BadAdminRequest(String),
-    #[error("the admin API answers loopback clients only")]
+    #[error("the admin, query and label APIs answer loopback clients only")]
     AdminForbidden,
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("the query did not finish within {timeout_ms} ms")]
+    QueryTimeout { timeout_ms: u128 },
     #[error("{0}")]
     Internal(String),
     #[error("no such route; models are served under /endpoints/{{name}}/...")]
@@ -39,6 +43,8 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::AdminForbidden => StatusCode::FORBIDDEN,
+            GatewayError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            GatewayError::QueryTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::RouteNotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -54,6 +60,8 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "UPSTREAM_TIMEOUT",
             GatewayError::BadAdminRequest(_) => "INVALID_PARAMETER_VALUE",
             GatewayError::AdminForbidden => "PERMISSION_DENIED",
+            GatewayError::BadQuery(_) => "INVALID_QUERY",
+            GatewayError::QueryTimeout { .. } => "QUERY_TIMEOUT",
             GatewayError::Internal(_) => "INTERNAL_ERROR",
             GatewayError::RouteNotFound => "NOT_FOUND",
             GatewayError::MethodNotAllowed => "METHOD_NOT_ALLOWED",

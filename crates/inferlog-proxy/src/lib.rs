@@ -20,7 +20,7 @@ mod forward;
 mod record;
 mod tap;
 
-pub use admin::{CaptureState, CaptureStateStore};
+pub use admin::{require_loopback, CaptureState, CaptureStateStore};
 pub use error::GatewayError;
 pub use forward::{Endpoint, Gateway, GatewayOptions};
 
@@ -28,8 +28,10 @@ use axum::routing::{any, get};
 use axum::Router;
 use std::sync::Arc;
 
-/// The gateway's routes: proxying, the endpoint aliases, health and the admin API.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+/// The gateway's routes: proxying, the endpoint aliases, health and the admin API, plus
+/// `extra` routes (the query and label APIs, metrics) that share its error handling and
+/// request ids.
+pub fn router(gateway: Arc<Gateway>, extra: Router) -> Router {
     Router::new()
         .route("/endpoints/{name}", any(forward::proxy))
         .route("/endpoints/{name}/{*rest}", any(forward::proxy))
@@ -39,10 +41,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/admin/endpoints/{name}/capture",
             get(admin::get_capture).put(admin::put_capture),
         )
+        .with_state(gateway)
+        .merge(extra)
         .fallback(|| async { GatewayError::RouteNotFound })
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
         .layer(axum::middleware::map_response(ensure_request_id))
-        .with_state(gateway)
 }
 
 /// Proxied exchanges carry their row's request id already; every other answer of the

@@ -1,9 +1,19 @@
 //! SQL over the inference tables: every Delta table under `{data_dir}/tables` is registered
 //! in a DataFusion session under its folder name (`iris_payload`, ...).
 
-use deltalake::datafusion::arrow::record_batch::RecordBatch;
-use deltalake::datafusion::prelude::SessionContext;
+mod functions;
+mod output;
+
+pub use functions::InferlogFunctions;
+pub use output::{arrow_stream, format, json_array, write_output, OutputFormat};
+
+pub use deltalake::arrow::record_batch::RecordBatch;
+
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
+use deltalake::DeltaTableBuilder;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -15,27 +25,6 @@ pub enum QueryError {
     Sql(String),
     #[error("cannot format the result: {0}")]
     Format(String),
-}
-
-/// Output formats of `inferlog query`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputFormat {
-    Table,
-    Csv,
-    /// One JSON object per line.
-    Json,
-}
-
-impl std::str::FromStr for OutputFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "table" => Ok(OutputFormat::Table),
-            "csv" => Ok(OutputFormat::Csv),
-            "json" => Ok(OutputFormat::Json),
-            other => Err(format!("unknown format `{other}` (table, csv or json)")),
-        }
-    }
 }
 
 /// The Delta tables under `{data_dir}/tables`, as (name, folder).
@@ -51,14 +40,70 @@ pub fn list_tables(data_dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>,
     Ok(out)
 }
 
-/// A session with every table of the data directory registered at its latest version.
-pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
-    let ctx = SessionContext::new();
+/// Which version of the tables a session reads (Delta time travel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// The same version number in every table; a table that had not reached it is left out.
+    Version(u64),
+    /// Each table as it was at that moment; a table created later is left out.
+    Timestamp(chrono::DateTime<chrono::Utc>),
+}
+
+impl std::str::FromStr for AsOf {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(version) = s.parse::<u64>() {
+            return Ok(AsOf::Version(version));
+        }
+        use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+            return Ok(AsOf::Timestamp(t.with_timezone(&Utc)));
+        }
+        for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+            if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
+                return Ok(AsOf::Timestamp(t.and_utc()));
+            }
+        }
+        if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            return Ok(AsOf::Timestamp(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()));
+        }
+        Err(format!(
+            "`{s}` is neither a table version (a number) nor a UTC time (2026-11-20, 2026-11-20T10:00:00Z)"
+        ))
+    }
+}
+
+/// A session with every table of the data directory registered (at its latest version, or
+/// as of `as_of`), and the `inference_table(...)` and `labeled(...)` table functions.
+pub async fn session(data_dir: &Path, as_of: Option<AsOf>) -> Result<SessionContext, QueryError> {
+    let config = SessionConfig::new()
+        // Point lookups (request_id = '…') skip row groups and pages by statistics and
+        // bloom filters instead of decoding whole files.
+        .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+        .set_bool("datafusion.execution.parquet.reorder_filters", true);
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_relation_planner(Arc::new(functions::InferlogFunctions))
+        .map_err(|e| QueryError::Sql(e.to_string()))?;
     for (name, path) in list_tables(data_dir)? {
         let table_err = |message: String| QueryError::Table { table: name.clone(), message };
         let abs = std::fs::canonicalize(&path).map_err(|e| table_err(e.to_string()))?;
         let url = url::Url::from_directory_path(&abs).map_err(|_| table_err("not a directory".into()))?;
-        let table = deltalake::open_table(url).await.map_err(|e| table_err(e.to_string()))?;
+        let builder = DeltaTableBuilder::from_url(url).map_err(|e| table_err(e.to_string()))?;
+        let table = match as_of {
+            None => builder.load().await.map_err(|e| table_err(e.to_string()))?,
+            Some(as_of) => {
+                let builder = match as_of {
+                    AsOf::Version(v) => builder.with_version(v),
+                    AsOf::Timestamp(t) => builder.with_timestamp(t),
+                };
+                match builder.load().await {
+                    Ok(table) => table,
+                    // The table did not exist yet at that point of history.
+                    Err(_) => continue,
+                }
+            }
+        };
         table
             .update_datafusion_session(&ctx.state())
             .map_err(|e| table_err(e.to_string()))?;
@@ -68,79 +113,35 @@ pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
     Ok(ctx)
 }
 
+/// The result of a statement: its schema (known even when no row came back) and rows.
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
 /// Runs one SQL statement and collects its result.
-pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
-    let df = ctx.sql(sql).await.map_err(|e| QueryError::Sql(one_line(&e.to_string())))?;
-    df.collect().await.map_err(|e| QueryError::Sql(one_line(&e.to_string())))
+pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<QueryResult, QueryError> {
+    run_sql_limited(ctx, sql, None).await
+}
+
+/// Runs one SQL statement, keeping at most `max_rows` rows of its result.
+pub async fn run_sql_limited(
+    ctx: &SessionContext,
+    sql: &str,
+    max_rows: Option<usize>,
+) -> Result<QueryResult, QueryError> {
+    let sql_err = |e: deltalake::datafusion::error::DataFusionError| QueryError::Sql(one_line(&e.to_string()));
+    let mut df = ctx.sql(sql).await.map_err(sql_err)?;
+    if let Some(limit) = max_rows {
+        df = df.limit(0, Some(limit)).map_err(sql_err)?;
+    }
+    let schema = df.schema().inner().clone();
+    let batches = df.collect().await.map_err(sql_err)?;
+    Ok(QueryResult { schema, batches })
 }
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Renders batches in the given format.
-pub fn format(batches: &[RecordBatch], format: OutputFormat) -> Result<String, QueryError> {
-    let ferr = |e: arrow::error::ArrowError| QueryError::Format(e.to_string());
-    match format {
-        OutputFormat::Table => Ok(arrow::util::pretty::pretty_format_batches(batches).map_err(ferr)?.to_string()),
-        OutputFormat::Csv => {
-            let mut buf = Vec::new();
-            {
-                let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
-                for b in batches {
-                    w.write(&flatten_nested(b).map_err(ferr)?).map_err(ferr)?;
-                }
-            }
-            String::from_utf8(buf).map_err(|e| QueryError::Format(e.to_string()))
-        }
-        OutputFormat::Json => {
-            let mut buf = Vec::new();
-            {
-                let mut w = arrow::json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
-                    .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
-                for b in batches {
-                    w.write(b).map_err(ferr)?;
-                }
-                w.finish().map_err(ferr)?;
-            }
-            String::from_utf8(buf).map_err(|e| QueryError::Format(e.to_string()))
-        }
-    }
-}
-
-/// CSV has no nested values: lists, maps and structs are written as their text form
-/// (`[a, b]`, `{k: v}`).
-fn flatten_nested(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
-    use arrow::array::{Array, ArrayRef, StringBuilder};
-    use arrow::datatypes::{DataType, Field, Schema};
-    use arrow::util::display::{ArrayFormatter, FormatOptions};
-    use std::sync::Arc;
-    let nested = |t: &DataType| t.is_nested();
-    if !batch.schema().fields().iter().any(|f| nested(f.data_type())) {
-        return Ok(batch.clone());
-    }
-    let mut fields = Vec::new();
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        if !nested(field.data_type()) {
-            fields.push(field.as_ref().clone());
-            columns.push(column.clone());
-            continue;
-        }
-        let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?;
-        let mut text = StringBuilder::new();
-        for i in 0..column.len() {
-            if column.is_null(i) {
-                text.append_null();
-            } else {
-                text.append_value(formatter.value(i).to_string());
-            }
-        }
-        fields.push(Field::new(field.name(), DataType::Utf8, true));
-        columns.push(Arc::new(text.finish()));
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 /// Total rows of a result.

@@ -7,7 +7,7 @@
 //! written twice, and one that did not is retried. Log segments are released only after
 //! the commit holding their records has succeeded.
 
-use crate::schema::{records_to_batch, PARTITION_COLUMN};
+use crate::schema::{records_to_batch, writer_properties, PARTITION_COLUMN};
 use crate::table::{committed_lsn, open_or_create, TableError};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
@@ -163,6 +163,7 @@ impl Committer {
                     .write(vec![batch])
                     .with_save_mode(SaveMode::Append)
                     .with_partition_columns([PARTITION_COLUMN])
+                    .with_writer_properties(writer_properties())
                     .with_commit_properties(props)
                     .await
                     .map_err(|e| TableError::Delta { url: self.url.to_string(), source: e })?;

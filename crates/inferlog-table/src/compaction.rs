@@ -81,6 +81,7 @@ pub async fn compact_once(url: &Url, options: &CompactionOptions) -> Result<Comp
             .with_type(OptimizeType::Compact)
             .with_target_size(NonZeroU64::new(options.target_file_bytes.max(1)).expect("non-zero"))
             .with_max_concurrent_tasks(1)
+            .with_writer_properties(crate::schema::writer_properties())
             .await
             .map_err(err)?;
         table = t;

@@ -71,6 +71,21 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// Parquet settings of the payload table's files. Bloom filters on the two ids let a lookup
+/// by `client_request_id` (random, so min/max statistics cannot skip files) skip row groups
+/// after reading a few kilobytes; `request_id` is a UUID v7, time-ordered, so the file
+/// statistics in the Delta log already skip most files and the filter covers the rest.
+pub fn writer_properties() -> deltalake::parquet::file::properties::WriterProperties {
+    use deltalake::parquet::basic::Compression;
+    use deltalake::parquet::file::properties::WriterProperties;
+    use deltalake::parquet::schema::types::ColumnPath;
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_column_bloom_filter_enabled(ColumnPath::from("request_id"), true)
+        .set_column_bloom_filter_enabled(ColumnPath::from("client_request_id"), true)
+        .build()
+}
+
 /// The Arrow schema of an inference table.
 pub fn payload_schema() -> SchemaRef {
     SCHEMA.clone()

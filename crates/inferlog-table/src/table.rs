@@ -58,6 +58,16 @@ pub fn table_url(data_dir: &Path, table_name: &str) -> crate::Result<Url> {
 /// Opens the inference table at `url`, creating it (partitioned by `date`) when absent.
 /// Safe when another writer creates it at the same moment.
 pub async fn open_or_create(url: &Url, checkpoint_interval: u64) -> crate::Result<DeltaTable> {
+    open_or_create_with(url, &payload_schema(), &[PARTITION_COLUMN], checkpoint_interval).await
+}
+
+/// Opens the table at `url`, creating it with `schema` and `partition_columns` when absent.
+pub async fn open_or_create_with(
+    url: &Url,
+    schema: &deltalake::arrow::datatypes::Schema,
+    partition_columns: &[&str],
+    checkpoint_interval: u64,
+) -> crate::Result<DeltaTable> {
     if url.scheme() == "file" {
         // A local table's folder may have been removed; object stores need no folders.
         if let Ok(path) = url.to_file_path() {
@@ -71,7 +81,7 @@ pub async fn open_or_create(url: &Url, checkpoint_interval: u64) -> crate::Resul
     if table.version().is_some() {
         return Ok(table);
     }
-    let schema: StructType = payload_schema().as_ref().try_into_kernel().map_err(|e| TableError::Delta {
+    let schema: StructType = schema.try_into_kernel().map_err(|e| TableError::Delta {
         url: url.to_string(),
         source: e.into(),
     })?;
@@ -79,7 +89,7 @@ pub async fn open_or_create(url: &Url, checkpoint_interval: u64) -> crate::Resul
     let created = table
         .create()
         .with_columns(schema.fields().cloned())
-        .with_partition_columns([PARTITION_COLUMN])
+        .with_partition_columns(partition_columns.iter().copied())
         .with_save_mode(SaveMode::Ignore)
         .with_configuration_property(TableProperty::CheckpointInterval, Some(interval.as_str()))
         .with_configuration_property(TableProperty::LogRetentionDuration, Some("interval 7 days"))
@@ -96,11 +106,17 @@ pub async fn open_or_create(url: &Url, checkpoint_interval: u64) -> crate::Resul
 
 /// The last log sequence number this writer (`app_id`) committed to the table; 0 if none.
 pub async fn committed_lsn(table: &DeltaTable, app_id: &str) -> crate::Result<u64> {
+    let version = application_version(table, app_id).await?;
+    Ok(version.map(|v| v.max(0) as u64).unwrap_or(0))
+}
+
+/// The version the application `app_id` last recorded in the table (a Delta application
+/// transaction committed atomically with its rows); `None` if it never did.
+pub async fn application_version(table: &DeltaTable, app_id: &str) -> crate::Result<Option<i64>> {
     let url = table.table_url().clone();
     let snapshot = table.snapshot().map_err(delta(&url))?;
-    let version = snapshot
+    snapshot
         .transaction_version(table.log_store().as_ref(), app_id)
         .await
-        .map_err(delta(&url))?;
-    Ok(version.map(|v| v.max(0) as u64).unwrap_or(0))
+        .map_err(delta(&url))
 }

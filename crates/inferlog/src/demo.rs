@@ -67,17 +67,17 @@ async fn send(client: &HttpClient, gateway: SocketAddr, i: usize) -> anyhow::Res
 }
 
 async fn print_query(data_dir: &Path, title: &str, sql: &str) -> anyhow::Result<usize> {
-    let ctx = inferlog_query::session(data_dir).await?;
-    let batches = inferlog_query::run_sql(&ctx, sql).await?;
+    let ctx = inferlog_query::session(data_dir, None).await?;
+    let batches = inferlog_query::run_sql(&ctx, sql).await?.batches;
     println!("\n{title}\n  $ inferlog query --data-dir {} \"{sql}\"", data_dir.display());
     println!("{}", inferlog_query::format(&batches, inferlog_query::OutputFormat::Table)?);
     Ok(inferlog_query::row_count(&batches))
 }
 
 async fn recorded_rows(data_dir: &Path) -> usize {
-    let Ok(ctx) = inferlog_query::session(data_dir).await else { return 0 };
-    let Ok(batches) = inferlog_query::run_sql(&ctx, "SELECT request_id FROM iris_payload").await else { return 0 };
-    inferlog_query::row_count(&batches)
+    let Ok(ctx) = inferlog_query::session(data_dir, None).await else { return 0 };
+    let Ok(result) = inferlog_query::run_sql(&ctx, "SELECT request_id FROM iris_payload").await else { return 0 };
+    inferlog_query::row_count(&result.batches)
 }
 
 pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {

@@ -1,8 +1,10 @@
 //! `inferlog`: the capture gateway, SQL over its tables, and a demo.
 
+mod api;
 mod demo;
 mod iris;
 mod serve;
+mod synth;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -24,11 +26,30 @@ enum Command {
     Query {
         #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
-        /// table, csv or json (one object per line).
-        #[arg(long, default_value = "table")]
-        format: inferlog_query::OutputFormat,
-        /// e.g. "SELECT status_code, count(*) FROM iris_payload GROUP BY 1"
+        /// table, csv, json (one object per line) or parquet (with --output); default: table,
+        /// or the format --output's extension names.
+        #[arg(long)]
+        format: Option<inferlog_query::OutputFormat>,
+        /// Write the result to FILE (.csv, .json, .parquet, .txt) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Read the tables as of a version number or a UTC time (Delta time travel).
+        #[arg(long, value_name = "VERSION|TIMESTAMP")]
+        as_of: Option<inferlog_query::AsOf>,
+        /// e.g. "SELECT status_code, count(*) FROM inference_table('iris', since => '2026-11-20') GROUP BY 1"
         sql: String,
+    },
+    /// Unpack new payloads of an endpoint into {endpoint}_unpacked: one typed row per instance.
+    Unpack {
+        /// Endpoint name (reads {endpoint}_payload).
+        endpoint: String,
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Ground-truth labels for an endpoint's predictions.
+    Labels {
+        #[command(subcommand)]
+        command: LabelsCommand,
     },
     /// Start a built-in iris model and the gateway, send traffic, and show what was recorded.
     Demo {
@@ -38,10 +59,46 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         requests: usize,
     },
+    /// Fill an endpoint's payload table with synthetic iris exchanges (for trying queries and
+    /// measuring lookups at scale).
+    #[command(hide = true)]
+    Generate {
+        endpoint: String,
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        rows: u64,
+        /// Spread the rows over this many days, ending now.
+        #[arg(long, default_value_t = 3)]
+        days: u32,
+        #[arg(long, default_value_t = 500_000)]
+        rows_per_commit: usize,
+    },
     /// Serve the built-in iris classifier (MLflow scoring protocol) on its own.
     IrisModel {
         #[arg(long, default_value = "127.0.0.1:5001")]
         listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabelsCommand {
+    /// Merge labels from a csv, parquet or json-lines file into {endpoint}_labels; a key
+    /// imported again gets its new label.
+    Import {
+        endpoint: String,
+        file: PathBuf,
+        /// Which id the file's key column holds (the column has the same name).
+        #[arg(long, default_value = "request_id", value_name = "request_id|client_request_id")]
+        key: inferlog_labels::KeyKind,
+        /// The column holding the label.
+        #[arg(long, value_name = "COLUMN")]
+        label: String,
+        /// The column holding the instance's row index within its request (default: 0).
+        #[arg(long, value_name = "COLUMN")]
+        row_index: Option<String>,
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
     },
 }
 
@@ -70,6 +127,31 @@ fn parse_endpoint(s: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), url.to_string()))
 }
 
+fn print_unpack_report(endpoint: &str, report: &inferlog_unpack::UnpackReport) {
+    let Some((from, to)) = report.source_versions else {
+        println!("{endpoint}_unpacked is up to date with {endpoint}_payload");
+        return;
+    };
+    println!(
+        "unpacked {} requests into {} rows of {endpoint}_unpacked (payload table versions {from}..={to}{})",
+        report.requests,
+        report.rows,
+        if report.full_scan { ", compared by request id" } else { "" }
+    );
+    if report.errors > 0 {
+        println!(
+            "{} requests could not be fully unpacked; see: inferlog query \"SELECT request_id, unpack_error FROM {endpoint}_unpacked WHERE unpack_error IS NOT NULL\"",
+            report.errors
+        );
+    }
+    if !report.columns_added.is_empty() {
+        println!("new columns: {}", report.columns_added.join(", "));
+    }
+    if !report.columns_widened.is_empty() {
+        println!("widened to double: {}", report.columns_widened.join(", "));
+    }
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("INFERLOG_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -94,14 +176,48 @@ fn main() -> std::process::ExitCode {
                 let config = serve::load_config(&args)?;
                 serve::run(config, serve::shutdown_signal(), None).await
             }
-            Command::Query { data_dir, format, sql } => {
-                let ctx = inferlog_query::session(&data_dir).await?;
-                let batches = inferlog_query::run_sql(&ctx, &sql).await?;
-                print!("{}", inferlog_query::format(&batches, format)?);
+            Command::Query { data_dir, format, output, as_of, sql } => {
+                let ctx = inferlog_query::session(&data_dir, as_of).await?;
+                let result = inferlog_query::run_sql(&ctx, &sql).await?;
+                if let Some(path) = output {
+                    inferlog_query::write_output(&result, &path, format)?;
+                    eprintln!("{} rows written to {}", inferlog_query::row_count(&result.batches), path.display());
+                    return Ok(());
+                }
+                let format = format.unwrap_or(inferlog_query::OutputFormat::Table);
+                print!("{}", inferlog_query::format(&result.batches, format)?);
                 if format == inferlog_query::OutputFormat::Table {
                     println!();
                 }
                 Ok(())
+            }
+            Command::Unpack { endpoint, data_dir } => {
+                let options = inferlog_unpack::UnpackOptions::default();
+                let report = inferlog_unpack::unpack_once(&data_dir, &endpoint, &options).await?;
+                print_unpack_report(&endpoint, &report);
+                Ok(())
+            }
+            Command::Labels {
+                command: LabelsCommand::Import { endpoint, file, key, label, row_index, data_dir },
+            } => {
+                let labels = inferlog_labels::read_file(&file, key, &label, row_index.as_deref()).await?;
+                let source = file.display().to_string();
+                let report = inferlog_labels::import(&data_dir, &endpoint, labels, &source, 100).await?;
+                println!(
+                    "{} labels merged into {endpoint}_labels ({} replaced an earlier label; table version {})",
+                    report.labels, report.replaced, report.version
+                );
+                Ok(())
+            }
+            Command::Generate { endpoint, data_dir, rows, days, rows_per_commit } => {
+                synth::generate(synth::GenerateArgs {
+                    data_dir: &data_dir,
+                    endpoint: &endpoint,
+                    rows,
+                    days,
+                    rows_per_commit,
+                })
+                .await
             }
             Command::Demo { data_dir, requests } => demo::run(&data_dir, requests).await,
             Command::IrisModel { listen } => {

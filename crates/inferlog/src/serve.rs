@@ -4,8 +4,10 @@
 //! recovered and their writer threads started, committers and compactors spawned, then the
 //! listener opens. Stop order (SIGTERM or Ctrl-C): the listener stops accepting and
 //! in-flight exchanges finish, the gateway is dropped so the log writers drain their queues
-//! and exit, and only then are the committers told to make their last commit.
+//! and exit, then the committers make their last commit, and last the unpackers (endpoints
+//! with `unpack = true`) make a final pass over it.
 
+use crate::api::{self, ApiState, BackgroundRuntime};
 use crate::ServeArgs;
 use anyhow::Context;
 use axum::extract::State;
@@ -14,6 +16,7 @@ use inferlog_capture::{start_log_writer, CaptureHandle};
 use inferlog_core::config::{self, Config};
 use inferlog_proxy::{CaptureState, CaptureStateStore, Endpoint, Gateway, GatewayOptions};
 use inferlog_table::{Committer, CommitterOptions, CompactionOptions, Compactor};
+use inferlog_unpack::{UnpackOptions, Unpacker};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -148,6 +151,10 @@ pub async fn run(
     let state_store = CaptureStateStore::new(config.data_dir.join("state").join("capture.json"));
     let saved = state_store.load()?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Unpackers stop after the committers, so their last pass sees the last commit.
+    let (unpack_stop_tx, unpack_stop_rx) = watch::channel(false);
+    let background_runtime = Arc::new(BackgroundRuntime::new().context("cannot start the background runtime")?);
+    let mut unpackers = Vec::new();
 
     let mut runtimes = Vec::new();
     let mut endpoints = Vec::new();
@@ -213,6 +220,18 @@ pub async fn run(
             };
             tokio::spawn(compactor.run(stop_rx.clone()));
         }
+        if settings.unpack {
+            let unpacker = Unpacker {
+                data_dir: config.data_dir.clone(),
+                endpoint: name.clone(),
+                interval: config.unpack_interval,
+                options: UnpackOptions {
+                    checkpoint_interval: config.checkpoint_interval,
+                    ..UnpackOptions::default()
+                },
+            };
+            unpackers.push(background_runtime.handle().spawn(unpacker.run(unpack_stop_rx.clone())));
+        }
         let state = saved.get(&name).copied().unwrap_or(CaptureState {
             enabled: settings.capture.enabled,
             sampling_fraction: settings.capture.sampling_fraction,
@@ -238,8 +257,19 @@ pub async fn run(
             .map(|r| (r.name.clone(), r.capture.clone(), r.last_commit_ms.clone()))
             .collect(),
     });
-    let app = inferlog_proxy::router(gateway)
-        .merge(axum::Router::new().route("/metrics", get(metrics_page)).with_state(metrics_state.clone()));
+    let api_state = Arc::new(ApiState {
+        data_dir: config.data_dir.clone(),
+        endpoints: config.endpoints.iter().map(|e| e.name.clone()).collect(),
+        max_rows: config.query_max_rows,
+        timeout: config.query_timeout,
+        checkpoint_interval: config.checkpoint_interval,
+        background: background_runtime.clone(),
+    });
+    let extra = axum::Router::new()
+        .route("/metrics", get(metrics_page))
+        .with_state(metrics_state.clone())
+        .merge(api::router(api_state));
+    let app = inferlog_proxy::router(gateway, extra);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -299,6 +329,10 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     for task in background {
+        let _ = task.await;
+    }
+    let _ = unpack_stop_tx.send(true);
+    for task in unpackers {
         let _ = task.await;
     }
     tracing::info!("stopped");

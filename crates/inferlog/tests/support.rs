@@ -233,9 +233,9 @@ pub fn query(data_dir: &FsPath, sql: &str) -> Vec<Value> {
 pub fn try_query(data_dir: &FsPath, sql: &str) -> Result<Vec<Value>, String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let ctx = inferlog_query::session(data_dir).await.map_err(|e| e.to_string())?;
-        let batches = inferlog_query::run_sql(&ctx, sql).await.map_err(|e| e.to_string())?;
-        let text = inferlog_query::format(&batches, inferlog_query::OutputFormat::Json).map_err(|e| e.to_string())?;
+        let ctx = inferlog_query::session(data_dir, None).await.map_err(|e| e.to_string())?;
+        let result = inferlog_query::run_sql(&ctx, sql).await.map_err(|e| e.to_string())?;
+        let text = inferlog_query::format(&result.batches, inferlog_query::OutputFormat::Json).map_err(|e| e.to_string())?;
         Ok(text.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
     })
 }

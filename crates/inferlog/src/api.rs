@@ -1,0 +1,172 @@
+//! The gateway's data APIs: `POST /api/query` (SQL over the data directory's tables) and
+//! `POST /api/endpoints/{name}/labels` (ground truth as it becomes known).
+//!
+//! Both run on a background runtime of their own, so a heavy query competes with capture
+//! only for CPU, never for the proxy's scheduler; a query past its timeout is cancelled.
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use inferlog_proxy::{require_loopback, GatewayError};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+/// A runtime for work that must not share the proxy's threads: queries, label merges and
+/// unpacking.
+pub struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl BackgroundRuntime {
+    pub fn new() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("inferlog-background")
+            .enable_all()
+            .build()?;
+        Ok(BackgroundRuntime(Some(runtime)))
+    }
+
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("runtime lives until drop").handle().clone()
+    }
+}
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which is not allowed inside another runtime.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+pub struct ApiState {
+    pub data_dir: PathBuf,
+    pub endpoints: HashSet<String>,
+    pub max_rows: usize,
+    pub timeout: Duration,
+    pub checkpoint_interval: u64,
+    pub background: Arc<BackgroundRuntime>,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api/query", post(query))
+        .route("/api/endpoints/{name}/labels", post(labels))
+        .with_state(state)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    sql: String,
+}
+
+async fn query(
+    State(api): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    require_loopback(peer)?;
+    let request: QueryRequest = serde_json::from_slice(&body)
+        .map_err(|e| GatewayError::BadQuery(format!("expected {{\"sql\": \"...\"}}: {e}")))?;
+    let data_dir = api.data_dir.clone();
+    let max_rows = api.max_rows;
+    // One row more than the limit tells whether the result was cut.
+    let task = api.background.handle().spawn(async move {
+        let ctx = inferlog_query::session(&data_dir, None).await?;
+        inferlog_query::run_sql_limited(&ctx, &request.sql, Some(max_rows + 1)).await
+    });
+    let abort = task.abort_handle();
+    let mut result = match tokio::time::timeout(api.timeout, task).await {
+        Ok(Ok(Ok(result))) => result,
+        Ok(Ok(Err(e))) => return Err(GatewayError::BadQuery(e.to_string())),
+        Ok(Err(join)) => return Err(GatewayError::Internal(format!("query failed: {join}"))),
+        Err(_) => {
+            abort.abort();
+            return Err(GatewayError::QueryTimeout { timeout_ms: api.timeout.as_millis() });
+        }
+    };
+    let truncated = truncate(&mut result.batches, max_rows);
+    let rows = inferlog_query::row_count(&result.batches);
+    let wants_arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains(ARROW_STREAM));
+    let format_err = |e: inferlog_query::QueryError| GatewayError::Internal(e.to_string());
+    let mut response = if wants_arrow {
+        let body = inferlog_query::arrow_stream(&result).map_err(format_err)?;
+        ([(header::CONTENT_TYPE, ARROW_STREAM)], body).into_response()
+    } else {
+        let rows_json = inferlog_query::json_array(&result.batches).map_err(format_err)?;
+        let mut body = format!("{{\"row_count\":{rows},\"truncated\":{truncated},\"rows\":").into_bytes();
+        body.extend_from_slice(&rows_json);
+        body.push(b'}');
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    };
+    if truncated {
+        response
+            .headers_mut()
+            .insert("x-inferlog-truncated", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Keeps the first `max_rows` rows; whether any were dropped.
+fn truncate(batches: &mut Vec<inferlog_query::RecordBatch>, max_rows: usize) -> bool {
+    if inferlog_query::row_count(batches) <= max_rows {
+        return false;
+    }
+    let mut left = max_rows;
+    let mut kept = Vec::new();
+    for batch in batches.drain(..) {
+        if left == 0 {
+            break;
+        }
+        let n = batch.num_rows().min(left);
+        kept.push(batch.slice(0, n));
+        left -= n;
+    }
+    *batches = kept;
+    true
+}
+
+async fn labels(
+    State(api): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, GatewayError> {
+    require_loopback(peer)?;
+    if !api.endpoints.contains(&name) {
+        return Err(GatewayError::EndpointNotFound(name));
+    }
+    let labels = inferlog_labels::from_json(&body).map_err(|e| GatewayError::BadAdminRequest(e.to_string()))?;
+    let data_dir = api.data_dir.clone();
+    let checkpoint_interval = api.checkpoint_interval;
+    let endpoint = name.clone();
+    let report = api
+        .background
+        .handle()
+        .spawn(async move { inferlog_labels::import(&data_dir, &endpoint, labels, "api", checkpoint_interval).await })
+        .await
+        .map_err(|e| GatewayError::Internal(format!("label import failed: {e}")))?
+        .map_err(|e| match e {
+            inferlog_labels::LabelError::Input(m) => GatewayError::BadAdminRequest(m),
+            other => GatewayError::Internal(other.to_string()),
+        })?;
+    Ok(Json(serde_json::json!({
+        "table": format!("{name}_labels"),
+        "imported": report.labels,
+        "replaced": report.replaced,
+        "version": report.version,
+    })))
+}
