@@ -11,7 +11,10 @@
 //! session (so `--as-of` applies to them too).
 
 use deltalake::arrow::datatypes::{DataType, TimeUnit};
-use deltalake::datafusion::common::{plan_datafusion_err, plan_err, DFSchema, Result, ScalarValue, TableReference};
+use deltalake::datafusion::catalog::TableProvider;
+use deltalake::datafusion::common::{plan_datafusion_err, plan_err, Column, DFSchema, JoinType, Result, ScalarValue};
+use deltalake::datafusion::datasource::provider_as_source;
+use deltalake::datafusion::functions::core::expr_fn::coalesce;
 use deltalake::datafusion::logical_expr::planner::{
     PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
 };
@@ -19,14 +22,30 @@ use deltalake::datafusion::logical_expr::simplify::SimplifyContext;
 use deltalake::datafusion::logical_expr::{cast, col, lit, Expr, LogicalPlan, LogicalPlanBuilder};
 use deltalake::datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use deltalake::datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, TableFactor};
-use deltalake::datafusion::sql::sqlparser::dialect::GenericDialect;
-use deltalake::datafusion::sql::sqlparser::parser::Parser;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// Plans `inference_table(...)` and `labeled(...)`; any other relation is left to DataFusion.
+///
+/// It holds the session's tables itself: DataFusion's planner only resolves the tables a
+/// statement names, and a table function's tables are not named in the statement.
 #[derive(Debug, Default)]
-pub struct InferlogFunctions;
+pub struct InferlogFunctions {
+    tables: HashMap<String, Arc<dyn TableProvider>>,
+}
+
+impl InferlogFunctions {
+    pub fn new(tables: HashMap<String, Arc<dyn TableProvider>>) -> Self {
+        InferlogFunctions { tables }
+    }
+
+    fn scan(&self, table: &str, alias: &str) -> Option<Result<LogicalPlanBuilder>> {
+        let provider = self.tables.get(table)?;
+        Some(LogicalPlanBuilder::scan(alias, provider_as_source(provider.clone()), None))
+    }
+}
 
 impl RelationPlanner for InferlogFunctions {
     fn plan_relation(
@@ -47,11 +66,11 @@ impl RelationPlanner for InferlogFunctions {
         let plan = match function.as_str() {
             "inference_table" => {
                 let args = bind_args(&function, &args.args, &INFERENCE_TABLE_PARAMS, context)?;
-                plan_inference_table(args, context)?
+                self.plan_inference_table(args)?
             }
             "labeled" => {
                 let args = bind_args(&function, &args.args, &LABELED_PARAMS, context)?;
-                plan_labeled(args, context)?
+                self.plan_labeled(args)?
             }
             _ => return Ok(RelationPlanning::Original(Box::new(relation))),
         };
@@ -169,78 +188,76 @@ fn constant(function: &str, param: &Param, expr: Expr) -> Result<Option<ScalarVa
     }
 }
 
-fn table_scan(context: &mut dyn RelationPlannerContext, table: &str, missing: impl FnOnce() -> String) -> Result<LogicalPlanBuilder> {
-    let reference = TableReference::bare(table);
-    let source = context
-        .context_provider()
-        .get_table_source(reference.clone())
-        .map_err(|_| plan_datafusion_err!("{}", missing()))?;
-    LogicalPlanBuilder::scan(reference, source, None)
-}
+impl InferlogFunctions {
+    fn plan_inference_table(&self, args: BoundArgs) -> Result<LogicalPlan> {
+        let endpoint = args.text(0).unwrap_or_default();
+        let table = format!("{endpoint}_payload");
+        let Some(plan) = self.scan(&table, &table) else {
+            return plan_err!("inference_table: no endpoint `{endpoint}` (no table {table} in this data directory)");
+        };
+        let mut plan = plan?;
+        let mut filters = Vec::new();
+        if let Some(version) = args.text(1) {
+            filters.push(col("model_version").eq(lit(version)));
+        }
+        if let Some(since) = args.timestamp_ms(2) {
+            filters.push(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(since))))));
+            filters.push(col("timestamp_ms").gt_eq(lit(since)));
+        }
+        if let Some(until) = args.timestamp_ms(3) {
+            // `until` is exclusive: the last day that can hold a row is the day of until - 1 ms.
+            filters.push(col("date").lt_eq(lit(ScalarValue::Date32(Some(day_of(until - 1))))));
+            filters.push(col("timestamp_ms").lt(lit(until)));
+        }
+        for filter in filters {
+            plan = plan.filter(filter)?;
+        }
+        plan.build()
+    }
 
-fn plan_inference_table(args: BoundArgs, context: &mut dyn RelationPlannerContext) -> Result<LogicalPlan> {
-    let endpoint = args.text(0).unwrap_or_default();
-    let table = format!("{endpoint}_payload");
-    let mut plan = table_scan(context, &table, || {
-        format!("inference_table: no endpoint `{endpoint}` (no table {table} in this data directory)")
-    })?;
-    let mut filters = Vec::new();
-    if let Some(version) = args.text(1) {
-        filters.push(col("model_version").eq(lit(version)));
+    /// `labeled('iris')`: every unpacked row that has a label, with `label` and
+    /// `label_arrived_at`. A label keyed by request id (and row index) wins over one keyed
+    /// by client request id for the same row.
+    fn plan_labeled(&self, args: BoundArgs) -> Result<LogicalPlan> {
+        let endpoint = args.text(0).unwrap_or_default();
+        let unpacked = format!("{endpoint}_unpacked");
+        let labels = format!("{endpoint}_labels");
+        let Some(rows) = self.scan(&unpacked, "u") else {
+            return plan_err!(
+                "labeled: no table {unpacked} yet; run `inferlog unpack {endpoint}` (or set unpack = true on the endpoint)"
+            );
+        };
+        let rows = rows?;
+        let columns: Vec<Expr> = rows.schema().fields().iter().map(|f| col(Column::new(Some("u"), f.name()))).collect();
+        let labels_of = |kind: &str, alias: &str| -> Result<LogicalPlan> {
+            let Some(scan) = self.scan(&labels, alias) else {
+                return plan_err!(
+                    "labeled: no table {labels} yet; import labels with `inferlog labels import {endpoint} FILE ...` \
+                     or POST /api/endpoints/{endpoint}/labels"
+                );
+            };
+            scan?.filter(col(Column::new(Some(alias), "key_kind")).eq(lit(kind)))?.build()
+        };
+        let by_request = labels_of("request_id", "r")?;
+        let by_client = labels_of("client_request_id", "c")?;
+        let either = |name: &str| coalesce(vec![col(Column::new(Some("r"), name)), col(Column::new(Some("c"), name))]);
+        let mut projection = columns;
+        projection.push(either("label").alias("label"));
+        projection.push(either("arrived_at").alias("label_arrived_at"));
+        rows.join(by_request, JoinType::Left, (vec!["u.request_id", "u.row_index"], vec!["r.key", "r.row_index"]), None)?
+            .join(
+                by_client,
+                JoinType::Left,
+                (vec!["u.client_request_id", "u.row_index"], vec!["c.key", "c.row_index"]),
+                None,
+            )?
+            .filter(col("r.key").is_not_null().or(col("c.key").is_not_null()))?
+            .project(projection)?
+            .build()
     }
-    if let Some(since) = args.timestamp_ms(2) {
-        filters.push(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(since))))));
-        filters.push(col("timestamp_ms").gt_eq(lit(since)));
-    }
-    if let Some(until) = args.timestamp_ms(3) {
-        // `until` is exclusive: the last day that can hold a row is the day of until - 1 ms.
-        filters.push(col("date").lt_eq(lit(ScalarValue::Date32(Some(day_of(until - 1))))));
-        filters.push(col("timestamp_ms").lt(lit(until)));
-    }
-    for filter in filters {
-        plan = plan.filter(filter)?;
-    }
-    plan.build()
 }
 
 fn day_of(ms: i64) -> i32 {
     ms.div_euclid(MS_PER_DAY) as i32
 }
 
-/// `labeled('iris')`: every unpacked row that has a label, with `label` and
-/// `label_arrived_at`. A label keyed by request id (and row index) wins over one keyed by
-/// client request id for the same row.
-fn plan_labeled(args: BoundArgs, context: &mut dyn RelationPlannerContext) -> Result<LogicalPlan> {
-    let endpoint = args.text(0).unwrap_or_default();
-    let unpacked = format!("{endpoint}_unpacked");
-    let labels = format!("{endpoint}_labels");
-    for (table, hint) in [
-        (&unpacked, format!("run `inferlog unpack {endpoint}` (or set unpack = true on the endpoint)")),
-        (&labels, format!("import some with `inferlog labels import {endpoint} FILE ...` or POST /api/endpoints/{endpoint}/labels")),
-    ] {
-        if context.context_provider().get_table_source(TableReference::bare(table.as_str())).is_err() {
-            return plan_err!("labeled: no table {table} yet; {hint}");
-        }
-    }
-    let sql = format!(
-        "(SELECT u.*, COALESCE(r.label, c.label) AS label, \
-                 COALESCE(r.arrived_at, c.arrived_at) AS label_arrived_at \
-          FROM {u} u \
-          LEFT JOIN (SELECT key, row_index, label, arrived_at FROM {l} WHERE key_kind = 'request_id') r \
-            ON r.key = u.request_id AND r.row_index = u.row_index \
-          LEFT JOIN (SELECT key, row_index, label, arrived_at FROM {l} WHERE key_kind = 'client_request_id') c \
-            ON c.key = u.client_request_id AND c.row_index = u.row_index \
-          WHERE r.key IS NOT NULL OR c.key IS NOT NULL)",
-        u = quote_ident(&unpacked),
-        l = quote_ident(&labels),
-    );
-    let factor = Parser::new(&GenericDialect {})
-        .try_with_sql(&sql)
-        .and_then(|mut parser| parser.parse_table_factor())
-        .map_err(|e| plan_datafusion_err!("labeled: {e}"))?;
-    context.plan(factor)
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}

@@ -83,8 +83,7 @@ pub async fn session(data_dir: &Path, as_of: Option<AsOf>) -> Result<SessionCont
         .set_bool("datafusion.execution.parquet.pushdown_filters", true)
         .set_bool("datafusion.execution.parquet.reorder_filters", true);
     let ctx = SessionContext::new_with_config(config);
-    ctx.register_relation_planner(Arc::new(functions::InferlogFunctions))
-        .map_err(|e| QueryError::Sql(e.to_string()))?;
+    let mut providers = std::collections::HashMap::new();
     for (name, path) in list_tables(data_dir)? {
         let table_err = |message: String| QueryError::Table { table: name.clone(), message };
         let abs = std::fs::canonicalize(&path).map_err(|e| table_err(e.to_string()))?;
@@ -98,9 +97,9 @@ pub async fn session(data_dir: &Path, as_of: Option<AsOf>) -> Result<SessionCont
                     AsOf::Timestamp(t) => builder.with_timestamp(t),
                 };
                 match builder.load().await {
-                    Ok(table) => table,
+                    Ok(table) if existed_at(&table, as_of) => table,
                     // The table did not exist yet at that point of history.
-                    Err(_) => continue,
+                    _ => continue,
                 }
             }
         };
@@ -108,9 +107,20 @@ pub async fn session(data_dir: &Path, as_of: Option<AsOf>) -> Result<SessionCont
             .update_datafusion_session(&ctx.state())
             .map_err(|e| table_err(e.to_string()))?;
         let provider = table.table_provider().await.map_err(|e| table_err(e.to_string()))?;
-        ctx.register_table(name.as_str(), provider).map_err(|e| table_err(e.to_string()))?;
+        ctx.register_table(name.as_str(), provider.clone()).map_err(|e| table_err(e.to_string()))?;
+        providers.insert(name, provider);
     }
+    ctx.register_relation_planner(Arc::new(functions::InferlogFunctions::new(providers)))
+        .map_err(|e| QueryError::Sql(e.to_string()))?;
     Ok(ctx)
+}
+
+/// Whether the loaded version was already committed at the `as_of` time (Delta falls back
+/// to the first version for a time before the table existed).
+fn existed_at(table: &deltalake::DeltaTable, as_of: AsOf) -> bool {
+    let AsOf::Timestamp(t) = as_of else { return true };
+    let (Some(version), Ok(state)) = (table.version(), table.snapshot()) else { return false };
+    state.version_timestamp(version).is_some_and(|committed_ms| committed_ms <= t.timestamp_millis())
 }
 
 /// The result of a statement: its schema (known even when no row came back) and rows.

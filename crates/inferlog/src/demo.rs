@@ -99,12 +99,14 @@ pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {
         listen: Some("127.0.0.1:0".into()),
         data_dir: Some(data_dir.to_path_buf()),
         compaction_interval_s: Some(0),
+        unpack_interval_ms: Some(500),
         endpoints: vec![EndpointFile {
             name: "iris".into(),
             upstream: format!("http://{model_addr}"),
             model_name: Some("iris-classifier".into()),
             model_version: Some("1".into()),
             capture: Default::default(),
+            unpack: Some(true),
         }],
         ..Default::default()
     }
@@ -159,13 +161,29 @@ pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {
     )
     .await?;
 
+    // Stopping makes the unpacker's last pass, so the typed table holds every exchange.
     let _ = stop_gateway.send(());
     gateway_task.await??;
     let _ = stop_model.send(());
+    print_query(
+        data_dir,
+        "Unpacked into one typed row per instance (iris_unpacked):",
+        "SELECT request_id, row_index, sepal_length_cm AS sepal_len, petal_width_cm AS petal_w, prediction, status_code \
+         FROM iris_unpacked WHERE unpack_error IS NULL ORDER BY timestamp_ms, row_index LIMIT 6",
+    )
+    .await?;
+    print_query(
+        data_dir,
+        "Payloads that could not be unpacked keep their reason:",
+        "SELECT count(*) AS requests, substr(unpack_error, 1, 70) AS unpack_error FROM iris_unpacked \
+         WHERE unpack_error IS NOT NULL GROUP BY 2 ORDER BY 1 DESC LIMIT 4",
+    )
+    .await?;
     let dir = data_dir.display();
     println!(
         "\nNext:\n  inferlog query --data-dir {dir} \"SELECT model_version, avg(latency_ms) FROM iris_payload GROUP BY 1\"\n  \
          inferlog query --data-dir {dir} --format json \"SELECT * FROM iris_payload WHERE client_request_id = 'demo-0'\"\n  \
+         inferlog query --data-dir {dir} \"SELECT status_code, count(*) FROM inference_table('iris', since => now() - INTERVAL '1 hour') GROUP BY 1\"\n  \
          python3 -c \"import deltalake; print(deltalake.DeltaTable('{dir}/tables/iris_payload').to_pandas().head())\"\n  \
          inferlog serve --listen 127.0.0.1:8080 --data-dir ./inferlog-data --endpoint mymodel=http://127.0.0.1:5001"
     );

@@ -10,3 +10,4 @@ mod crash;
 mod e2e;
 mod interop;
 mod streaming;
+mod tables;
