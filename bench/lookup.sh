@@ -3,6 +3,7 @@
 #
 #   bench/lookup.sh [rows]        (default 10000000)
 #   PROFILE=dev bench/lookup.sh   (use the debug build instead of --release)
+#   BENCH_INFERLOG=path/to/inferlog bench/lookup.sh   (use that binary, build nothing)
 #
 # Fills iris_payload with synthetic exchanges spread over 3 days (`inferlog generate`, 1M
 # rows per commit, like a compacted table), starts a gateway on it, and times:
@@ -15,14 +16,18 @@ cd "$(dirname "$0")/.."
 rows="${1:-10000000}"
 profile="${PROFILE:-release}"
 
-if [ "$profile" = release ]; then
-  cargo build --release --locked -p inferlog
+if [ -n "${BENCH_INFERLOG:-}" ]; then
+  INFERLOG="$BENCH_INFERLOG"
 else
-  cargo build --locked -p inferlog
+  if [ "$profile" = release ]; then
+    cargo build --release --locked -p inferlog
+  else
+    cargo build --locked -p inferlog
+  fi
+  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  dir_name=$([ "$profile" = release ] && echo release || echo debug)
+  INFERLOG="$target_dir/$dir_name/inferlog"
 fi
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-dir_name=$([ "$profile" = release ] && echo release || echo debug)
-INFERLOG="$target_dir/$dir_name/inferlog"
 
 work=$(mktemp -d)
 gateway_pid=""
@@ -44,6 +49,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
   >"$work/gateway.out" 2>"$work/gateway.err" &
 gateway_pid=$!
 for _ in $(seq 100); do grep -q "listening" "$work/gateway.out" 2>/dev/null && break; sleep 0.1; done
+grep -q "listening" "$work/gateway.out" || { echo "the gateway did not start:"; cat "$work/gateway.err"; exit 1; }
 
 # Ids spread over the table: every (rows/20)-th exchange.
 step=$((rows / 20))

@@ -113,12 +113,20 @@ pub async fn read_file(
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_lowercase();
     let dotted = format!(".{ext}");
+    let key_column = kind.column();
     let df = match ext.as_str() {
-        "csv" => ctx.read_csv(location, CsvReadOptions::new()).await?,
+        "csv" => {
+            let inferred = ctx.read_csv(location, CsvReadOptions::new()).await?;
+            // Ids are text even when they look like numbers (`007` must stay `007`).
+            let schema = with_text_column(inferred.schema().as_arrow(), key_column);
+            ctx.read_csv(location, CsvReadOptions::new().schema(&schema)).await?
+        }
         "parquet" => ctx.read_parquet(location, ParquetReadOptions::default()).await?,
         "json" | "jsonl" | "ndjson" => {
-            let options = JsonReadOptions::default().newline_delimited(true).file_extension(&dotted);
-            ctx.read_json(location, options).await?
+            let options = || JsonReadOptions::default().newline_delimited(true).file_extension(&dotted);
+            let inferred = ctx.read_json(location, options()).await?;
+            let schema = with_text_column(inferred.schema().as_arrow(), key_column);
+            ctx.read_json(location, options().schema(&schema)).await?
         }
         _ => {
             return Err(LabelError::Input(format!(
@@ -127,7 +135,6 @@ pub async fn read_file(
             )))
         }
     };
-    let key_column = kind.column();
     let present: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
     for wanted in [Some(key_column), Some(label_column), row_index_column].into_iter().flatten() {
         if !present.iter().any(|p| p == wanted) {
@@ -158,15 +165,30 @@ pub async fn read_file(
             if keys.is_null(i) || keys.value(i).is_empty() {
                 return Err(LabelError::Input(format!("row {line}: `{key_column}` is empty")));
             }
-            labels.push(Label {
-                kind,
-                key: keys.value(i).to_string(),
-                row_index: if rows.is_null(i) { 0 } else { rows.value(i) },
-                value: values[i].clone(),
-            });
+            let row_index = if rows.is_null(i) { 0 } else { rows.value(i) };
+            if row_index < 0 {
+                return Err(LabelError::Input(format!("row {line}: row index {row_index} is negative")));
+            }
+            labels.push(Label { kind, key: keys.value(i).to_string(), row_index, value: values[i].clone() });
         }
     }
     Ok(labels)
+}
+
+/// `schema` with `column` read as text.
+fn with_text_column(schema: &Schema, column: &str) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == column {
+                Field::new(column, DataType::Utf8, true)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Schema::new(fields)
 }
 
 /// Label cells as values, whatever type the file gave them.
@@ -265,7 +287,10 @@ pub async fn import(
         Some(_) => {
             let schema = existing.snapshot().map_err(delta_err)?.snapshot().arrow_schema();
             let field = schema.field_with_name("label")?;
-            Kind::from_arrow(field.data_type())
+            let kind = Kind::from_arrow(field.data_type()).ok_or_else(|| {
+                LabelError::Input(format!("the labels table's label column has a type labels cannot be written to ({})", field.data_type()))
+            })?;
+            Some(kind)
         }
         None => None,
     };

@@ -26,6 +26,8 @@ pub enum GatewayError {
     BadQuery(String),
     #[error("the query did not finish within {timeout_ms} ms")]
     QueryTimeout { timeout_ms: u128 },
+    #[error("send the body as JSON with content-type: application/json")]
+    UnsupportedMediaType,
     #[error("{0}")]
     Internal(String),
     #[error("no such route; models are served under /endpoints/{{name}}/...")]
@@ -45,6 +47,7 @@ impl GatewayError {
             GatewayError::AdminForbidden => StatusCode::FORBIDDEN,
             GatewayError::BadQuery(_) => StatusCode::BAD_REQUEST,
             GatewayError::QueryTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::RouteNotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -62,6 +65,7 @@ impl GatewayError {
             GatewayError::AdminForbidden => "PERMISSION_DENIED",
             GatewayError::BadQuery(_) => "INVALID_QUERY",
             GatewayError::QueryTimeout { .. } => "QUERY_TIMEOUT",
+            GatewayError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             GatewayError::Internal(_) => "INTERNAL_ERROR",
             GatewayError::RouteNotFound => "NOT_FOUND",
             GatewayError::MethodNotAllowed => "METHOD_NOT_ALLOWED",

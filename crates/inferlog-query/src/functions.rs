@@ -206,7 +206,7 @@ impl InferlogFunctions {
         }
         if let Some(until) = args.timestamp_ms(3) {
             // `until` is exclusive: the last day that can hold a row is the day of until - 1 ms.
-            filters.push(col("date").lt_eq(lit(ScalarValue::Date32(Some(day_of(until - 1))))));
+            filters.push(col("date").lt_eq(lit(ScalarValue::Date32(Some(day_of(until.saturating_sub(1)))))));
             filters.push(col("timestamp_ms").lt(lit(until)));
         }
         for filter in filters {
@@ -258,6 +258,6 @@ impl InferlogFunctions {
 }
 
 fn day_of(ms: i64) -> i32 {
-    ms.div_euclid(MS_PER_DAY) as i32
+    ms.div_euclid(MS_PER_DAY).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }
 

@@ -10,6 +10,7 @@ pub use output::{arrow_stream, format, json_array, write_output, OutputFormat};
 pub use deltalake::arrow::record_batch::RecordBatch;
 
 use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::datafusion::execution::context::SQLOptions;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::DeltaTableBuilder;
 use std::path::Path;
@@ -120,7 +121,8 @@ pub async fn session(data_dir: &Path, as_of: Option<AsOf>) -> Result<SessionCont
 fn existed_at(table: &deltalake::DeltaTable, as_of: AsOf) -> bool {
     let AsOf::Timestamp(t) = as_of else { return true };
     let (Some(version), Ok(state)) = (table.version(), table.snapshot()) else { return false };
-    state.version_timestamp(version).is_some_and(|committed_ms| committed_ms <= t.timestamp_millis())
+    // Unknown for a version covered by a checkpoint; such a version is never the fallback.
+    state.version_timestamp(version).is_none_or(|committed_ms| committed_ms <= t.timestamp_millis())
 }
 
 /// The result of a statement: its schema (known even when no row came back) and rows.
@@ -131,23 +133,29 @@ pub struct QueryResult {
 
 /// Runs one SQL statement and collects its result.
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<QueryResult, QueryError> {
-    run_sql_limited(ctx, sql, None).await
+    let df = ctx.sql(sql).await.map_err(sql_err)?;
+    collect(df).await
 }
 
-/// Runs one SQL statement, keeping at most `max_rows` rows of its result.
-pub async fn run_sql_limited(
-    ctx: &SessionContext,
-    sql: &str,
-    max_rows: Option<usize>,
-) -> Result<QueryResult, QueryError> {
-    let sql_err = |e: deltalake::datafusion::error::DataFusionError| QueryError::Sql(one_line(&e.to_string()));
-    let mut df = ctx.sql(sql).await.map_err(sql_err)?;
-    if let Some(limit) = max_rows {
-        df = df.limit(0, Some(limit)).map_err(sql_err)?;
-    }
+/// Runs one read-only statement (no DDL, no `COPY`/`INSERT`, no `SET`) for a remote caller,
+/// keeping at most `max_rows` rows of its result.
+pub async fn run_read_only(ctx: &SessionContext, sql: &str, max_rows: usize) -> Result<QueryResult, QueryError> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx.sql_with_options(sql, options).await.map_err(sql_err)?;
+    collect(df.limit(0, Some(max_rows)).map_err(sql_err)?).await
+}
+
+async fn collect(df: deltalake::datafusion::dataframe::DataFrame) -> Result<QueryResult, QueryError> {
     let schema = df.schema().inner().clone();
     let batches = df.collect().await.map_err(sql_err)?;
     Ok(QueryResult { schema, batches })
+}
+
+fn sql_err(e: deltalake::datafusion::error::DataFusionError) -> QueryError {
+    QueryError::Sql(one_line(&e.to_string()))
 }
 
 fn one_line(s: &str) -> String {

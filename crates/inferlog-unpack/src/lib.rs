@@ -13,7 +13,7 @@ pub mod columns;
 pub mod source;
 pub mod unpacker;
 
-pub use unpacker::{fixed_schema, unpack_once, UnpackOptions, UnpackReport, APP_ID, FIXED_COLUMNS};
+pub use unpacker::{fixed_schema, unpack_once, UnpackOptions, UnpackReport, APP_ID, COMPARE_APP_ID, FIXED_COLUMNS};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -95,6 +95,16 @@ enum Plan {
     UpToDate,
 }
 
+/// Rows to unpack and how far they get.
+pub struct Chunk {
+    pub rows: Vec<SourceRow>,
+    /// The source version this chunk completes; `None` for the parts of a comparison pass
+    /// before its last.
+    pub reached: Option<i64>,
+    /// For those parts: the source version the comparison runs up to.
+    pub comparing_to: Option<i64>,
+}
+
 /// The exchanges the unpacked table still lacks, handed out in chunks of about
 /// `rows_per_chunk` rows.
 pub struct NewRequests {
@@ -107,9 +117,15 @@ pub struct NewRequests {
 
 impl NewRequests {
     /// Plans reading source versions after `done` (`None`: nothing read yet).
-    pub async fn since(source: &DeltaTable, done: Option<i64>, rows_per_chunk: usize) -> Result<Self, UnpackError> {
+    /// `force_compare`: an earlier comparison did not finish.
+    pub async fn since(
+        source: &DeltaTable,
+        done: Option<i64>,
+        force_compare: bool,
+        rows_per_chunk: usize,
+    ) -> Result<Self, UnpackError> {
         let latest = current_version(source);
-        let from = done.map_or(0, |v| v + 1);
+        let from = done.map_or(0, |v| v + 1).max(0);
         let rows_per_chunk = rows_per_chunk.max(1);
         if from > latest {
             return Ok(NewRequests { plan: Plan::UpToDate, range: None, rows_per_chunk, compared: false });
@@ -118,7 +134,7 @@ impl NewRequests {
         let compare = || Plan::Compare { latest, stream: None, pending: Vec::new() };
         // Nothing read yet, or a long way behind: one pass over the table beats a walk
         // through its history.
-        if done.is_none() || latest - from >= MAX_INCREMENTAL_VERSIONS {
+        if force_compare || done.is_none() || latest - from >= MAX_INCREMENTAL_VERSIONS {
             return Ok(NewRequests { plan: compare(), range, rows_per_chunk, compared: true });
         }
         let plan = match added_files(source, from, latest).await? {
@@ -138,13 +154,10 @@ impl NewRequests {
         self.compared
     }
 
-    /// The next rows to unpack and the source version to record with them (`None` while
-    /// a comparison is still streaming: those rows are found again by request id).
-    pub async fn next_chunk(
-        &mut self,
-        source: &DeltaTable,
-        target: &DeltaTable,
-    ) -> Result<Option<(Vec<SourceRow>, Option<i64>)>, UnpackError> {
+    /// The next rows to unpack and how far they get (while a comparison is still streaming,
+    /// only the comparison's target version is recorded: its rows are found again by
+    /// request id if the pass stops half-way).
+    pub async fn next_chunk(&mut self, source: &DeltaTable, target: &DeltaTable) -> Result<Option<Chunk>, UnpackError> {
         loop {
             match &mut self.plan {
                 Plan::UpToDate => return Ok(None),
@@ -154,7 +167,7 @@ impl NewRequests {
                         return Ok(None);
                     };
                     match read_files(source, &files).await {
-                        Ok(rows) => return Ok(Some((rows, Some(reached)))),
+                        Ok(rows) => return Ok(Some(Chunk { rows, reached: Some(reached), comparing_to: None })),
                         Err(e) => {
                             // Files vacuumed since they were committed: fall back to comparing.
                             tracing::warn!(error = %e, "unpack: cannot read added files, comparing tables instead");
@@ -177,13 +190,14 @@ impl NewRequests {
                             Some(batch) => pending.extend(source_rows(&batch)?),
                             None => {
                                 let rows = std::mem::take(pending);
-                                let reached = *latest;
+                                let reached = Some(*latest);
                                 self.plan = Plan::UpToDate;
-                                return Ok(Some((rows, Some(reached))));
+                                return Ok(Some(Chunk { rows, reached, comparing_to: None }));
                             }
                         }
                     }
-                    return Ok(Some((std::mem::take(pending), None)));
+                    let rows = std::mem::take(pending);
+                    return Ok(Some(Chunk { rows, reached: None, comparing_to: Some(*latest) }));
                 }
             }
         }

@@ -17,12 +17,18 @@ use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use inferlog_payload::{parse_request, parse_response, Instances, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
 /// Application id under which the unpacked table records the last source version it holds.
+/// Every unpack commit carries it, so two unpackers writing one table at once conflict
+/// instead of both appending.
 pub const APP_ID: &str = "inferlog-unpack";
+/// Set while a comparison pass (see [`crate::source`]) is committing in parts: the source
+/// version it compares up to. A later run that finds it above [`APP_ID`]'s version finishes
+/// the pass by comparing, because the rows already committed carry no version of their own.
+pub const COMPARE_APP_ID: &str = "inferlog-unpack-compare";
 
 const MS_PER_DAY: i64 = 86_400_000;
 
@@ -111,36 +117,46 @@ pub async fn unpack_once(data_dir: &Path, endpoint: &str, options: &UnpackOption
             options.checkpoint_interval,
         )
         .await?;
-    let done = inferlog_table::table::application_version(&target, APP_ID).await?;
+    let mut done = inferlog_table::table::application_version(&target, APP_ID).await?;
+    let comparing = inferlog_table::table::application_version(&target, COMPARE_APP_ID).await?;
+    let unfinished_compare = comparing.is_some_and(|m| done.is_none_or(|d| m > d));
     let mut report = UnpackReport::default();
-    let mut requests = NewRequests::since(&source, done, options.rows_per_commit).await?;
+    let mut requests = NewRequests::since(&source, done, unfinished_compare, options.rows_per_commit).await?;
     report.source_versions = requests.range();
-    while let Some((rows, reached)) = requests.next_chunk(&source, &target).await? {
-        report.requests += rows.len();
-        let unpacked = unpack_rows(&rows);
-        report.errors += unpacked.failed_requests;
+    while let Some(chunk) = requests.next_chunk(&source, &target).await? {
+        report.requests += chunk.rows.len();
         let existing = target.snapshot().map_err(|e| UnpackError::delta(&target_url, e))?.snapshot().arrow_schema();
-        let built = build_batch(&unpacked, &existing)?;
+        // Parsing and typing are CPU work: keep them off the runtime's worker.
+        let rows = chunk.rows;
+        let (failed, built) = tokio::task::spawn_blocking(move || {
+            let unpacked = unpack_rows(&rows);
+            build_batch(&unpacked, &existing).map(|built| (unpacked.failed_requests, built))
+        })
+        .await
+        .map_err(|e| UnpackError::Source(format!("unpacking stopped: {e}")))??;
+        report.errors += failed;
         report.rows += built.batch.num_rows();
         report.columns_added.extend(built.added.iter().cloned());
         report.columns_widened.extend(built.widened.iter().cloned());
-        target = commit(target, built, reached).await.map_err(|e| UnpackError::delta(&target_url, e))?;
+        let mut txns = vec![Transaction::new(APP_ID, chunk.reached.or(done).unwrap_or(-1))];
+        if let Some(marker) = chunk.comparing_to.or(chunk.reached.filter(|_| requests.is_full_scan())) {
+            txns.push(Transaction::new(COMPARE_APP_ID, marker));
+        }
+        target = commit(target, built, txns).await.map_err(|e| UnpackError::delta(&target_url, e))?;
+        done = chunk.reached.or(done);
     }
     report.full_scan = requests.is_full_scan();
     Ok(report)
 }
 
-/// Appends a batch with the source version it completes; when a column had to widen, the
-/// table is rewritten with the wider type in the same commit.
+/// Appends a batch with the application transactions that say how far it got; when a column
+/// had to widen, the table is rewritten with the wider type in the same commit.
 async fn commit(
     target: DeltaTable,
     built: BuiltBatch,
-    reached: Option<i64>,
+    txns: Vec<Transaction>,
 ) -> Result<DeltaTable, deltalake::DeltaTableError> {
-    let mut props = CommitProperties::default();
-    if let Some(version) = reached {
-        props = props.with_application_transaction(Transaction::new(APP_ID, version));
-    }
+    let props = CommitProperties::default().with_application_transactions(txns);
     if built.widened.is_empty() {
         return target
             .write(vec![built.batch])
@@ -246,17 +262,24 @@ fn unpack_rows(sources: &[SourceRow]) -> Unpacked<'_> {
         if !errors.is_empty() {
             failed_requests += 1;
         }
-        // Features keep their names unless they would hide a fixed column or a prediction.
+        // Features keep their names unless they could be taken for a fixed column or a
+        // prediction (whatever this exchange's response holds, so a feature always lands in
+        // the same column).
+        let mut taken: HashSet<String> = outputs.columns.iter().cloned().collect();
         let input_ids: Vec<usize> = inputs
             .columns
             .iter()
             .map(|name| {
-                let clash = FIXED_COLUMNS.contains(&name.as_str()) || outputs.columns.contains(name);
-                if clash {
-                    id_of(&format!("input_{name}"))
+                let mut column = if FIXED_COLUMNS.contains(&name.as_str()) || name.starts_with("prediction") {
+                    format!("input_{name}")
                 } else {
-                    id_of(name)
+                    name.clone()
+                };
+                while taken.contains(&column) {
+                    column.push_str("_2");
                 }
+                taken.insert(column.clone());
+                id_of(&column)
             })
             .collect();
         let output_ids: Vec<usize> = outputs.columns.iter().map(|name| id_of(name)).collect();

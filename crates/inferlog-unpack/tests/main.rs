@@ -328,3 +328,77 @@ async fn an_endpoint_without_a_payload_table_is_a_clear_error() {
     let err = unpack_once(dir.path(), "nope", &options()).await.unwrap_err().to_string();
     assert!(err.contains("no endpoint `nope`") && err.contains("nope_payload"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comparison_pass_cut_short_is_finished_without_repeating_rows() {
+    use deltalake::kernel::transaction::CommitProperties;
+    use deltalake::kernel::Transaction;
+    use inferlog_unpack::unpacker::COMPARE_APP_ID;
+    let body = |i: usize| format!(r#"{{"inputs": [[{i}]]}}"#);
+    let records: Vec<Record> =
+        (0..10).map(|i| record(i, &body(i), "application/json", 200, &format!("[{i}]"))).collect();
+
+    // What the first part of an interrupted comparison pass committed: the rows of the first
+    // four exchanges, marked only with the comparison's target version.
+    let scratch = tempfile::tempdir().unwrap();
+    append(scratch.path(), "cut", &records[..4]).await;
+    unpack_once(scratch.path(), "cut", &options()).await.unwrap();
+    let part = rows_as_batches(scratch.path(), "SELECT * FROM cut_unpacked").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    append(dir.path(), "cut", &records).await; // payload version 1
+    let url = table_url(dir.path(), "cut_unpacked").unwrap();
+    let target = inferlog_table::table::open_or_create_with(&url, &inferlog_unpack::fixed_schema(), &["date"], 100)
+        .await
+        .unwrap();
+    target
+        .write(part)
+        .with_save_mode(SaveMode::Append)
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+        .with_partition_columns(["date"])
+        .with_commit_properties(CommitProperties::default().with_application_transactions(vec![
+            Transaction::new(inferlog_unpack::APP_ID, -1),
+            Transaction::new(COMPARE_APP_ID, 1),
+        ]))
+        .await
+        .unwrap();
+
+    let report = unpack_once(dir.path(), "cut", &options()).await.unwrap();
+    assert!(report.full_scan, "an unfinished comparison is finished by comparing");
+    assert_eq!((report.requests, report.rows), (6, 6));
+    let got = rows(dir.path(), "SELECT count(*) AS n, count(DISTINCT request_id) AS ids FROM cut_unpacked").await;
+    assert_eq!((got[0]["n"].as_i64(), got[0]["ids"].as_i64()), (Some(10), Some(10)));
+    // Closed: the next run is incremental again and finds nothing.
+    let again = unpack_once(dir.path(), "cut", &options()).await.unwrap();
+    assert_eq!((again.source_versions, again.full_scan), (None, false));
+}
+
+async fn rows_as_batches(data_dir: &Path, sql: &str) -> Vec<deltalake::arrow::array::RecordBatch> {
+    let ctx = inferlog_query_free_session(data_dir).await;
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    // Plain types, as the table stores them (the reader hands out views).
+    batches
+        .into_iter()
+        .map(|b| {
+            let fields: Vec<_> = b
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    deltalake::arrow::datatypes::DataType::Utf8View => {
+                        deltalake::arrow::datatypes::Field::new(f.name(), deltalake::arrow::datatypes::DataType::Utf8, true)
+                    }
+                    _ => f.as_ref().clone(),
+                })
+                .collect();
+            let schema = std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(fields));
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| deltalake::arrow::compute::cast(c, f.data_type()).unwrap())
+                .collect();
+            deltalake::arrow::array::RecordBatch::try_new(schema, columns).unwrap()
+        })
+        .collect()
+}

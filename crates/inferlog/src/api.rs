@@ -69,6 +69,29 @@ struct QueryRequest {
     sql: String,
 }
 
+/// Browsers cannot send `application/json` to another origin without asking first, so
+/// requiring it keeps web pages open on this machine from using the loopback-only APIs.
+fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedMediaType)
+    }
+}
+
+/// Aborts the task when the request goes away (client gone, shutdown), not only on timeout.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn query(
     State(api): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -76,24 +99,31 @@ async fn query(
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     require_loopback(peer)?;
+    require_json(&headers)?;
     let request: QueryRequest = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::BadQuery(format!("expected {{\"sql\": \"...\"}}: {e}")))?;
     let data_dir = api.data_dir.clone();
     let max_rows = api.max_rows;
-    // One row more than the limit tells whether the result was cut.
+    let timeout = api.timeout;
     let task = api.background.handle().spawn(async move {
-        let ctx = inferlog_query::session(&data_dir, None).await?;
-        inferlog_query::run_sql_limited(&ctx, &request.sql, Some(max_rows + 1)).await
-    });
-    let abort = task.abort_handle();
-    let mut result = match tokio::time::timeout(api.timeout, task).await {
-        Ok(Ok(Ok(result))) => result,
-        Ok(Ok(Err(e))) => return Err(GatewayError::BadQuery(e.to_string())),
-        Ok(Err(join)) => return Err(GatewayError::Internal(format!("query failed: {join}"))),
-        Err(_) => {
-            abort.abort();
-            return Err(GatewayError::QueryTimeout { timeout_ms: api.timeout.as_millis() });
+        let ctx = match inferlog_query::session(&data_dir, None).await {
+            Ok(ctx) => ctx,
+            Err(e) => return Some(Err(GatewayError::Internal(e.to_string()))),
+        };
+        // One row more than the limit tells whether the result was cut. The timeout is
+        // applied here too, so the query stops even if nobody waits for it any more.
+        let run = inferlog_query::run_read_only(&ctx, &request.sql, max_rows.saturating_add(1));
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => Some(result.map_err(|e| GatewayError::BadQuery(e.to_string()))),
+            Err(_) => None,
         }
+    });
+    let _abort = AbortOnDrop(task.abort_handle());
+    let timed_out = GatewayError::QueryTimeout { timeout_ms: timeout.as_millis() };
+    let mut result = match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(Some(result))) => result?,
+        Ok(Ok(None)) | Err(_) => return Err(timed_out),
+        Ok(Err(join)) => return Err(GatewayError::Internal(format!("query failed: {join}"))),
     };
     let truncated = truncate(&mut result.batches, max_rows);
     let rows = inferlog_query::row_count(&result.batches);
@@ -143,9 +173,11 @@ async fn labels(
     State(api): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, GatewayError> {
     require_loopback(peer)?;
+    require_json(&headers)?;
     if !api.endpoints.contains(&name) {
         return Err(GatewayError::EndpointNotFound(name));
     }

@@ -154,7 +154,9 @@ fn print_unpack_report(endpoint: &str, report: &inferlog_unpack::UnpackReport) {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("INFERLOG_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Delta's kernel logs every snapshot load at info: too much for a gateway's log.
+    let filter = EnvFilter::try_from_env("INFERLOG_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,buoyant_kernel=warn,delta_kernel=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("INFERLOG_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();

@@ -231,6 +231,19 @@ pub async fn run(
                 },
             };
             unpackers.push(background_runtime.handle().spawn(unpacker.run(unpack_stop_rx.clone())));
+            if let Some(interval) = config.compaction_interval {
+                // The unpacked table gains a small file per pass too.
+                let compactor = Compactor {
+                    endpoint: format!("{name}_unpacked"),
+                    url: inferlog_table::table_url(&config.data_dir, &format!("{name}_unpacked"))?,
+                    options: CompactionOptions {
+                        interval,
+                        min_files: config.compaction_min_files,
+                        ..CompactionOptions::default()
+                    },
+                };
+                background_runtime.handle().spawn(compactor.run(stop_rx.clone()));
+            }
         }
         let state = saved.get(&name).copied().unwrap_or(CaptureState {
             enabled: settings.capture.enabled,

@@ -304,6 +304,15 @@ fn served_endpoint_unpacks_as_it_captures_and_joins_labels() {
     assert!(out.contains("2 labels merged") && out.contains("1 replaced"), "{out}");
     let jsonl = d.join("labels.jsonl");
     std::fs::write(&jsonl, "{\"client_request_id\": \"c-3\", \"truth\": 0}\n").unwrap();
+    // Ids that look like numbers stay text.
+    let numeric_ids = d.join("numeric.csv");
+    std::fs::write(&numeric_ids, "client_request_id,truth\n007,1\n").unwrap();
+    ok(&[
+        "labels", "import", "iris", numeric_ids.to_str().unwrap(), "--data-dir", d.to_str().unwrap(), "--key",
+        "client_request_id", "--label", "truth",
+    ]);
+    let kept = support::query(d, "SELECT key FROM iris_labels WHERE key_kind = 'client_request_id' AND label = 1");
+    assert_eq!(kept, vec![json!({"key": "007"})]);
     ok(&[
         "labels", "import", "iris", jsonl.to_str().unwrap(), "--data-dir", d.to_str().unwrap(), "--key",
         "client_request_id", "--label", "truth",
@@ -313,7 +322,7 @@ fn served_endpoint_unpacks_as_it_captures_and_joins_labels() {
     ]);
     assert!(e.contains("no column `nope`") && e.contains("species"), "{e}");
     let labels = support::query(d, "SELECT count(*) AS n FROM iris_labels");
-    assert_eq!(labels[0]["n"], 5, "a replaced label is not a second row");
+    assert_eq!(labels[0]["n"], 6, "a replaced label is not a second row");
 
     // labeled(): predictions next to their labels, over the HTTP query API.
     let (status, body) = api_query(
@@ -367,8 +376,18 @@ fn served_endpoint_unpacks_as_it_captures_and_joins_labels() {
     let (status, body) = api_query(&gw, "SELECT * FROM no_such_table");
     assert_eq!(status, 400);
     assert!(body["message"].as_str().unwrap().contains("no_such_table"), "{body}");
-    let resp = http.post(gw.url("/api/query")).body("not json").send().unwrap();
+    let resp = http.post(gw.url("/api/query")).header("content-type", "application/json").body("not json").send().unwrap();
     assert_eq!(resp.status(), 400);
+    // Only JSON bodies: a web page cannot post here without asking first.
+    let resp = http.post(gw.url("/api/query")).header("content-type", "text/plain").body(r#"{"sql": "SELECT 1"}"#).send().unwrap();
+    assert_eq!(resp.status(), 415);
+    // Read-only: no files written, no tables defined.
+    let copy = format!("COPY (SELECT 1) TO '{}'", d.join("copied.csv").display());
+    let (status, body) = api_query(&gw, &copy);
+    assert_eq!(status, 400, "{body}");
+    assert!(!d.join("copied.csv").exists());
+    let (status, _) = api_query(&gw, "CREATE TABLE t AS SELECT 1");
+    assert_eq!(status, 400);
     let slow = Instant::now();
     let (status, body) = api_query(&gw, "SELECT count(*) FROM range(0, 100000000000) a");
     assert_eq!((status, body["error_code"].as_str()), (408, Some("QUERY_TIMEOUT")), "{body}");
