@@ -49,6 +49,12 @@ pub struct Record {
 impl Record {
     /// UTC calendar day of `timestamp_ms`, as days since the Unix epoch (Arrow `Date32`).
     pub fn date_days(&self) -> i32 {
-        self.timestamp_ms.div_euclid(86_400_000) as i32
+        date_days(self.timestamp_ms)
     }
+}
+
+/// UTC calendar day of a Unix time in milliseconds, as days since the Unix epoch (Arrow
+/// `Date32`): the `date` partition of every table. Saturates far outside the calendar.
+pub fn date_days(timestamp_ms: i64) -> i32 {
+    timestamp_ms.div_euclid(86_400_000).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }

@@ -357,6 +357,6 @@ pub async fn import(
     Ok(ImportReport {
         labels: n,
         replaced: metrics.num_target_rows_updated,
-        version: table.version().map_or(-1, |v| v as i64),
+        version: inferlog_table::table::version_of(&table),
     })
 }

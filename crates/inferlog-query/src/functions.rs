@@ -25,8 +25,6 @@ use deltalake::datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, T
 use std::collections::HashMap;
 use std::sync::Arc;
 
-const MS_PER_DAY: i64 = 86_400_000;
-
 /// Plans `inference_table(...)` and `labeled(...)`; any other relation is left to DataFusion.
 ///
 /// It holds the session's tables itself: DataFusion's planner only resolves the tables a
@@ -201,12 +199,12 @@ impl InferlogFunctions {
             filters.push(col("model_version").eq(lit(version)));
         }
         if let Some(since) = args.timestamp_ms(2) {
-            filters.push(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(since))))));
+            filters.push(col("date").gt_eq(lit(ScalarValue::Date32(Some(inferlog_core::record::date_days(since))))));
             filters.push(col("timestamp_ms").gt_eq(lit(since)));
         }
         if let Some(until) = args.timestamp_ms(3) {
             // `until` is exclusive: the last day that can hold a row is the day of until - 1 ms.
-            filters.push(col("date").lt_eq(lit(ScalarValue::Date32(Some(day_of(until.saturating_sub(1)))))));
+            filters.push(col("date").lt_eq(lit(ScalarValue::Date32(Some(inferlog_core::record::date_days(until.saturating_sub(1)))))));
             filters.push(col("timestamp_ms").lt(lit(until)));
         }
         for filter in filters {
@@ -256,8 +254,3 @@ impl InferlogFunctions {
             .build()
     }
 }
-
-fn day_of(ms: i64) -> i32 {
-    ms.div_euclid(MS_PER_DAY).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
-}
-

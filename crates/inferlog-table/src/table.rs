@@ -104,6 +104,11 @@ pub async fn open_or_create_with(
     }
 }
 
+/// The table's version as a signed number; -1 before its first commit.
+pub fn version_of(table: &DeltaTable) -> i64 {
+    table.version().map_or(-1, |v| v as i64)
+}
+
 /// The last log sequence number this writer (`app_id`) committed to the table; 0 if none.
 pub async fn committed_lsn(table: &DeltaTable, app_id: &str) -> crate::Result<u64> {
     let version = application_version(table, app_id).await?;

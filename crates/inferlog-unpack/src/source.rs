@@ -124,7 +124,7 @@ impl NewRequests {
         force_compare: bool,
         rows_per_chunk: usize,
     ) -> Result<Self, UnpackError> {
-        let latest = current_version(source);
+        let latest = inferlog_table::table::version_of(source);
         let from = done.map_or(0, |v| v + 1).max(0);
         let rows_per_chunk = rows_per_chunk.max(1);
         if from > latest {
@@ -173,7 +173,7 @@ impl NewRequests {
                             tracing::warn!(error = %e, "unpack: cannot read added files, comparing tables instead");
                             self.compared = true;
                             self.plan = Plan::Compare {
-                                latest: current_version(source),
+                                latest: inferlog_table::table::version_of(source),
                                 stream: None,
                                 pending: Vec::new(),
                             };
@@ -202,11 +202,6 @@ impl NewRequests {
             }
         }
     }
-}
-
-/// The table's version; -1 before its first commit.
-fn current_version(table: &DeltaTable) -> i64 {
-    table.version().map_or(-1, |v| v as i64)
 }
 
 /// Data files added by commits `from..=to`, per version; `None` when a commit is gone.

@@ -30,8 +30,6 @@ pub const APP_ID: &str = "inferlog-unpack";
 /// the pass by comparing, because the rows already committed carry no version of their own.
 pub const COMPARE_APP_ID: &str = "inferlog-unpack-compare";
 
-const MS_PER_DAY: i64 = 86_400_000;
-
 /// The columns every unpacked table starts with; features and predictions follow.
 pub const FIXED_COLUMNS: [&str; 8] = [
     "request_id",
@@ -385,7 +383,7 @@ fn build_batch(unpacked: &Unpacked<'_>, existing: &SchemaRef) -> Result<BuiltBat
         request_id.append_value(&r.source.request_id);
         client_request_id.append_option(r.source.client_request_id.as_deref());
         row_index.append_option(r.row_index);
-        date.append_value(r.source.timestamp_ms.div_euclid(MS_PER_DAY) as i32);
+        date.append_value(inferlog_core::record::date_days(r.source.timestamp_ms));
         timestamp.append_value(r.source.timestamp_ms);
         model_version.append_option(r.source.model_version.as_deref());
         status.append_option(r.source.status_code);

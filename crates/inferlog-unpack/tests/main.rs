@@ -402,3 +402,30 @@ async fn rows_as_batches(data_dir: &Path, sql: &str) -> Vec<deltalake::arrow::ar
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_named_like_fixed_columns_or_predictions_always_get_an_input_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"{"dataframe_records": [{"prediction": 0.5, "date": "2020-01-01", "x": 1}]}"#;
+    append(
+        dir.path(),
+        "names",
+        &[
+            record(0, body, "application/json", 200, r#"{"predictions": [7]}"#),
+            // The same features on a failed call, whose response is not read.
+            record(1, body, "application/json", 500, r#"{"error_code": "INTERNAL_ERROR"}"#),
+        ],
+    )
+    .await;
+    unpack_once(dir.path(), "names", &options()).await.unwrap();
+    let got = rows(
+        dir.path(),
+        "SELECT request_id, input_prediction, input_date, x, prediction FROM names_unpacked ORDER BY request_id",
+    )
+    .await;
+    assert_eq!(got[0]["input_prediction"], 0.5);
+    assert_eq!(got[0]["input_date"], "2020-01-01");
+    assert_eq!(got[0]["prediction"], 7);
+    assert_eq!(got[1]["input_prediction"], 0.5, "the same column whatever the response");
+    assert!(got[1]["prediction"].is_null());
+}

@@ -52,7 +52,7 @@ pub async fn generate(args: GenerateArgs<'_>) -> anyhow::Result<()> {
         "{written} rows written to {}_payload in {:.1} s (table version {})",
         args.endpoint,
         started.elapsed().as_secs_f64(),
-        table.version().map_or(-1, |v| v as i64)
+        inferlog_table::table::version_of(&table)
     );
     Ok(())
 }
