@@ -169,7 +169,7 @@ pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {
         data_dir,
         "Unpacked into one typed row per instance (iris_unpacked):",
         "SELECT request_id, row_index, sepal_length_cm AS sepal_len, petal_width_cm AS petal_w, prediction, status_code \
-         FROM iris_unpacked WHERE unpack_error IS NULL ORDER BY timestamp_ms, row_index LIMIT 6",
+         FROM iris_unpacked WHERE unpack_error IS NULL AND sepal_length_cm IS NOT NULL ORDER BY timestamp_ms, row_index LIMIT 6",
     )
     .await?;
     print_query(
