@@ -53,26 +53,31 @@ pub enum AsOf {
 impl std::str::FromStr for AsOf {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if let Ok(version) = s.parse::<u64>() {
+        if let Ok(version) = s.trim().parse::<u64>() {
             return Ok(AsOf::Version(version));
         }
-        use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-            return Ok(AsOf::Timestamp(t.with_timezone(&Utc)));
-        }
-        for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
-            if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
-                return Ok(AsOf::Timestamp(t.and_utc()));
-            }
-        }
-        if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-            return Ok(AsOf::Timestamp(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()));
-        }
-        Err(format!(
-            "`{s}` is neither a table version (a number) nor a UTC time (2026-11-20, 2026-11-20T10:00:00Z)"
-        ))
+        parse_utc_time(s).map(AsOf::Timestamp).map_err(|_| {
+            format!("`{}` is neither a table version (a number) nor a UTC time (2026-11-20, 2026-11-20T10:00:00Z)", s.trim())
+        })
     }
+}
+
+/// A time given on the command line: RFC 3339, `YYYY-MM-DD[ HH:MM[:SS[.f]]]` (UTC) or a date.
+pub fn parse_utc_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Some(midnight) = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)) {
+        return Ok(midnight.and_utc());
+    }
+    Err(format!("`{s}` is not a UTC time (2026-11-20, 2026-11-20 10:00, 2026-11-20T10:00:00Z)"))
 }
 
 /// A session with every table of the data directory registered (at its latest version, or

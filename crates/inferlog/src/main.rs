@@ -51,6 +51,31 @@ enum Command {
         #[command(subcommand)]
         command: LabelsCommand,
     },
+    /// Record what an endpoint's data looked like when all was well: statistics.json,
+    /// constraints.json and reference.parquet under {data_dir}/monitoring/{endpoint}/.
+    Baseline {
+        endpoint: String,
+        /// Training data: a csv or parquet file.
+        #[arg(long, value_name = "FILE", conflicts_with = "from_table", required_unless_present = "from_table")]
+        from: Option<PathBuf>,
+        /// Use a window of the endpoint's own unpacked table instead.
+        #[arg(long)]
+        from_table: bool,
+        /// Start of the window (with --from-table), UTC.
+        #[arg(long, value_name = "TIME", requires = "from_table")]
+        since: Option<String>,
+        /// End of the window, exclusive (with --from-table), UTC.
+        #[arg(long, value_name = "TIME", requires = "from_table")]
+        until: Option<String>,
+        /// The file's column holding the ground truth.
+        #[arg(long, value_name = "COLUMN")]
+        label: Option<String>,
+        /// The file's column holding the model's output.
+        #[arg(long, value_name = "COLUMN")]
+        prediction: Option<String>,
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
     /// Start a built-in iris model and the gateway, send traffic, and show what was recorded.
     Demo {
         #[arg(long, default_value = "./inferlog-demo-data")]
@@ -220,6 +245,29 @@ fn main() -> std::process::ExitCode {
                     rows_per_commit,
                 })
                 .await
+            }
+            Command::Baseline { endpoint, from, from_table: _, since, until, label, prediction, data_dir } => {
+                let millis = |t: Option<String>| -> anyhow::Result<Option<i64>> {
+                    t.map(|t| inferlog_query::parse_utc_time(&t).map(|t| t.timestamp_millis()))
+                        .transpose()
+                        .map_err(anyhow::Error::msg)
+                };
+                let source = match from {
+                    Some(path) => inferlog_monitor::BaselineSource::File(path),
+                    None => inferlog_monitor::BaselineSource::Table { since_ms: millis(since)?, until_ms: millis(until)? },
+                };
+                let options = inferlog_monitor::BaselineOptions { label, prediction };
+                let report = inferlog_monitor::build_baseline(&data_dir, &endpoint, &source, &options).await?;
+                println!(
+                    "baseline of {} columns from {} rows written to {}",
+                    report.statistics.features.len(),
+                    report.rows,
+                    report.dir.display()
+                );
+                for f in &report.constraints.features {
+                    println!("  {:<24} {:?} {:?}, drift by {:?} at {}", f.name, f.role, f.inferred_type, f.drift.metric, f.drift.threshold);
+                }
+                Ok(())
             }
             Command::Demo { data_dir, requests } => demo::run(&data_dir, requests).await,
             Command::IrisModel { listen } => {

@@ -9,5 +9,6 @@ mod config;
 mod crash;
 mod e2e;
 mod interop;
+mod monitoring;
 mod streaming;
 mod tables;

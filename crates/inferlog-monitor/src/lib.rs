@@ -1,0 +1,36 @@
+//! Monitoring an endpoint against a baseline.
+//!
+//! - [`baseline`]: `statistics.json`, `constraints.json` and `reference.parquet` under
+//!   `{data_dir}/monitoring/{endpoint}/`, from training data or a window of the endpoint's
+//!   unpacked table.
+//!
+//! The statistics themselves (drift distances and tests, summaries, model quality) are in
+//! `inferlog-stats`, which matches SciPy and scikit-learn.
+
+pub mod baseline;
+
+pub use baseline::{build as build_baseline, BaselineOptions, BaselineReport, BaselineSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("{0}")]
+    Input(String),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Query(#[from] inferlog_query::QueryError),
+    #[error("reading the data: {0}")]
+    DataFusion(#[from] deltalake::datafusion::error::DataFusionError),
+    #[error("{0}")]
+    Arrow(#[from] deltalake::arrow::error::ArrowError),
+    #[error("writing reference.parquet: {0}")]
+    Parquet(#[from] deltalake::parquet::errors::ParquetError),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Stats(#[from] inferlog_stats::StatsError),
+}

@@ -1,0 +1,131 @@
+//! Baselines through the real binary: from training data and from a window of the endpoint's
+//! own unpacked table.
+
+use crate::support::bin;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+fn inferlog(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin()).args(args).output().expect("run inferlog");
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn feature<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["features"].as_array().unwrap().iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("no {name} in {doc}"))
+}
+
+#[test]
+fn baseline_from_training_data_summarizes_and_suggests_constraints() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 150 rows, deterministic; one missing petal width.
+    let mut csv = String::from("sepal length (cm),sepal width (cm),petal length (cm),petal width (cm),species\n");
+    let species = ["setosa", "versicolor", "virginica"];
+    let mut lengths = Vec::new();
+    for i in 0..150 {
+        let length = 4.3 + (i * 7 % 36) as f64 / 10.0;
+        lengths.push(length);
+        let width = if i == 17 { String::new() } else { format!("{:.1}", 0.1 + (i % 25) as f64 / 10.0) };
+        csv.push_str(&format!("{length:.1},{:.1},{:.1},{width},{}\n", 2.0 + (i % 24) as f64 / 10.0, 1.0 + (i % 59) as f64 / 10.0, species[i % 3]));
+    }
+    let train = d.join("train.csv");
+    std::fs::write(&train, csv).unwrap();
+    let dd = d.to_str().unwrap();
+    let (ok, out, err) = inferlog(&["baseline", "iris", "--from", train.to_str().unwrap(), "--label", "species", "--data-dir", dd]);
+    assert!(ok, "{err}");
+    assert!(out.contains("baseline of 5 columns from 150 rows"), "{out}");
+
+    let base = d.join("monitoring/iris");
+    let stats = read_json(&base.join("statistics.json"));
+    assert_eq!(stats["item_count"], 150);
+    let sepal = feature(&stats, "sepal_length_cm");
+    assert_eq!(sepal["source_name"], "sepal length (cm)");
+    assert_eq!(sepal["role"], "feature");
+    assert_eq!(sepal["inferred_type"], "Fractional");
+    let rounded: Vec<f64> = lengths.iter().map(|x| (x * 10.0).round() / 10.0).collect();
+    let mean = rounded.iter().sum::<f64>() / 150.0;
+    let got_mean = sepal["numerical_statistics"]["mean"].as_f64().unwrap();
+    assert!((got_mean - mean).abs() < 1e-12, "{got_mean} vs {mean}");
+    let mut sorted = rounded.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(sepal["numerical_statistics"]["min"].as_f64().unwrap(), sorted[0]);
+    assert_eq!(sepal["numerical_statistics"]["quantiles"]["p50"].as_f64().unwrap(), (sorted[74] + sorted[75]) / 2.0);
+    let counts: u64 = sepal["numerical_statistics"]["histogram"]["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum();
+    assert_eq!(counts, 150);
+    let width = feature(&stats, "petal_width_cm");
+    assert_eq!((width["num_present"].as_u64(), width["num_missing"].as_u64()), (Some(149), Some(1)));
+    let label = feature(&stats, "label");
+    assert_eq!((label["role"].as_str(), label["source_name"].as_str()), (Some("label"), Some("species")));
+    assert_eq!(label["string_statistics"]["value_counts"]["setosa"], 50);
+    assert_eq!(label["string_statistics"]["distinct"], 3);
+
+    let constraints = read_json(&base.join("constraints.json"));
+    assert_eq!(constraints["monitoring_config"]["psi"], 0.2);
+    let c = feature(&constraints, "petal_width_cm");
+    assert!((c["completeness"].as_f64().unwrap() - 149.0 / 150.0).abs() < 1e-12);
+    assert_eq!(c["is_non_negative"], true);
+    assert_eq!(c["drift"]["metric"], "ks_p_value", "150 reference rows: a test decides");
+    assert_eq!(c["drift"]["threshold"], 0.05);
+    let l = feature(&constraints, "label");
+    assert_eq!(l["domain"], serde_json::json!(["setosa", "versicolor", "virginica"]));
+    assert_eq!(l["drift"]["metric"], "chi_squared_p_value");
+
+    let reader = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(base.join("reference.parquet")).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm", "label"]);
+    assert_eq!(reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum::<usize>(), 150);
+
+    // Clear errors.
+    let (ok, _, err) = inferlog(&["baseline", "iris", "--from", train.to_str().unwrap(), "--label", "kind", "--data-dir", dd]);
+    assert!(!ok && err.contains("no column `kind`") && err.contains("species"), "{err}");
+    let (ok, _, err) = inferlog(&["baseline", "iris", "--data-dir", dd]);
+    assert!(!ok && err.contains("--from"), "{err}");
+    let (ok, _, err) = inferlog(&["baseline", "iris", "--from", d.join("nope.csv").to_str().unwrap(), "--data-dir", dd]);
+    assert!(!ok && err.contains("no file"), "{err}");
+}
+
+#[test]
+fn baseline_from_a_window_of_the_unpacked_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dd = d.to_str().unwrap();
+    let (ok, _, err) = inferlog(&["generate", "iris", "--data-dir", dd, "--rows", "3000", "--days", "3", "--rows-per-commit", "1000"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = inferlog(&["unpack", "iris", "--data-dir", dd]);
+    assert!(ok, "{err}");
+    let since = (chrono::Utc::now() - chrono::Duration::days(2)).format("%Y-%m-%d %H:%M").to_string();
+    let (ok, out, err) = inferlog(&["baseline", "iris", "--from-table", "--since", &since, "--data-dir", dd]);
+    assert!(ok, "{err}");
+    let (ok, expected, err) = inferlog(&[
+        "query", "--data-dir", dd, "--format", "csv",
+        &format!("SELECT count(*) FROM iris_unpacked WHERE row_index IS NOT NULL AND timestamp_ms >= {}",
+            crate_time_ms(&since)),
+    ]);
+    assert!(ok, "{err}");
+    let expected: u64 = expected.lines().nth(1).unwrap().parse().unwrap();
+    assert!(out.contains(&format!("from {expected} rows")), "{out} / {expected}");
+    let stats = read_json(&d.join("monitoring/iris/statistics.json"));
+    assert_eq!(stats["item_count"], expected);
+    assert!(stats["source"].as_str().unwrap().starts_with("iris_unpacked ["));
+    let prediction = feature(&stats, "prediction");
+    assert_eq!((prediction["role"].as_str(), prediction["inferred_type"].as_str()), (Some("prediction"), Some("String")));
+    let constraints = read_json(&d.join("monitoring/iris/constraints.json"));
+    assert_eq!(feature(&constraints, "sepal_length")["drift"]["metric"], "normalized_wasserstein");
+    assert_eq!(feature(&constraints, "prediction")["drift"]["metric"], "jensen_shannon");
+    assert!(constraints["features"].as_array().unwrap().iter().all(|f| f["name"] != "request_id" && f["name"] != "status_code"));
+
+    let (ok, _, err) = inferlog(&["baseline", "iris", "--from-table", "--since", "2001-01-01", "--until", "2001-01-02", "--data-dir", dd]);
+    assert!(!ok && err.contains("no rows"), "{err}");
+}
+
+fn crate_time_ms(text: &str) -> i64 {
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").unwrap().and_utc().timestamp_millis()
+}
