@@ -3,13 +3,17 @@
 //! - [`baseline`]: `statistics.json`, `constraints.json` and `reference.parquet` under
 //!   `{data_dir}/monitoring/{endpoint}/`, from training data or a window of the endpoint's
 //!   unpacked table.
+//! - [`monitor`]: data quality, drift and model quality per window and slice, written to
+//!   `{endpoint}_profile_metrics`, `{endpoint}_drift_metrics` and `{endpoint}_violations`.
 //!
 //! The statistics themselves (drift distances and tests, summaries, model quality) are in
 //! `inferlog-stats`, which matches SciPy and scikit-learn.
 
 pub mod baseline;
+pub mod monitor;
 
 pub use baseline::{build as build_baseline, BaselineOptions, BaselineReport, BaselineSource};
+pub use monitor::{run as run_monitor, MonitorOptions, MonitorReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
@@ -33,4 +37,6 @@ pub enum MonitorError {
     Json(#[from] serde_json::Error),
     #[error("{0}")]
     Stats(#[from] inferlog_stats::StatsError),
+    #[error(transparent)]
+    Table(#[from] inferlog_table::TableError),
 }

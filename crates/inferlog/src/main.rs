@@ -76,6 +76,26 @@ enum Command {
         #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Data quality, drift and model quality of an endpoint per time window (and slice), into
+    /// {endpoint}_profile_metrics, {endpoint}_drift_metrics and {endpoint}_violations.
+    Monitor {
+        endpoint: String,
+        /// Window length: 30m, 1h, 1d, ...
+        #[arg(long, default_value = "1h", value_parser = parse_window)]
+        window: i64,
+        /// Start of the first window, UTC (default: one window before --until).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// End of the last window, exclusive, UTC (default: the end of the current window).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// A SQL expression over the unpacked table; each of its values is monitored on its
+        /// own too (repeatable), e.g. --slice model_version.
+        #[arg(long = "slice", value_name = "EXPR")]
+        slices: Vec<String>,
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
     /// Start a built-in iris model and the gateway, send traffic, and show what was recorded.
     Demo {
         #[arg(long, default_value = "./inferlog-demo-data")]
@@ -143,6 +163,25 @@ pub struct ServeArgs {
     /// async (default), sync or fsync.
     #[arg(long)]
     durability: Option<Durability>,
+}
+
+/// `90s`, `30m`, `1h`, `1d` → milliseconds.
+fn parse_window(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: i64 = number.parse().map_err(|_| format!("`{s}` is not a duration like 30m, 1h or 1d"))?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
+    };
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(format!("`{s}` must be a positive duration")),
+    }
 }
 
 fn parse_endpoint(s: &str) -> Result<(String, String), String> {
@@ -266,6 +305,33 @@ fn main() -> std::process::ExitCode {
                 );
                 for f in &report.constraints.features {
                     println!("  {:<24} {:?} {:?}, drift by {:?} at {}", f.name, f.role, f.inferred_type, f.drift.metric, f.drift.threshold);
+                }
+                Ok(())
+            }
+            Command::Monitor { endpoint, window, since, until, slices, data_dir } => {
+                let millis = |t: Option<String>| -> anyhow::Result<Option<i64>> {
+                    t.map(|t| inferlog_query::parse_utc_time(&t).map(|t| t.timestamp_millis()))
+                        .transpose()
+                        .map_err(anyhow::Error::msg)
+                };
+                let options = inferlog_monitor::MonitorOptions {
+                    window_ms: window,
+                    since_ms: millis(since)?,
+                    until_ms: millis(until)?,
+                    slices,
+                };
+                let report = inferlog_monitor::run_monitor(&data_dir, &endpoint, &options).await?;
+                let drifted = report.drift.iter().filter(|d| d.drifted && d.compared_to == "baseline").count();
+                println!(
+                    "{} windows: {} profile metrics, {} drift metrics ({drifted} over their threshold against the baseline), {} violations",
+                    report.windows,
+                    report.profile.len(),
+                    report.drift.len(),
+                    report.violations.len()
+                );
+                for v in report.violations.iter().take(20) {
+                    println!("  {} {} {}: {}", v.check, v.column_name.as_deref().unwrap_or("-"),
+                        v.slice_value.as_deref().map(|s| format!("[{s}]")).unwrap_or_default(), v.description);
                 }
                 Ok(())
             }

@@ -129,3 +129,85 @@ fn baseline_from_a_window_of_the_unpacked_table() {
 fn crate_time_ms(text: &str) -> i64 {
     chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").unwrap().and_utc().timestamp_millis()
 }
+
+#[test]
+fn monitor_writes_quality_drift_and_violations_per_window_and_slice() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dd = d.to_str().unwrap();
+    // Traffic over the last 3 days, unpacked.
+    let (ok, _, err) = inferlog(&["generate", "iris", "--data-dir", dd, "--rows", "3000", "--days", "3", "--rows-per-commit", "1000"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = inferlog(&["unpack", "iris", "--data-dir", dd]);
+    assert!(ok, "{err}");
+    // A baseline whose sepal lengths were all between 5.0 and 5.4: today's traffic drifts.
+    let mut csv = String::from("sepal_length,sepal_width,petal_length,petal_width,species\n");
+    for i in 0..200 {
+        csv.push_str(&format!("{:.1},{:.1},{:.1},{:.1},{}\n", 5.0 + (i % 5) as f64 / 10.0, 0.5 + (i % 60) as f64 / 10.0,
+            0.5 + (i * 7 % 60) as f64 / 10.0, 0.5 + (i * 11 % 60) as f64 / 10.0, ["setosa", "versicolor", "virginica"][i % 3]));
+    }
+    let train = d.join("train.csv");
+    std::fs::write(&train, csv).unwrap();
+    let (ok, _, err) = inferlog(&["baseline", "iris", "--from", train.to_str().unwrap(), "--label", "species", "--data-dir", dd]);
+    assert!(ok, "{err}");
+    // Labels for 100 exchanges: the model was right on all of them.
+    let labels = d.join("labels.csv");
+    let (ok, _, err) = inferlog(&[
+        "query", "--data-dir", dd, "--output", labels.to_str().unwrap(),
+        "SELECT request_id, row_index, prediction AS truth FROM iris_unpacked WHERE row_index = 0 ORDER BY request_id DESC LIMIT 100",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = inferlog(&["labels", "import", "iris", labels.to_str().unwrap(), "--label", "truth", "--row-index", "row_index", "--data-dir", dd]);
+    assert!(ok, "{err}");
+
+    // Two windows of a day ending a minute from now, whatever the time of day: both hold
+    // about 1,000 exchanges.
+    let end = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let since = (end - chrono::Duration::days(2)).format("%Y-%m-%d %H:%M").to_string();
+    let until = end.format("%Y-%m-%d %H:%M").to_string();
+    let args = ["monitor", "iris", "--window", "1d", "--since", &since, "--until", &until, "--slice", "model_version", "--data-dir", dd];
+    let (ok, out, err) = inferlog(&args);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("2 windows"), "{out}");
+
+    let q = |sql: &str| -> Vec<Value> {
+        let (ok, out, err) = inferlog(&["query", "--data-dir", dd, "--format", "json", sql]);
+        assert!(ok, "{sql}: {err}");
+        out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let since_ms = crate_time_ms(&since);
+    let until_ms = crate_time_ms(&until);
+    let expected = q(&format!(
+        "SELECT count(*) AS n FROM iris_unpacked WHERE row_index IS NOT NULL AND timestamp_ms >= {since_ms} AND timestamp_ms < {until_ms}"
+    ))[0]["n"].as_i64().unwrap();
+    let counted = q("SELECT sum(value) AS n FROM iris_profile_metrics WHERE metric = 'row_count' AND slice_key IS NULL")[0]["n"].as_f64().unwrap();
+    assert_eq!(counted as i64, expected);
+    let by_version = q("SELECT slice_value, sum(value) AS n FROM iris_profile_metrics WHERE metric = 'row_count' AND slice_key = 'model_version' GROUP BY 1 ORDER BY 1");
+    assert_eq!(by_version.len(), 2, "{by_version:?}");
+    assert_eq!((by_version[0]["n"].as_f64().unwrap() + by_version[1]["n"].as_f64().unwrap()) as i64, expected);
+
+    // Drift of sepal_length against the narrow baseline, decided by the KS p-value (200 rows).
+    let drift = q("SELECT compared_to, threshold, drifted, value FROM iris_drift_metrics \
+                   WHERE column_name = 'sepal_length' AND metric = 'ks_p_value' AND slice_key IS NULL ORDER BY window_start, compared_to");
+    assert_eq!(drift.len(), 3, "baseline for both windows, previous for the second: {drift:?}");
+    assert!(drift.iter().filter(|r| r["compared_to"] == "baseline").all(|r| r["drifted"] == true && r["threshold"] == 0.05));
+    assert_eq!(drift.iter().filter(|r| r["compared_to"] == "previous").count(), 1);
+    let violations = q("SELECT check, count(*) AS n FROM iris_violations WHERE column_name = 'sepal_length' AND slice_key IS NULL GROUP BY 1 ORDER BY 1");
+    let checks: Vec<&str> = violations.iter().map(|v| v["check"].as_str().unwrap()).collect();
+    assert_eq!(checks, ["baseline_drift_check", "range_check"]);
+    // Model quality from the labels.
+    let quality = q("SELECT sum(value) FILTER (WHERE metric = 'labeled_count') AS n, \
+                     min(value) FILTER (WHERE metric = 'accuracy') AS worst FROM iris_profile_metrics WHERE slice_key IS NULL");
+    assert_eq!((quality[0]["n"].as_f64(), quality[0]["worst"].as_f64()), (Some(100.0), Some(1.0)));
+
+    // Running the same windows again replaces their rows.
+    let before = q("SELECT count(*) AS n FROM iris_drift_metrics")[0]["n"].as_i64().unwrap();
+    let (ok, _, err) = inferlog(&args);
+    assert!(ok, "{err}");
+    assert_eq!(q("SELECT count(*) AS n FROM iris_drift_metrics")[0]["n"].as_i64().unwrap(), before);
+
+    let (ok, _, err) = inferlog(&["monitor", "nope", "--data-dir", dd]);
+    assert!(!ok && err.contains("no baseline for `nope`"), "{err}");
+    let (ok, _, err) = inferlog(&["monitor", "iris", "--window", "soon", "--data-dir", dd]);
+    assert!(!ok && err.contains("not a duration"), "{err}");
+}

@@ -1,0 +1,593 @@
+//! Monitoring runs: for each time window of `{endpoint}_unpacked` (and each slice), data
+//! quality, drift against the baseline and against the previous window, and model quality
+//! where labels exist; written in long form to `{endpoint}_profile_metrics`,
+//! `{endpoint}_drift_metrics` and `{endpoint}_violations`. A run replaces the rows of the
+//! windows it covers, so re-running (or backfilling) a window never doubles it.
+
+use crate::baseline::{baseline_dir, Constraints, DriftMetric, FeatureConstraints};
+use crate::MonitorError;
+use deltalake::arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::datafusion::prelude::{col, lit};
+use deltalake::protocol::SaveMode;
+use inferlog_stats::{categorical_drift, classification_metrics, numeric_drift, regression_metrics, value_counts, SortedSample};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct MonitorOptions {
+    /// Window length in milliseconds.
+    pub window_ms: i64,
+    /// First window starts here (default: one window before `until_ms`).
+    pub since_ms: Option<i64>,
+    /// Windows end here, exclusive (default: now, rounded down to a window boundary).
+    pub until_ms: Option<i64>,
+    /// SQL expressions over the unpacked table; each of their values is a slice.
+    pub slices: Vec<String>,
+}
+
+/// One value of one metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub slice_key: Option<String>,
+    pub slice_value: Option<String>,
+    /// Null for metrics of the whole window (row_count, accuracy, ...).
+    pub column_name: Option<String>,
+    pub metric: String,
+    pub value: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftRow {
+    pub metric: MetricRow,
+    /// `baseline` or `previous`.
+    pub compared_to: &'static str,
+    /// Null for metrics that have no threshold (the KS statistic, L-infinity).
+    pub threshold: Option<f64>,
+    pub drifted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub slice_key: Option<String>,
+    pub slice_value: Option<String>,
+    pub column_name: Option<String>,
+    /// SageMaker's names: completeness_check, data_type_check, baseline_drift_check,
+    /// missing_column_check, extra_column_check, categorical_values_check, plus range_check.
+    pub check: &'static str,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MonitorReport {
+    pub windows: usize,
+    pub profile: Vec<MetricRow>,
+    pub drift: Vec<DriftRow>,
+    pub violations: Vec<Violation>,
+}
+
+/// The values of one column in a set of rows.
+enum ColumnData {
+    Numeric(Vec<Option<f64>>),
+    Text(Vec<Option<String>>),
+}
+
+/// Runs the monitor over `[since, until)` in windows and writes the three metric tables.
+pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> Result<MonitorReport, MonitorError> {
+    let window = options.window_ms.max(1);
+    let until = options
+        .until_ms
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis().div_euclid(window) * window + window);
+    let since = options.since_ms.unwrap_or(until - window);
+    if since >= until {
+        return Err(MonitorError::Input("--since must be before --until".into()));
+    }
+    let dir = baseline_dir(data_dir, endpoint);
+    let constraints: Constraints = serde_json::from_slice(&std::fs::read(dir.join("constraints.json")).map_err(|e| {
+        MonitorError::Input(format!(
+            "no baseline for `{endpoint}` in {} ({e}); create one with `inferlog baseline {endpoint} --from FILE`",
+            dir.display()
+        ))
+    })?)?;
+    let ctx = inferlog_query::session(data_dir, None).await?;
+    let table = format!("{endpoint}_unpacked");
+    let present: Vec<String> = match ctx.table(table.as_str()).await {
+        Ok(df) => df.schema().fields().iter().map(|f| f.name().clone()).collect(),
+        Err(_) => return Err(MonitorError::Input(format!("no table {table}: run `inferlog unpack {endpoint}` first"))),
+    };
+    let monitored: Vec<&FeatureConstraints> = constraints
+        .features
+        .iter()
+        .filter(|f| f.role != crate::baseline::Role::Label && present.contains(&f.name))
+        .collect();
+    let reference = read_reference(&dir.join("reference.parquet"), &monitored)?;
+    let mut select = vec!["timestamp_ms".to_string(), "unpack_error".to_string()];
+    select.extend(monitored.iter().map(|f| format!("\"{}\"", f.name)));
+    for (i, expr) in options.slices.iter().enumerate() {
+        select.push(format!("CAST(({expr}) AS VARCHAR) AS __slice_{i}"));
+    }
+    let sql = format!(
+        "SELECT {} FROM \"{table}\" WHERE row_index IS NOT NULL AND timestamp_ms >= {since} AND timestamp_ms < {until}",
+        select.join(", ")
+    );
+    let batches = ctx
+        .sql(&sql)
+        .await
+        .map_err(|e| MonitorError::Input(format!("cannot read {table}: {e}")))?
+        .collect()
+        .await?;
+    let column = |index: usize| -> Vec<ArrayRef> { batches.iter().map(|b| b.column(index).clone()).collect() };
+    let timestamps: Vec<i64> = numeric_values_keep_nulls(&column(0))?.into_iter().map(|v| v.unwrap_or(0.0) as i64).collect();
+    let errors = text_values_keep_nulls(&column(1))?;
+    let mut data: Vec<ColumnData> = Vec::with_capacity(monitored.len());
+    for (i, f) in monitored.iter().enumerate() {
+        let arrays = column(2 + i);
+        data.push(if f.inferred_type.is_numeric() {
+            ColumnData::Numeric(numeric_values_keep_nulls(&arrays)?)
+        } else {
+            ColumnData::Text(text_values_keep_nulls(&arrays)?)
+        });
+    }
+    let slice_columns: Vec<Vec<Option<String>>> = (0..options.slices.len())
+        .map(|i| text_values_keep_nulls(&column(2 + monitored.len() + i)))
+        .collect::<Result<_, _>>()?;
+
+    let mut report = MonitorReport::default();
+    let missing_columns: Vec<&FeatureConstraints> =
+        constraints.features.iter().filter(|f| f.role != crate::baseline::Role::Label && !present.contains(&f.name)).collect();
+    let mut previous: HashMap<(Option<String>, Option<String>), Vec<usize>> = HashMap::new();
+    let mut start = since;
+    while start < until {
+        let end = (start + window).min(until);
+        report.windows += 1;
+        let in_window: Vec<usize> = (0..timestamps.len()).filter(|&r| timestamps[r] >= start && timestamps[r] < end).collect();
+        let mut slices: Vec<(Option<String>, Option<String>, Vec<usize>)> = vec![(None, None, in_window.clone())];
+        for (i, expr) in options.slices.iter().enumerate() {
+            let mut by_value: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for &r in &in_window {
+                let value = slice_columns[i][r].clone().unwrap_or_else(|| "null".into());
+                by_value.entry(value).or_default().push(r);
+            }
+            slices.extend(by_value.into_iter().map(|(v, rows)| (Some(expr.clone()), Some(v), rows)));
+        }
+        for (slice_key, slice_value, rows) in slices {
+            let key = (slice_key.clone(), slice_value.clone());
+            let base = MetricRow {
+                window_start_ms: start,
+                window_end_ms: end,
+                slice_key: slice_key.clone(),
+                slice_value: slice_value.clone(),
+                column_name: None,
+                metric: String::new(),
+                value: None,
+            };
+            let metric = |column: Option<&str>, name: &str, value: Option<f64>| MetricRow {
+                column_name: column.map(str::to_string),
+                metric: name.to_string(),
+                value,
+                ..base.clone()
+            };
+            let violation = |column: Option<&str>, check: &'static str, description: String| Violation {
+                window_start_ms: start,
+                window_end_ms: end,
+                slice_key: slice_key.clone(),
+                slice_value: slice_value.clone(),
+                column_name: column.map(str::to_string),
+                check,
+                description,
+            };
+            report.profile.push(metric(None, "row_count", Some(rows.len() as f64)));
+            for f in &missing_columns {
+                report.violations.push(violation(
+                    Some(&f.name),
+                    "missing_column_check",
+                    format!("`{}` is in the baseline but not in the unpacked table", f.name),
+                ));
+            }
+            for (i, f) in monitored.iter().enumerate() {
+                let name = f.name.as_str();
+                let n = rows.len() as f64;
+                let type_errors = rows
+                    .iter()
+                    .filter(|&&r| errors[r].as_deref().is_some_and(|e| e.contains(&format!("{name}: expected"))))
+                    .count() as f64;
+                let (present_rows, quality) = profile_column(&data[i], &rows, f);
+                let nulls = n - present_rows as f64;
+                let rate = |x: f64| (n > 0.0).then(|| x / n);
+                report.profile.push(metric(Some(name), "null_rate", rate(nulls)));
+                report.profile.push(metric(Some(name), "type_error_rate", rate(type_errors)));
+                for (m, v) in &quality {
+                    report.profile.push(metric(Some(name), m, rate(*v)));
+                }
+                if n > 0.0 && present_rows as f64 / n < f.completeness - 1e-12 {
+                    report.violations.push(violation(
+                        Some(name),
+                        "completeness_check",
+                        format!("{:.4} of rows have a value; the baseline had {:.4}", present_rows as f64 / n, f.completeness),
+                    ));
+                }
+                if type_errors > 0.0 {
+                    report.violations.push(violation(Some(name), "data_type_check", format!("{type_errors} values of another type")));
+                }
+                for (m, v) in &quality {
+                    if *v > 0.0 {
+                        let check = if *m == "out_of_range_rate" { "range_check" } else { "categorical_values_check" };
+                        report.violations.push(violation(Some(name), check, format!("{v} values {}", m.trim_end_matches("_rate").replace('_', " "))));
+                    }
+                }
+                let current = &data[i];
+                let mut compare = |against: &ColumnData, against_rows: &[usize], compared_to: &'static str| -> Result<(), MonitorError> {
+                    for (m, value) in drift_values(against, against_rows, current, &rows)? {
+                        let threshold = threshold_for(&constraints, f, m);
+                        let drifted = match (value, threshold) {
+                            (Some(v), Some((t, true))) => v >= t,
+                            (Some(v), Some((t, false))) => v < t,
+                            _ => false,
+                        };
+                        if drifted && compared_to == "baseline" && metric_kind(m) == Some(f.drift.metric) {
+                            report.violations.push(violation(
+                                Some(name),
+                                "baseline_drift_check",
+                                format!("{m} = {:.6} against the baseline (threshold {})", value.unwrap_or(f64::NAN), f.drift.threshold),
+                            ));
+                        }
+                        report.drift.push(DriftRow {
+                            metric: metric(Some(name), m, value),
+                            compared_to,
+                            threshold: threshold.map(|(t, _)| t),
+                            drifted,
+                        });
+                    }
+                    Ok(())
+                };
+                let all_reference: Vec<usize> = (0..reference[i].len()).collect();
+                compare(&reference[i], &all_reference, "baseline")?;
+                if let Some(previous_rows) = previous.get(&key) {
+                    compare(current, previous_rows, "previous")?;
+                }
+            }
+            previous.insert(key, rows);
+        }
+        start = end;
+    }
+    quality_metrics(&ctx, endpoint, &constraints, since, until, window, &options.slices, &mut report).await?;
+    write_tables(data_dir, endpoint, since, until, &report).await?;
+    Ok(report)
+}
+
+impl ColumnData {
+    fn len(&self) -> usize {
+        match self {
+            ColumnData::Numeric(v) => v.len(),
+            ColumnData::Text(v) => v.len(),
+        }
+    }
+}
+
+fn read_reference(path: &Path, monitored: &[&FeatureConstraints]) -> Result<Vec<ColumnData>, MonitorError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| MonitorError::Input(format!("cannot read the baseline's {}: {e}", path.display())))?;
+    let reader = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>()?;
+    monitored
+        .iter()
+        .map(|f| {
+            let arrays: Vec<ArrayRef> = batches
+                .iter()
+                .map(|b| {
+                    b.column_by_name(&f.name).cloned().ok_or_else(|| {
+                        MonitorError::Input(format!("reference.parquet has no column {}; rebuild the baseline", f.name))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(if f.inferred_type.is_numeric() {
+                ColumnData::Numeric(numeric_values_keep_nulls(&arrays)?)
+            } else {
+                ColumnData::Text(text_values_keep_nulls(&arrays)?)
+            })
+        })
+        .collect()
+}
+
+/// Values as doubles, in row order; null and NaN are `None`.
+fn numeric_values_keep_nulls(arrays: &[ArrayRef]) -> Result<Vec<Option<f64>>, MonitorError> {
+    use deltalake::arrow::array::{Array, AsArray};
+    let mut out = Vec::new();
+    for array in arrays {
+        let doubles = deltalake::arrow::compute::cast(array, &DataType::Float64)?;
+        let doubles = doubles.as_primitive::<deltalake::arrow::datatypes::Float64Type>();
+        out.extend((0..doubles.len()).map(|i| doubles.is_valid(i).then(|| doubles.value(i)).filter(|v| v.is_finite())));
+    }
+    Ok(out)
+}
+
+/// Values as text (booleans as `true`/`false`), in row order.
+fn text_values_keep_nulls(arrays: &[ArrayRef]) -> Result<Vec<Option<String>>, MonitorError> {
+    use deltalake::arrow::array::{Array, AsArray};
+    let mut out = Vec::new();
+    for array in arrays {
+        let text = deltalake::arrow::compute::cast(array, &DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        out.extend((0..text.len()).map(|i| text.is_valid(i).then(|| text.value(i).to_string())));
+    }
+    Ok(out)
+}
+
+/// Present values in `rows`, and the data-quality counts: values outside the baseline's
+/// [min, max] (numbers) or outside its domain (text).
+fn profile_column(data: &ColumnData, rows: &[usize], f: &FeatureConstraints) -> (usize, Vec<(&'static str, f64)>) {
+    match data {
+        ColumnData::Numeric(values) => {
+            let present: Vec<f64> = rows.iter().filter_map(|&r| values[r]).collect();
+            let out = present
+                .iter()
+                .filter(|&&v| f.min.is_some_and(|m| v < m) || f.max.is_some_and(|m| v > m))
+                .count();
+            (present.len(), vec![("out_of_range_rate", out as f64)])
+        }
+        ColumnData::Text(values) => {
+            let present: Vec<&String> = rows.iter().filter_map(|&r| values[r].as_ref()).collect();
+            let mut quality = Vec::new();
+            if let Some(domain) = &f.domain {
+                let unknown = present.iter().filter(|v| !domain.contains(v)).count();
+                quality.push(("unknown_category_rate", unknown as f64));
+            }
+            (present.len(), quality)
+        }
+    }
+}
+
+/// Drift metrics of `current[current_rows]` against `reference[reference_rows]`; all `None`
+/// when either side has no value.
+fn drift_values(
+    reference: &ColumnData,
+    reference_rows: &[usize],
+    current: &ColumnData,
+    current_rows: &[usize],
+) -> Result<Vec<(&'static str, Option<f64>)>, MonitorError> {
+    Ok(match (reference, current) {
+        (ColumnData::Numeric(r), ColumnData::Numeric(c)) => {
+            let sample = |values: &Vec<Option<f64>>, rows: &[usize]| {
+                SortedSample::new(rows.iter().filter_map(|&i| values[i]).collect())
+            };
+            let drift = numeric_drift(&sample(r, reference_rows)?, &sample(c, current_rows)?);
+            vec![
+                ("psi", drift.as_ref().map(|d| d.psi)),
+                ("jensen_shannon", drift.as_ref().map(|d| d.jensen_shannon)),
+                ("normalized_wasserstein", drift.as_ref().map(|d| d.wasserstein_normalized)),
+                ("ks_statistic", drift.as_ref().map(|d| d.ks.statistic)),
+                ("ks_p_value", drift.as_ref().map(|d| d.ks.p_value)),
+            ]
+        }
+        (ColumnData::Text(r), ColumnData::Text(c)) => {
+            let counts = |values: &Vec<Option<String>>, rows: &[usize]| {
+                value_counts(rows.iter().filter_map(|&i| values[i].clone()))
+            };
+            let (rc, cc) = (counts(r, reference_rows), counts(c, current_rows));
+            let drift = categorical_drift(&rc, &cc);
+            vec![
+                ("psi", drift.as_ref().map(|d| d.psi)),
+                ("jensen_shannon", drift.as_ref().map(|d| d.jensen_shannon)),
+                ("chi_squared_p_value", drift.as_ref().and_then(|d| d.chi_square.as_ref()).map(|c| c.p_value)),
+                ("l_infinity", drift.as_ref().map(|d| d.l_infinity)),
+            ]
+        }
+        _ => Vec::new(),
+    })
+}
+
+fn metric_kind(metric: &str) -> Option<DriftMetric> {
+    match metric {
+        "psi" => Some(DriftMetric::Psi),
+        "jensen_shannon" => Some(DriftMetric::JensenShannon),
+        "normalized_wasserstein" => Some(DriftMetric::NormalizedWasserstein),
+        "ks_p_value" => Some(DriftMetric::KsPValue),
+        "chi_squared_p_value" => Some(DriftMetric::ChiSquaredPValue),
+        _ => None,
+    }
+}
+
+/// The threshold of a metric for a column (its own from constraints.json when the column is
+/// decided by this metric, else the configured default) and whether values at or above it are
+/// drift (distances) rather than below it (p-values).
+fn threshold_for(constraints: &Constraints, f: &FeatureConstraints, metric: &str) -> Option<(f64, bool)> {
+    let kind = metric_kind(metric)?;
+    let config = &constraints.monitoring_config;
+    let threshold = if kind == f.drift.metric {
+        f.drift.threshold
+    } else {
+        match kind {
+            DriftMetric::Psi => config.psi,
+            DriftMetric::JensenShannon => config.jensen_shannon,
+            DriftMetric::NormalizedWasserstein => config.normalized_wasserstein,
+            DriftMetric::KsPValue | DriftMetric::ChiSquaredPValue => config.p_value,
+        }
+    };
+    let higher_is_drift = !matches!(kind, DriftMetric::KsPValue | DriftMetric::ChiSquaredPValue);
+    Some((threshold, higher_is_drift))
+}
+
+/// Model quality per window and slice from `labeled(endpoint)`, when the baseline has a label
+/// and labels exist: classification (text, boolean or whole-number labels) or regression
+/// (fractional labels).
+#[allow(clippy::too_many_arguments)]
+async fn quality_metrics(
+    ctx: &deltalake::datafusion::prelude::SessionContext,
+    endpoint: &str,
+    constraints: &Constraints,
+    since: i64,
+    until: i64,
+    window: i64,
+    slices: &[String],
+    report: &mut MonitorReport,
+) -> Result<(), MonitorError> {
+    let Some(label) = constraints.features.iter().find(|f| f.role == crate::baseline::Role::Label) else {
+        return Ok(());
+    };
+    let regression = label.inferred_type == crate::baseline::InferredType::Fractional;
+    let mut select = vec![
+        "timestamp_ms".to_string(),
+        "CAST(prediction AS VARCHAR)".to_string(),
+        "CAST(label AS VARCHAR)".to_string(),
+    ];
+    for (i, expr) in slices.iter().enumerate() {
+        select.push(format!("CAST(({expr}) AS VARCHAR) AS __slice_{i}"));
+    }
+    let sql = format!(
+        "SELECT {} FROM labeled('{endpoint}') WHERE prediction IS NOT NULL AND label IS NOT NULL \
+         AND timestamp_ms >= {since} AND timestamp_ms < {until}",
+        select.join(", ")
+    );
+    // No labels yet (or no prediction column): nothing to measure.
+    let Ok(df) = ctx.sql(&sql).await else { return Ok(()) };
+    let batches = df.collect().await?;
+    let column = |index: usize| -> Vec<ArrayRef> { batches.iter().map(|b| b.column(index).clone()).collect() };
+    let timestamps: Vec<i64> = numeric_values_keep_nulls(&column(0))?.into_iter().map(|v| v.unwrap_or(0.0) as i64).collect();
+    let predictions = text_values_keep_nulls(&column(1))?;
+    let labels = text_values_keep_nulls(&column(2))?;
+    let slice_values: Vec<Vec<Option<String>>> =
+        (0..slices.len()).map(|i| text_values_keep_nulls(&column(3 + i))).collect::<Result<_, _>>()?;
+    let mut start = since;
+    while start < until {
+        let end = (start + window).min(until);
+        let in_window: Vec<usize> = (0..timestamps.len()).filter(|&r| timestamps[r] >= start && timestamps[r] < end).collect();
+        let mut groups: Vec<(Option<String>, Option<String>, Vec<usize>)> = vec![(None, None, in_window.clone())];
+        for (i, expr) in slices.iter().enumerate() {
+            let mut by_value: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for &r in &in_window {
+                by_value.entry(slice_values[i][r].clone().unwrap_or_else(|| "null".into())).or_default().push(r);
+            }
+            groups.extend(by_value.into_iter().map(|(v, rows)| (Some(expr.clone()), Some(v), rows)));
+        }
+        for (slice_key, slice_value, rows) in groups {
+            let metric = |column: Option<String>, name: &str, value: Option<f64>| MetricRow {
+                window_start_ms: start,
+                window_end_ms: end,
+                slice_key: slice_key.clone(),
+                slice_value: slice_value.clone(),
+                column_name: column,
+                metric: name.to_string(),
+                value,
+            };
+            report.profile.push(metric(None, "labeled_count", Some(rows.len() as f64)));
+            let truth: Vec<String> = rows.iter().filter_map(|&r| labels[r].clone()).collect();
+            let predicted: Vec<String> = rows.iter().filter_map(|&r| predictions[r].clone()).collect();
+            if regression {
+                let parse = |v: &[String]| v.iter().map(|s| s.parse::<f64>()).collect::<Result<Vec<_>, _>>();
+                let (Ok(t), Ok(p)) = (parse(&truth), parse(&predicted)) else {
+                    return Err(MonitorError::Input("regression labels and predictions must be numbers".into()));
+                };
+                if let Some(m) = regression_metrics(&t, &p)? {
+                    for (name, value) in [("mae", Some(m.mae)), ("mse", Some(m.mse)), ("rmse", Some(m.rmse)), ("r2", m.r2), ("mape", Some(m.mape))] {
+                        report.profile.push(metric(None, name, value));
+                    }
+                }
+            } else if let Some(m) = classification_metrics(&truth, &predicted)? {
+                for (name, value) in [
+                    ("accuracy", m.accuracy),
+                    ("precision_macro", m.macro_avg.precision),
+                    ("recall_macro", m.macro_avg.recall),
+                    ("f1_macro", m.macro_avg.f1),
+                    ("precision_weighted", m.weighted_avg.precision),
+                    ("recall_weighted", m.weighted_avg.recall),
+                    ("f1_weighted", m.weighted_avg.f1),
+                ] {
+                    report.profile.push(metric(None, name, Some(value)));
+                }
+                for (i, t) in m.labels.iter().enumerate() {
+                    for (j, p) in m.labels.iter().enumerate() {
+                        let cell = format!("label={t},prediction={p}");
+                        report.profile.push(metric(Some(cell), "confusion_count", Some(m.confusion_matrix[i][j] as f64)));
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+fn timestamp_array(values: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(values.map(|ms| ms * 1000)).with_timezone("UTC"))
+}
+
+fn window_fields() -> Vec<Field> {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    vec![
+        Field::new("window_start", ts.clone(), false),
+        Field::new("window_end", ts, false),
+        Field::new("slice_key", DataType::Utf8, true),
+        Field::new("slice_value", DataType::Utf8, true),
+        Field::new("column_name", DataType::Utf8, true),
+    ]
+}
+
+fn metric_columns(rows: &[&MetricRow]) -> Vec<ArrayRef> {
+    vec![
+        timestamp_array(rows.iter().map(|r| r.window_start_ms)),
+        timestamp_array(rows.iter().map(|r| r.window_end_ms)),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.slice_key.as_deref()))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.slice_value.as_deref()))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.column_name.as_deref()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.metric.as_str()))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.value))),
+    ]
+}
+
+fn metric_schema(extra: Vec<Field>) -> SchemaRef {
+    let mut fields = window_fields();
+    fields.push(Field::new("metric", DataType::Utf8, false));
+    fields.push(Field::new("value", DataType::Float64, true));
+    fields.extend(extra);
+    Arc::new(Schema::new(fields))
+}
+
+/// Replaces the rows of the windows in `[since, until)` in the three tables, one commit each.
+async fn write_tables(data_dir: &Path, endpoint: &str, since: i64, until: i64, report: &MonitorReport) -> Result<(), MonitorError> {
+    let profile_rows: Vec<&MetricRow> = report.profile.iter().collect();
+    let profile = RecordBatch::try_new(metric_schema(vec![]), metric_columns(&profile_rows))?;
+    let drift_rows: Vec<&MetricRow> = report.drift.iter().map(|d| &d.metric).collect();
+    let mut drift_columns = metric_columns(&drift_rows);
+    drift_columns.push(Arc::new(StringArray::from_iter_values(report.drift.iter().map(|d| d.compared_to))));
+    drift_columns.push(Arc::new(Float64Array::from_iter(report.drift.iter().map(|d| d.threshold))));
+    drift_columns.push(Arc::new(BooleanArray::from_iter(report.drift.iter().map(|d| Some(d.drifted)))));
+    let drift_schema = metric_schema(vec![
+        Field::new("compared_to", DataType::Utf8, false),
+        Field::new("threshold", DataType::Float64, true),
+        Field::new("drifted", DataType::Boolean, false),
+    ]);
+    let drift = RecordBatch::try_new(drift_schema, drift_columns)?;
+    let v = &report.violations;
+    let mut violation_fields = window_fields();
+    violation_fields.push(Field::new("check", DataType::Utf8, false));
+    violation_fields.push(Field::new("description", DataType::Utf8, false));
+    let violations = RecordBatch::try_new(
+        Arc::new(Schema::new(violation_fields)),
+        vec![
+            timestamp_array(v.iter().map(|r| r.window_start_ms)),
+            timestamp_array(v.iter().map(|r| r.window_end_ms)),
+            Arc::new(StringArray::from_iter(v.iter().map(|r| r.slice_key.as_deref()))),
+            Arc::new(StringArray::from_iter(v.iter().map(|r| r.slice_value.as_deref()))),
+            Arc::new(StringArray::from_iter(v.iter().map(|r| r.column_name.as_deref()))),
+            Arc::new(StringArray::from_iter_values(v.iter().map(|r| r.check))),
+            Arc::new(StringArray::from_iter_values(v.iter().map(|r| r.description.as_str()))),
+        ],
+    )?;
+    for (suffix, batch) in [("profile_metrics", profile), ("drift_metrics", drift), ("violations", violations)] {
+        let url = inferlog_table::table_url(data_dir, &format!("{endpoint}_{suffix}"))?;
+        let table = inferlog_table::table::open_or_create_with(&url, batch.schema().as_ref(), &[], 100).await?;
+        let at = |ms: i64| lit(deltalake::datafusion::scalar::ScalarValue::TimestampMicrosecond(Some(ms * 1000), Some("UTC".into())));
+        table
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(col("window_start").gt_eq(at(since)).and(col("window_start").lt(at(until))))
+            .await
+            .map_err(|e| MonitorError::Input(format!("cannot write {endpoint}_{suffix}: {e}")))?;
+    }
+    Ok(())
+}
