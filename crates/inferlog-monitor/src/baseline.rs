@@ -6,10 +6,10 @@
 //! The files live in `{data_dir}/monitoring/{endpoint}/`. Their format is modelled on
 //! SageMaker Model Monitor's and documented in docs/monitoring.md.
 
-use crate::MonitorError;
-use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use crate::{values, MonitorError};
+use deltalake::arrow::array::{ArrayRef, RecordBatch};
 use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::{DataType, Field, Float64Type, Schema};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::datafusion::prelude::{col, CsvReadOptions, DataFrame, ParquetReadOptions, SessionContext};
 use inferlog_stats::{categorical_summary, numeric_summary, value_counts, CategoricalSummary, NumericSummary, SortedSample};
 use serde::{Deserialize, Serialize};
@@ -399,13 +399,13 @@ fn summarize(column: &ColumnChoice, arrays: &[ArrayRef]) -> Result<FeatureStatis
         string_statistics: None,
     };
     if inferred_type.is_numeric() {
-        let (values, missing) = numeric_values(arrays)?;
+        let (values, missing) = values::present(values::numbers(arrays)?);
         stats.num_present = values.len() as u64;
         stats.num_missing = missing;
         let sample = SortedSample::new(values)?;
         stats.numerical_statistics = numeric_summary(&sample, missing);
     } else {
-        let (values, missing) = text_values(arrays)?;
+        let (values, missing) = values::present(values::texts(arrays)?);
         stats.num_present = values.len() as u64;
         stats.num_missing = missing;
         let mut summary = categorical_summary(value_counts(values), missing, TOP_VALUES);
@@ -417,41 +417,6 @@ fn summarize(column: &ColumnChoice, arrays: &[ArrayRef]) -> Result<FeatureStatis
         stats.string_statistics = Some(summary);
     }
     Ok(stats)
-}
-
-/// Present values as doubles (NaN counts as missing) and the number missing.
-pub(crate) fn numeric_values(arrays: &[ArrayRef]) -> Result<(Vec<f64>, u64), MonitorError> {
-    let mut values = Vec::new();
-    let mut missing = 0u64;
-    for array in arrays {
-        let doubles = cast(array, &DataType::Float64)?;
-        let doubles = doubles.as_primitive::<Float64Type>();
-        for i in 0..doubles.len() {
-            match doubles.is_valid(i).then(|| doubles.value(i)).filter(|v| v.is_finite()) {
-                Some(v) => values.push(v),
-                None => missing += 1,
-            }
-        }
-    }
-    Ok((values, missing))
-}
-
-/// Present values as text (booleans as `true`/`false`) and the number missing.
-pub(crate) fn text_values(arrays: &[ArrayRef]) -> Result<(Vec<String>, u64), MonitorError> {
-    let mut values = Vec::new();
-    let mut missing = 0u64;
-    for array in arrays {
-        let text = cast(array, &DataType::Utf8)?;
-        let text = text.as_string::<i32>();
-        for i in 0..text.len() {
-            if text.is_valid(i) {
-                values.push(text.value(i).to_string());
-            } else {
-                missing += 1;
-            }
-        }
-    }
-    Ok((values, missing))
 }
 
 /// Suggested constraints: the baseline's completeness, sign, range and domain, and the drift

@@ -11,6 +11,7 @@
 
 pub mod baseline;
 pub mod monitor;
+mod values;
 
 pub use baseline::{build as build_baseline, BaselineOptions, BaselineReport, BaselineSource};
 pub use monitor::{run as run_monitor, MonitorOptions, MonitorReport};

@@ -5,7 +5,7 @@
 //! windows it covers, so re-running (or backfilling) a window never doubles it.
 
 use crate::baseline::{baseline_dir, Constraints, DriftMetric, FeatureConstraints};
-use crate::MonitorError;
+use crate::{values, MonitorError};
 use deltalake::arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::datafusion::prelude::{col, lit};
@@ -122,19 +122,19 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
         .collect()
         .await?;
     let column = |index: usize| -> Vec<ArrayRef> { batches.iter().map(|b| b.column(index).clone()).collect() };
-    let timestamps: Vec<i64> = numeric_values_keep_nulls(&column(0))?.into_iter().map(|v| v.unwrap_or(0.0) as i64).collect();
-    let errors = text_values_keep_nulls(&column(1))?;
+    let timestamps: Vec<i64> = values::numbers(&column(0))?.into_iter().map(|v| v.unwrap_or(0.0) as i64).collect();
+    let errors = values::texts(&column(1))?;
     let mut data: Vec<ColumnData> = Vec::with_capacity(monitored.len());
     for (i, f) in monitored.iter().enumerate() {
         let arrays = column(2 + i);
         data.push(if f.inferred_type.is_numeric() {
-            ColumnData::Numeric(numeric_values_keep_nulls(&arrays)?)
+            ColumnData::Numeric(values::numbers(&arrays)?)
         } else {
-            ColumnData::Text(text_values_keep_nulls(&arrays)?)
+            ColumnData::Text(values::texts(&arrays)?)
         });
     }
     let slice_columns: Vec<Vec<Option<String>>> = (0..options.slices.len())
-        .map(|i| text_values_keep_nulls(&column(2 + monitored.len() + i)))
+        .map(|i| values::texts(&column(2 + monitored.len() + i)))
         .collect::<Result<_, _>>()?;
 
     let mut report = MonitorReport::default();
@@ -145,17 +145,7 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     while start < until {
         let end = (start + window).min(until);
         report.windows += 1;
-        let in_window: Vec<usize> = (0..timestamps.len()).filter(|&r| timestamps[r] >= start && timestamps[r] < end).collect();
-        let mut slices: Vec<(Option<String>, Option<String>, Vec<usize>)> = vec![(None, None, in_window.clone())];
-        for (i, expr) in options.slices.iter().enumerate() {
-            let mut by_value: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-            for &r in &in_window {
-                let value = slice_columns[i][r].clone().unwrap_or_else(|| "null".into());
-                by_value.entry(value).or_default().push(r);
-            }
-            slices.extend(by_value.into_iter().map(|(v, rows)| (Some(expr.clone()), Some(v), rows)));
-        }
-        for (slice_key, slice_value, rows) in slices {
+        for (slice_key, slice_value, rows) in window_groups(&timestamps, start, end, &options.slices, &slice_columns) {
             let key = (slice_key.clone(), slice_value.clone());
             let base = MetricRow {
                 window_start_ms: start,
@@ -260,6 +250,27 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     Ok(report)
 }
 
+/// The rows of one window, `[start, end)`: all of them (slice key and value null), then the
+/// rows of each value of each slice expression (a null value is the slice `null`).
+fn window_groups(
+    timestamps: &[i64],
+    start: i64,
+    end: i64,
+    slices: &[String],
+    slice_values: &[Vec<Option<String>>],
+) -> Vec<(Option<String>, Option<String>, Vec<usize>)> {
+    let in_window: Vec<usize> = (0..timestamps.len()).filter(|&r| timestamps[r] >= start && timestamps[r] < end).collect();
+    let mut groups = vec![(None, None, in_window.clone())];
+    for (expr, values) in slices.iter().zip(slice_values) {
+        let mut by_value: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for &r in &in_window {
+            by_value.entry(values[r].clone().unwrap_or_else(|| "null".into())).or_default().push(r);
+        }
+        groups.extend(by_value.into_iter().map(|(v, rows)| (Some(expr.clone()), Some(v), rows)));
+    }
+    groups
+}
+
 impl ColumnData {
     fn len(&self) -> usize {
         match self {
@@ -286,36 +297,12 @@ fn read_reference(path: &Path, monitored: &[&FeatureConstraints]) -> Result<Vec<
                 })
                 .collect::<Result<_, _>>()?;
             Ok(if f.inferred_type.is_numeric() {
-                ColumnData::Numeric(numeric_values_keep_nulls(&arrays)?)
+                ColumnData::Numeric(values::numbers(&arrays)?)
             } else {
-                ColumnData::Text(text_values_keep_nulls(&arrays)?)
+                ColumnData::Text(values::texts(&arrays)?)
             })
         })
         .collect()
-}
-
-/// Values as doubles, in row order; null and NaN are `None`.
-fn numeric_values_keep_nulls(arrays: &[ArrayRef]) -> Result<Vec<Option<f64>>, MonitorError> {
-    use deltalake::arrow::array::{Array, AsArray};
-    let mut out = Vec::new();
-    for array in arrays {
-        let doubles = deltalake::arrow::compute::cast(array, &DataType::Float64)?;
-        let doubles = doubles.as_primitive::<deltalake::arrow::datatypes::Float64Type>();
-        out.extend((0..doubles.len()).map(|i| doubles.is_valid(i).then(|| doubles.value(i)).filter(|v| v.is_finite())));
-    }
-    Ok(out)
-}
-
-/// Values as text (booleans as `true`/`false`), in row order.
-fn text_values_keep_nulls(arrays: &[ArrayRef]) -> Result<Vec<Option<String>>, MonitorError> {
-    use deltalake::arrow::array::{Array, AsArray};
-    let mut out = Vec::new();
-    for array in arrays {
-        let text = deltalake::arrow::compute::cast(array, &DataType::Utf8)?;
-        let text = text.as_string::<i32>();
-        out.extend((0..text.len()).map(|i| text.is_valid(i).then(|| text.value(i).to_string())));
-    }
-    Ok(out)
 }
 
 /// Present values in `rows`, and the data-quality counts: values outside the baseline's
@@ -447,24 +434,15 @@ async fn quality_metrics(
     let Ok(df) = ctx.sql(&sql).await else { return Ok(()) };
     let batches = df.collect().await?;
     let column = |index: usize| -> Vec<ArrayRef> { batches.iter().map(|b| b.column(index).clone()).collect() };
-    let timestamps: Vec<i64> = numeric_values_keep_nulls(&column(0))?.into_iter().map(|v| v.unwrap_or(0.0) as i64).collect();
-    let predictions = text_values_keep_nulls(&column(1))?;
-    let labels = text_values_keep_nulls(&column(2))?;
+    let timestamps: Vec<i64> = values::numbers(&column(0))?.into_iter().map(|v| v.unwrap_or(0.0) as i64).collect();
+    let predictions = values::texts(&column(1))?;
+    let labels = values::texts(&column(2))?;
     let slice_values: Vec<Vec<Option<String>>> =
-        (0..slices.len()).map(|i| text_values_keep_nulls(&column(3 + i))).collect::<Result<_, _>>()?;
+        (0..slices.len()).map(|i| values::texts(&column(3 + i))).collect::<Result<_, _>>()?;
     let mut start = since;
     while start < until {
         let end = (start + window).min(until);
-        let in_window: Vec<usize> = (0..timestamps.len()).filter(|&r| timestamps[r] >= start && timestamps[r] < end).collect();
-        let mut groups: Vec<(Option<String>, Option<String>, Vec<usize>)> = vec![(None, None, in_window.clone())];
-        for (i, expr) in slices.iter().enumerate() {
-            let mut by_value: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-            for &r in &in_window {
-                by_value.entry(slice_values[i][r].clone().unwrap_or_else(|| "null".into())).or_default().push(r);
-            }
-            groups.extend(by_value.into_iter().map(|(v, rows)| (Some(expr.clone()), Some(v), rows)));
-        }
-        for (slice_key, slice_value, rows) in groups {
+        for (slice_key, slice_value, rows) in window_groups(&timestamps, start, end, slices, &slice_values) {
             let metric = |column: Option<String>, name: &str, value: Option<f64>| MetricRow {
                 window_start_ms: start,
                 window_end_ms: end,

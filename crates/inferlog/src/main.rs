@@ -165,6 +165,13 @@ pub struct ServeArgs {
     durability: Option<Durability>,
 }
 
+/// A `--since`/`--until` flag as Unix milliseconds.
+fn utc_millis(time: Option<String>) -> anyhow::Result<Option<i64>> {
+    time.map(|t| inferlog_query::parse_utc_time(&t).map(|t| t.timestamp_millis()))
+        .transpose()
+        .map_err(anyhow::Error::msg)
+}
+
 /// `90s`, `30m`, `1h`, `1d` → milliseconds.
 fn parse_window(s: &str) -> Result<i64, String> {
     let s = s.trim();
@@ -286,14 +293,9 @@ fn main() -> std::process::ExitCode {
                 .await
             }
             Command::Baseline { endpoint, from, from_table: _, since, until, label, prediction, data_dir } => {
-                let millis = |t: Option<String>| -> anyhow::Result<Option<i64>> {
-                    t.map(|t| inferlog_query::parse_utc_time(&t).map(|t| t.timestamp_millis()))
-                        .transpose()
-                        .map_err(anyhow::Error::msg)
-                };
                 let source = match from {
                     Some(path) => inferlog_monitor::BaselineSource::File(path),
-                    None => inferlog_monitor::BaselineSource::Table { since_ms: millis(since)?, until_ms: millis(until)? },
+                    None => inferlog_monitor::BaselineSource::Table { since_ms: utc_millis(since)?, until_ms: utc_millis(until)? },
                 };
                 let options = inferlog_monitor::BaselineOptions { label, prediction };
                 let report = inferlog_monitor::build_baseline(&data_dir, &endpoint, &source, &options).await?;
@@ -309,15 +311,10 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Monitor { endpoint, window, since, until, slices, data_dir } => {
-                let millis = |t: Option<String>| -> anyhow::Result<Option<i64>> {
-                    t.map(|t| inferlog_query::parse_utc_time(&t).map(|t| t.timestamp_millis()))
-                        .transpose()
-                        .map_err(anyhow::Error::msg)
-                };
                 let options = inferlog_monitor::MonitorOptions {
                     window_ms: window,
-                    since_ms: millis(since)?,
-                    until_ms: millis(until)?,
+                    since_ms: utc_millis(since)?,
+                    until_ms: utc_millis(until)?,
                     slices,
                 };
                 let report = inferlog_monitor::run_monitor(&data_dir, &endpoint, &options).await?;

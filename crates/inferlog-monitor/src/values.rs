@@ -1,0 +1,36 @@
+//! Reading Arrow columns as plain values, in row order.
+
+use crate::MonitorError;
+use deltalake::arrow::array::{Array, ArrayRef, AsArray};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Float64Type};
+
+/// Values as doubles; null and non-finite (NaN, ±inf) are `None`.
+pub(crate) fn numbers(arrays: &[ArrayRef]) -> Result<Vec<Option<f64>>, MonitorError> {
+    let mut out = Vec::new();
+    for array in arrays {
+        let doubles = cast(array, &DataType::Float64)?;
+        let doubles = doubles.as_primitive::<Float64Type>();
+        out.extend((0..doubles.len()).map(|i| doubles.is_valid(i).then(|| doubles.value(i)).filter(|v| v.is_finite())));
+    }
+    Ok(out)
+}
+
+/// Values as text (booleans as `true`/`false`); null is `None`.
+pub(crate) fn texts(arrays: &[ArrayRef]) -> Result<Vec<Option<String>>, MonitorError> {
+    let mut out = Vec::new();
+    for array in arrays {
+        let text = cast(array, &DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        out.extend((0..text.len()).map(|i| text.is_valid(i).then(|| text.value(i).to_string())));
+    }
+    Ok(out)
+}
+
+/// The present values and how many were missing.
+pub(crate) fn present<T>(values: Vec<Option<T>>) -> (Vec<T>, u64) {
+    let total = values.len();
+    let present: Vec<T> = values.into_iter().flatten().collect();
+    let missing = (total - present.len()) as u64;
+    (present, missing)
+}
