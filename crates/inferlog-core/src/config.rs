@@ -105,6 +105,24 @@ pub struct EndpointFile {
     pub capture: CaptureFile,
     /// Keep `{name}_unpacked` (typed features and predictions) a few seconds behind.
     pub unpack: Option<bool>,
+    /// Scheduled monitoring inside `inferlog serve`.
+    pub monitor: Option<MonitorFile>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorFile {
+    /// How often to run: a duration (`5m`) or a five-field cron expression (`*/5 * * * *`, UTC).
+    pub schedule: Option<String>,
+    /// Window length, e.g. `1h`.
+    pub window: Option<String>,
+    /// SQL expressions over the unpacked table, each monitored per value too.
+    pub slices: Option<Vec<String>>,
+    /// Violations of finished windows are POSTed here as JSON, one request each.
+    pub webhook_url: Option<String>,
+    pub webhook_attempts: Option<u32>,
+    /// Delay before the first retry; doubled for each further one (at most 60 s).
+    pub webhook_backoff_ms: Option<u64>,
 }
 
 fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -162,6 +180,99 @@ pub struct EndpointSettings {
     pub model_version: String,
     pub capture: CaptureSettings,
     pub unpack: bool,
+    pub monitor: Option<MonitorSettings>,
+}
+
+/// When scheduled monitoring runs.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Every(Duration),
+    Cron(Box<croner::Cron>),
+}
+
+impl Schedule {
+    /// `5m` (a duration) or a five-field cron expression such as `*/5 * * * *`, read in UTC.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.trim().contains(' ') {
+            let cron: croner::Cron = text
+                .trim()
+                .parse()
+                .map_err(|e| format!("`{text}` is not a cron expression: {e}"))?;
+            Ok(Schedule::Cron(Box::new(cron)))
+        } else {
+            Ok(Schedule::Every(Duration::from_millis(parse_duration_ms(text)? as u64)))
+        }
+    }
+
+    /// The first run time strictly after `now`.
+    pub fn next_after(&self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        match self {
+            Schedule::Every(every) => now + *every,
+            // A pattern that never matches again (e.g. a 30th of February) falls back to daily.
+            Schedule::Cron(cron) => cron
+                .find_next_occurrence(&now, false)
+                .unwrap_or(now + chrono::Duration::days(1)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MonitorSettings {
+    pub schedule: Schedule,
+    pub window_ms: i64,
+    pub slices: Vec<String>,
+    pub webhook: Option<WebhookSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub url: Url,
+    pub attempts: u32,
+    pub backoff: Duration,
+}
+
+/// `90s`, `30m`, `1h`, `1d` → milliseconds (positive).
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: i64 = number.parse().map_err(|_| format!("`{s}` is not a duration like 30m, 1h or 1d"))?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{s}`: the unit must be ms, s, m, h or d")),
+    };
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(format!("`{s}` must be a positive duration")),
+    }
+}
+
+fn monitor_settings(file: MonitorFile, key: impl Fn(&str) -> String) -> Result<MonitorSettings, ConfigError> {
+    let schedule = Schedule::parse(file.schedule.as_deref().unwrap_or("5m")).map_err(|r| invalid(key("monitor.schedule"), r))?;
+    let window_ms = parse_duration_ms(file.window.as_deref().unwrap_or("1h")).map_err(|r| invalid(key("monitor.window"), r))?;
+    let webhook = match file.webhook_url {
+        None => None,
+        Some(raw) => {
+            let url = Url::parse(&raw).map_err(|e| invalid(key("monitor.webhook_url"), format!("`{raw}` is not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(key("monitor.webhook_url"), format!("`{raw}` must be an http(s) URL")));
+            }
+            let attempts = file.webhook_attempts.unwrap_or(5);
+            if attempts == 0 {
+                return Err(invalid(key("monitor.webhook_attempts"), "must be greater than 0"));
+            }
+            Some(WebhookSettings {
+                url,
+                attempts,
+                backoff: Duration::from_millis(file.webhook_backoff_ms.unwrap_or(1000)),
+            })
+        }
+    };
+    Ok(MonitorSettings { schedule, window_ms, slices: file.slices.unwrap_or_default(), webhook })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -394,6 +505,7 @@ impl ConfigFile {
                     sampling_seed: ep.capture.sampling_seed,
                 },
                 unpack: ep.unpack.unwrap_or(false),
+                monitor: ep.monitor.map(|m| monitor_settings(m, key)).transpose()?,
             });
         }
 
@@ -494,6 +606,42 @@ enabled = true
 sampling_fraction = 1.0
 max_payload_bytes = 1048576
 "#;
+
+    #[test]
+    fn monitor_section_reads_interval_or_cron_and_a_webhook() {
+        let text = format!(
+            "{EXAMPLE}[endpoints.monitor]\nschedule = \"*/5 * * * *\"\nwindow = \"30m\"\nslices = [\"model_version\"]\nwebhook_url = \"http://127.0.0.1:9/hook\"\n"
+        );
+        let c = load(&text, &[]).unwrap();
+        let m = c.endpoints[0].monitor.as_ref().unwrap();
+        assert_eq!(m.window_ms, 30 * 60_000);
+        assert_eq!(m.slices, vec!["model_version".to_string()]);
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:02:30Z").unwrap().to_utc();
+        assert_eq!(m.schedule.next_after(at).to_rfc3339(), "2026-11-22T10:05:00+00:00");
+        let hook = m.webhook.as_ref().unwrap();
+        assert_eq!((hook.attempts, hook.backoff), (5, Duration::from_secs(1)));
+
+        let every = load(&format!("{EXAMPLE}[endpoints.monitor]\nschedule = \"90s\"\n"), &[]).unwrap();
+        let m = every.endpoints[0].monitor.as_ref().unwrap();
+        assert_eq!(m.schedule.next_after(at).to_rfc3339(), "2026-11-22T10:04:00+00:00");
+        assert_eq!(m.window_ms, 3_600_000);
+        assert!(m.webhook.is_none());
+        assert!(load(EXAMPLE, &[]).unwrap().endpoints[0].monitor.is_none());
+    }
+
+    #[test]
+    fn bad_monitor_settings_name_their_key() {
+        for (line, key, reason) in [
+            ("schedule = \"every hour\"", "endpoints[0].monitor.schedule", "not a cron expression"),
+            ("schedule = \"5x\"", "endpoints[0].monitor.schedule", "unit must be"),
+            ("window = \"0m\"", "endpoints[0].monitor.window", "positive"),
+            ("webhook_url = \"ftp://x/y\"", "endpoints[0].monitor.webhook_url", "http(s)"),
+            ("webhook_url = \"http://x\"\nwebhook_attempts = 0", "endpoints[0].monitor.webhook_attempts", "greater than 0"),
+        ] {
+            let err = load(&format!("{EXAMPLE}[endpoints.monitor]\n{line}\n"), &[]).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(reason), "{line}: {err}");
+        }
+    }
 
     #[test]
     fn example_config_is_valid() {

@@ -111,6 +111,19 @@ pub enum DriftMetric {
     ChiSquaredPValue,
 }
 
+impl DriftMetric {
+    /// The metric's name in `{endpoint}_drift_metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DriftMetric::Psi => "psi",
+            DriftMetric::JensenShannon => "jensen_shannon",
+            DriftMetric::NormalizedWasserstein => "normalized_wasserstein",
+            DriftMetric::KsPValue => "ks_p_value",
+            DriftMetric::ChiSquaredPValue => "chi_squared_p_value",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftConstraint {
     /// The metric that decides "drifted" for this column.

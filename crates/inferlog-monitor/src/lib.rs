@@ -5,21 +5,31 @@
 //!   unpacked table.
 //! - [`monitor`]: data quality, drift and model quality per window and slice, written to
 //!   `{endpoint}_profile_metrics`, `{endpoint}_drift_metrics` and `{endpoint}_violations`.
+//! - [`scheduled`]: monitoring on a schedule inside `inferlog serve`, with webhook alerts.
+//! - [`report`] and [`report_html`]: one self-contained HTML page of an endpoint's monitoring.
 //!
 //! The statistics themselves (drift distances and tests, summaries, model quality) are in
 //! `inferlog-stats`, which matches SciPy and scikit-learn.
 
 pub mod baseline;
 pub mod monitor;
+pub mod report;
+pub mod report_html;
+pub mod scheduled;
 mod values;
 
 pub use baseline::{build as build_baseline, BaselineOptions, BaselineReport, BaselineSource};
 pub use monitor::{run as run_monitor, MonitorOptions, MonitorReport};
+pub use report::{build as build_report, ReportOptions};
+pub use scheduled::{AlertSender, Delivery, ScheduledMonitor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
     #[error("{0}")]
     Input(String),
+    /// Nothing to monitor yet: no baseline, or no unpacked table.
+    #[error("{0}")]
+    NotReady(String),
     #[error("cannot write {path}: {source}")]
     Io {
         path: String,

@@ -25,6 +25,8 @@ pub struct MonitorOptions {
     pub until_ms: Option<i64>,
     /// SQL expressions over the unpacked table; each of their values is a slice.
     pub slices: Vec<String>,
+    /// Start at the window holding the table's first row instead (recomputes all history).
+    pub backfill: bool,
 }
 
 /// One value of one metric.
@@ -72,7 +74,7 @@ pub struct MonitorReport {
 }
 
 /// The values of one column in a set of rows.
-enum ColumnData {
+pub(crate) enum ColumnData {
     Numeric(Vec<Option<f64>>),
     Text(Vec<Option<String>>),
 }
@@ -83,23 +85,27 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     let until = options
         .until_ms
         .unwrap_or_else(|| chrono::Utc::now().timestamp_millis().div_euclid(window) * window + window);
-    let since = options.since_ms.unwrap_or(until - window);
-    if since >= until {
-        return Err(MonitorError::Input("--since must be before --until".into()));
-    }
     let dir = baseline_dir(data_dir, endpoint);
-    let constraints: Constraints = serde_json::from_slice(&std::fs::read(dir.join("constraints.json")).map_err(|e| {
-        MonitorError::Input(format!(
-            "no baseline for `{endpoint}` in {} ({e}); create one with `inferlog baseline {endpoint} --from FILE`",
-            dir.display()
-        ))
-    })?)?;
     let ctx = inferlog_query::session(data_dir, None).await?;
     let table = format!("{endpoint}_unpacked");
     let present: Vec<String> = match ctx.table(table.as_str()).await {
         Ok(df) => df.schema().fields().iter().map(|f| f.name().clone()).collect(),
-        Err(_) => return Err(MonitorError::Input(format!("no table {table}: run `inferlog unpack {endpoint}` first"))),
+        Err(_) => return Err(MonitorError::NotReady(format!("no table {table}: run `inferlog unpack {endpoint}` first"))),
     };
+    let since = match (options.backfill, options.since_ms) {
+        (true, _) => first_timestamp(&ctx, &table).await?.map_or(until - window, |first| first.div_euclid(window) * window),
+        (false, Some(since)) => since,
+        (false, None) => until - window,
+    };
+    if since >= until {
+        return Err(MonitorError::Input("--since must be before --until".into()));
+    }
+    let constraints: Constraints = serde_json::from_slice(&std::fs::read(dir.join("constraints.json")).map_err(|e| {
+        MonitorError::NotReady(format!(
+            "no baseline for `{endpoint}` in {} ({e}); create one with `inferlog baseline {endpoint} --from FILE`",
+            dir.display()
+        ))
+    })?)?;
     let monitored: Vec<&FeatureConstraints> = constraints
         .features
         .iter()
@@ -111,9 +117,12 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     for (i, expr) in options.slices.iter().enumerate() {
         select.push(format!("CAST(({expr}) AS VARCHAR) AS __slice_{i}"));
     }
+    // One window more than asked for: the window before `since` is what the first window's
+    // drift against the previous window compares to.
     let sql = format!(
-        "SELECT {} FROM \"{table}\" WHERE row_index IS NOT NULL AND timestamp_ms >= {since} AND timestamp_ms < {until}",
-        select.join(", ")
+        "SELECT {} FROM \"{table}\" WHERE row_index IS NOT NULL AND timestamp_ms >= {} AND timestamp_ms < {until}",
+        select.join(", "),
+        since.saturating_sub(window)
     );
     let batches = ctx
         .sql(&sql)
@@ -124,15 +133,8 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     let column = |index: usize| -> Vec<ArrayRef> { batches.iter().map(|b| b.column(index).clone()).collect() };
     let timestamps: Vec<i64> = values::numbers(&column(0))?.into_iter().map(|v| v.unwrap_or(0.0) as i64).collect();
     let errors = values::texts(&column(1))?;
-    let mut data: Vec<ColumnData> = Vec::with_capacity(monitored.len());
-    for (i, f) in monitored.iter().enumerate() {
-        let arrays = column(2 + i);
-        data.push(if f.inferred_type.is_numeric() {
-            ColumnData::Numeric(values::numbers(&arrays)?)
-        } else {
-            ColumnData::Text(values::texts(&arrays)?)
-        });
-    }
+    let data: Vec<ColumnData> =
+        monitored.iter().enumerate().map(|(i, f)| ColumnData::read(&column(2 + i), f)).collect::<Result<_, _>>()?;
     let slice_columns: Vec<Vec<Option<String>>> = (0..options.slices.len())
         .map(|i| values::texts(&column(2 + monitored.len() + i)))
         .collect::<Result<_, _>>()?;
@@ -140,7 +142,11 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     let mut report = MonitorReport::default();
     let missing_columns: Vec<&FeatureConstraints> =
         constraints.features.iter().filter(|f| f.role != crate::baseline::Role::Label && !present.contains(&f.name)).collect();
-    let mut previous: HashMap<(Option<String>, Option<String>), Vec<usize>> = HashMap::new();
+    let mut previous: HashMap<(Option<String>, Option<String>), Vec<usize>> =
+        window_groups(&timestamps, since.saturating_sub(window), since, &options.slices, &slice_columns)
+            .into_iter()
+            .map(|(key, value, rows)| ((key, value), rows))
+            .collect();
     let mut start = since;
     while start < until {
         let end = (start + window).min(until);
@@ -245,9 +251,20 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
         }
         start = end;
     }
-    quality_metrics(&ctx, endpoint, &constraints, since, until, window, &options.slices, &mut report).await?;
+    quality_metrics(&ctx, endpoint, &constraints, &present, since, until, window, &options.slices, &mut report).await?;
     write_tables(data_dir, endpoint, since, until, &report).await?;
     Ok(report)
+}
+
+/// The time of the table's first instance row.
+async fn first_timestamp(ctx: &deltalake::datafusion::prelude::SessionContext, table: &str) -> Result<Option<i64>, MonitorError> {
+    let batches = ctx
+        .sql(&format!("SELECT min(timestamp_ms) FROM \"{table}\" WHERE row_index IS NOT NULL"))
+        .await?
+        .collect()
+        .await?;
+    let arrays: Vec<ArrayRef> = batches.iter().map(|b| b.column(0).clone()).collect();
+    Ok(values::numbers(&arrays)?.into_iter().flatten().next().map(|v| v as i64))
 }
 
 /// The rows of one window, `[start, end)`: all of them (slice key and value null), then the
@@ -272,7 +289,16 @@ fn window_groups(
 }
 
 impl ColumnData {
-    fn len(&self) -> usize {
+    /// A column's values, as numbers or text by the baseline's type of it.
+    pub(crate) fn read(arrays: &[ArrayRef], f: &FeatureConstraints) -> Result<Self, MonitorError> {
+        Ok(if f.inferred_type.is_numeric() {
+            ColumnData::Numeric(values::numbers(arrays)?)
+        } else {
+            ColumnData::Text(values::texts(arrays)?)
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
         match self {
             ColumnData::Numeric(v) => v.len(),
             ColumnData::Text(v) => v.len(),
@@ -280,7 +306,7 @@ impl ColumnData {
     }
 }
 
-fn read_reference(path: &Path, monitored: &[&FeatureConstraints]) -> Result<Vec<ColumnData>, MonitorError> {
+pub(crate) fn read_reference(path: &Path, monitored: &[&FeatureConstraints]) -> Result<Vec<ColumnData>, MonitorError> {
     let file = std::fs::File::open(path)
         .map_err(|e| MonitorError::Input(format!("cannot read the baseline's {}: {e}", path.display())))?;
     let reader = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
@@ -296,11 +322,7 @@ fn read_reference(path: &Path, monitored: &[&FeatureConstraints]) -> Result<Vec<
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            Ok(if f.inferred_type.is_numeric() {
-                ColumnData::Numeric(values::numbers(&arrays)?)
-            } else {
-                ColumnData::Text(values::texts(&arrays)?)
-            })
+            ColumnData::read(&arrays, f)
         })
         .collect()
 }
@@ -331,7 +353,7 @@ fn profile_column(data: &ColumnData, rows: &[usize], f: &FeatureConstraints) -> 
 
 /// Drift metrics of `current[current_rows]` against `reference[reference_rows]`; all `None`
 /// when either side has no value.
-fn drift_values(
+pub(crate) fn drift_values(
     reference: &ColumnData,
     reference_rows: &[usize],
     current: &ColumnData,
@@ -369,20 +391,21 @@ fn drift_values(
 }
 
 fn metric_kind(metric: &str) -> Option<DriftMetric> {
-    match metric {
-        "psi" => Some(DriftMetric::Psi),
-        "jensen_shannon" => Some(DriftMetric::JensenShannon),
-        "normalized_wasserstein" => Some(DriftMetric::NormalizedWasserstein),
-        "ks_p_value" => Some(DriftMetric::KsPValue),
-        "chi_squared_p_value" => Some(DriftMetric::ChiSquaredPValue),
-        _ => None,
-    }
+    [
+        DriftMetric::Psi,
+        DriftMetric::JensenShannon,
+        DriftMetric::NormalizedWasserstein,
+        DriftMetric::KsPValue,
+        DriftMetric::ChiSquaredPValue,
+    ]
+    .into_iter()
+    .find(|kind| kind.name() == metric)
 }
 
 /// The threshold of a metric for a column (its own from constraints.json when the column is
 /// decided by this metric, else the configured default) and whether values at or above it are
 /// drift (distances) rather than below it (p-values).
-fn threshold_for(constraints: &Constraints, f: &FeatureConstraints, metric: &str) -> Option<(f64, bool)> {
+pub(crate) fn threshold_for(constraints: &Constraints, f: &FeatureConstraints, metric: &str) -> Option<(f64, bool)> {
     let kind = metric_kind(metric)?;
     let config = &constraints.monitoring_config;
     let threshold = if kind == f.drift.metric {
@@ -399,14 +422,97 @@ fn threshold_for(constraints: &Constraints, f: &FeatureConstraints, metric: &str
     Some((threshold, higher_is_drift))
 }
 
+/// Columns of the unpacked table holding the model's scores, for ROC AUC and log loss.
+enum ScoreColumns {
+    None,
+    /// `prediction_score` or `prediction_probability`: a binary classifier's probability of
+    /// the positive class, which is the greater of the two labels (scikit-learn's `classes_[1]`).
+    Positive(String),
+    /// `prediction_proba_{class}` columns, one per class.
+    PerClass(Vec<String>),
+}
+
+impl ScoreColumns {
+    fn find(present: &[String]) -> Self {
+        if let Some(column) = present.iter().find(|c| *c == "prediction_score" || *c == "prediction_probability") {
+            return ScoreColumns::Positive(column.clone());
+        }
+        let columns: Vec<String> = present.iter().filter(|c| c.starts_with("prediction_proba_")).cloned().collect();
+        if columns.len() >= 2 { ScoreColumns::PerClass(columns) } else { ScoreColumns::None }
+    }
+
+    fn names(&self) -> &[String] {
+        match self {
+            ScoreColumns::None => &[],
+            ScoreColumns::Positive(column) => std::slice::from_ref(column),
+            ScoreColumns::PerClass(columns) => columns,
+        }
+    }
+}
+
+/// ROC AUC (binary) and log loss over the rows whose scores are present. `classes` are the
+/// label's classes, sorted. A score outside [0, 1], a label outside the classes or a class
+/// without a score column leaves the metric null.
+fn score_metrics(
+    scores: &ScoreColumns,
+    classes: &[String],
+    truth: &[Option<String>],
+    values: &[Vec<Option<f64>>],
+    rows: &[usize],
+) -> Vec<(&'static str, Option<f64>)> {
+    let scored: Vec<usize> = rows
+        .iter()
+        .copied()
+        .filter(|&r| truth[r].is_some() && values.iter().all(|column| column[r].is_some()))
+        .collect();
+    let y: Vec<&str> = scored.iter().map(|&r| truth[r].as_deref().unwrap_or_default()).collect();
+    let labels: Vec<&str> = classes.iter().map(String::as_str).collect();
+    let auc = |score_of: &dyn Fn(usize) -> f64| {
+        let [_, positive] = labels.as_slice() else { return None };
+        let is_positive: Vec<bool> = y.iter().map(|t| t == positive).collect();
+        let p: Vec<f64> = scored.iter().map(|&r| score_of(r)).collect();
+        inferlog_stats::roc_auc(&is_positive, &p).ok().flatten()
+    };
+    match scores {
+        ScoreColumns::None => Vec::new(),
+        ScoreColumns::Positive(_) => {
+            let score = |r: usize| values[0][r].unwrap_or_default();
+            let probabilities: Vec<f64> = scored.iter().flat_map(|&r| [1.0 - score(r), score(r)]).collect();
+            let log_loss = (labels.len() == 2).then(|| inferlog_stats::log_loss(&y, &probabilities, &labels).ok().flatten());
+            vec![("roc_auc", auc(&score)), ("log_loss", log_loss.flatten())]
+        }
+        ScoreColumns::PerClass(columns) => {
+            // The column of each class, in class order.
+            let index: Option<Vec<usize>> = classes
+                .iter()
+                .map(|c| {
+                    let name = inferlog_payload::sanitize_column_name(&format!("prediction_proba_{c}"));
+                    columns.iter().position(|column| *column == name)
+                })
+                .collect();
+            let Some(index) = index.filter(|i| i.len() >= 2) else {
+                return vec![("log_loss", None)];
+            };
+            let probabilities: Vec<f64> =
+                scored.iter().flat_map(|&r| index.iter().map(move |&i| values[i][r].unwrap_or_default())).collect();
+            let mut out = vec![("log_loss", inferlog_stats::log_loss(&y, &probabilities, &labels).ok().flatten())];
+            if labels.len() == 2 {
+                out.push(("roc_auc", auc(&|r| values[index[1]][r].unwrap_or_default())));
+            }
+            out
+        }
+    }
+}
+
 /// Model quality per window and slice from `labeled(endpoint)`, when the baseline has a label
-/// and labels exist: classification (text, boolean or whole-number labels) or regression
-/// (fractional labels).
+/// and labels exist: classification (text, boolean or whole-number labels; with ROC AUC and log
+/// loss when the model's scores are in the table) or regression (fractional labels).
 #[allow(clippy::too_many_arguments)]
 async fn quality_metrics(
     ctx: &deltalake::datafusion::prelude::SessionContext,
     endpoint: &str,
     constraints: &Constraints,
+    present: &[String],
     since: i64,
     until: i64,
     window: i64,
@@ -417,11 +523,14 @@ async fn quality_metrics(
         return Ok(());
     };
     let regression = label.inferred_type == crate::baseline::InferredType::Fractional;
+    let scores = if regression { ScoreColumns::None } else { ScoreColumns::find(present) };
+    let score_names = scores.names();
     let mut select = vec![
         "timestamp_ms".to_string(),
         "CAST(prediction AS VARCHAR)".to_string(),
         "CAST(label AS VARCHAR)".to_string(),
     ];
+    select.extend(score_names.iter().map(|c| format!("\"{c}\"")));
     for (i, expr) in slices.iter().enumerate() {
         select.push(format!("CAST(({expr}) AS VARCHAR) AS __slice_{i}"));
     }
@@ -437,8 +546,16 @@ async fn quality_metrics(
     let timestamps: Vec<i64> = values::numbers(&column(0))?.into_iter().map(|v| v.unwrap_or(0.0) as i64).collect();
     let predictions = values::texts(&column(1))?;
     let labels = values::texts(&column(2))?;
+    let score_values: Vec<Vec<Option<f64>>> =
+        (0..score_names.len()).map(|i| values::numbers(&column(3 + i))).collect::<Result<_, _>>()?;
+    let first_slice = 3 + score_names.len();
     let slice_values: Vec<Vec<Option<String>>> =
-        (0..slices.len()).map(|i| values::texts(&column(3 + i))).collect::<Result<_, _>>()?;
+        (0..slices.len()).map(|i| values::texts(&column(first_slice + i))).collect::<Result<_, _>>()?;
+    // The label's classes: the baseline's domain, else those seen in this run.
+    let classes: Vec<String> = match &label.domain {
+        Some(domain) => domain.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+        None => labels.iter().flatten().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+    };
     let mut start = since;
     while start < until {
         let end = (start + window).min(until);
@@ -476,6 +593,9 @@ async fn quality_metrics(
                     ("f1_weighted", m.weighted_avg.f1),
                 ] {
                     report.profile.push(metric(None, name, Some(value)));
+                }
+                for (name, value) in score_metrics(&scores, &classes, &labels, &score_values, &rows) {
+                    report.profile.push(metric(None, name, value));
                 }
                 for (i, t) in m.labels.iter().enumerate() {
                     for (j, p) in m.labels.iter().enumerate() {

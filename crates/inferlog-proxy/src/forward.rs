@@ -484,6 +484,7 @@ mod tests {
                 sampling_seed: None,
             },
             unpack: false,
+            monitor: None,
         };
         assert_eq!(upstream_uri(&s, "invocations", Some("a=1")).unwrap(), "http://127.0.0.1:9/base/invocations?a=1");
         s.upstream = "http://127.0.0.1:9".parse().unwrap();

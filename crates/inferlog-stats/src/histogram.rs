@@ -25,7 +25,7 @@ impl Histogram {
 
     /// Counts `sample` into the bins delimited by `edges` (ascending), with binary searches on
     /// the sorted values: O(bins · log n) and exactly NumPy's `_search_sorted_inclusive`.
-    pub(crate) fn with_edges(sample: &SortedSample, edges: Vec<f64>) -> Self {
+    pub fn with_edges(sample: &SortedSample, edges: Vec<f64>) -> Self {
         let values = sample.as_slice();
         let counts = match edges.split_last() {
             None => Vec::new(),

@@ -1,5 +1,6 @@
-//! The gateway's data APIs: `POST /api/query` (SQL over the data directory's tables) and
-//! `POST /api/endpoints/{name}/labels` (ground truth as it becomes known).
+//! The gateway's data APIs: `POST /api/query` (SQL over the data directory's tables),
+//! `POST /api/endpoints/{name}/labels` (ground truth as it becomes known) and
+//! `POST /api/endpoints/{name}/monitor` (a monitoring run on demand).
 //!
 //! Both run on a background runtime of their own, so a heavy query competes with capture
 //! only for CPU, never for the proxy's scheduler; a query past its timeout is cancelled.
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use inferlog_proxy::{require_loopback, GatewayError};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,12 +55,22 @@ pub struct ApiState {
     pub timeout: Duration,
     pub checkpoint_interval: u64,
     pub background: Arc<BackgroundRuntime>,
+    pub monitors: HashMap<String, MonitorDefaults>,
+}
+
+/// What an on-demand monitoring run of an endpoint uses unless the request says otherwise.
+pub struct MonitorDefaults {
+    pub window_ms: i64,
+    pub slices: Vec<String>,
+    /// Shared with the endpoint's scheduled monitor, so runs never overlap.
+    pub lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/api/query", post(query))
         .route("/api/endpoints/{name}/labels", post(labels))
+        .route("/api/endpoints/{name}/monitor", post(monitor))
         .with_state(state)
 }
 
@@ -200,5 +211,87 @@ async fn labels(
         "imported": report.labels,
         "replaced": report.replaced,
         "version": report.version,
+    })))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MonitorRequest {
+    window: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    slices: Option<Vec<String>>,
+    #[serde(default)]
+    backfill: bool,
+}
+
+/// Violations listed in a monitor response; all of them are in `{name}_violations`.
+const MAX_VIOLATIONS_IN_RESPONSE: usize = 100;
+
+async fn monitor(
+    State(api): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, GatewayError> {
+    require_loopback(peer)?;
+    require_json(&headers)?;
+    let Some(defaults) = api.monitors.get(&name) else {
+        return Err(GatewayError::EndpointNotFound(name));
+    };
+    let bad = |m: String| GatewayError::BadAdminRequest(m);
+    let request: MonitorRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        MonitorRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| bad(format!("expected {{\"window\", \"since\", \"until\", \"slices\", \"backfill\"}}: {e}")))?
+    };
+    let time = |t: Option<String>, field: &str| -> Result<Option<i64>, GatewayError> {
+        t.map(|t| inferlog_query::parse_utc_time(&t).map(|t| t.timestamp_millis()).map_err(|e| bad(format!("{field}: {e}"))))
+            .transpose()
+    };
+    if request.backfill && request.since.is_some() {
+        return Err(bad("give either since or backfill, not both".into()));
+    }
+    let options = inferlog_monitor::MonitorOptions {
+        window_ms: match request.window {
+            Some(w) => inferlog_core::config::parse_duration_ms(&w).map_err(|e| bad(format!("window: {e}")))?,
+            None => defaults.window_ms,
+        },
+        since_ms: time(request.since, "since")?,
+        until_ms: time(request.until, "until")?,
+        slices: request.slices.unwrap_or_else(|| defaults.slices.clone()),
+        backfill: request.backfill,
+    };
+    let data_dir = api.data_dir.clone();
+    let lock = defaults.lock.clone();
+    let endpoint = name.clone();
+    let report = api
+        .background
+        .handle()
+        .spawn(async move {
+            let _running = lock.lock().await;
+            inferlog_monitor::run_monitor(&data_dir, &endpoint, &options).await
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(format!("monitoring run failed: {e}")))?
+        .map_err(|e| match e {
+            inferlog_monitor::MonitorError::Input(m) | inferlog_monitor::MonitorError::NotReady(m) => bad(m),
+            other => GatewayError::Internal(other.to_string()),
+        })?;
+    let violations: Vec<serde_json::Value> = report
+        .violations
+        .iter()
+        .take(MAX_VIOLATIONS_IN_RESPONSE)
+        .map(|v| inferlog_monitor::scheduled::alert_json(&name, v))
+        .collect();
+    Ok(Json(serde_json::json!({
+        "windows": report.windows,
+        "profile_metrics": report.profile.len(),
+        "drift_metrics": report.drift.len(),
+        "drifted": report.drift.iter().filter(|d| d.drifted && d.compared_to == "baseline").count(),
+        "violation_count": report.violations.len(),
+        "violations": violations,
+        "tables": [format!("{name}_profile_metrics"), format!("{name}_drift_metrics"), format!("{name}_violations")],
     })))
 }

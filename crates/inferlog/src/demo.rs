@@ -107,6 +107,7 @@ pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {
             model_version: Some("1".into()),
             capture: Default::default(),
             unpack: Some(true),
+            monitor: None,
         }],
         ..Default::default()
     }

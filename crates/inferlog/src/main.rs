@@ -84,8 +84,11 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = parse_window)]
         window: i64,
         /// Start of the first window, UTC (default: one window before --until).
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", conflicts_with = "backfill")]
         since: Option<String>,
+        /// Recompute every window from the table's first row on.
+        #[arg(long)]
+        backfill: bool,
         /// End of the last window, exclusive, UTC (default: the end of the current window).
         #[arg(long, value_name = "TIME")]
         until: Option<String>,
@@ -93,6 +96,21 @@ enum Command {
         /// own too (repeatable), e.g. --slice model_version.
         #[arg(long = "slice", value_name = "EXPR")]
         slices: Vec<String>,
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Write one self-contained HTML page of an endpoint's monitoring: reference vs current
+    /// distributions, drift and quality over time, violations.
+    Report {
+        endpoint: String,
+        #[arg(long, value_name = "FILE", default_value = "report.html")]
+        output: PathBuf,
+        /// Start of the current period, UTC (default: one day before --until).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// End of the current period, exclusive, UTC (default: now).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
         #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
@@ -174,21 +192,7 @@ fn utc_millis(time: Option<String>) -> anyhow::Result<Option<i64>> {
 
 /// `90s`, `30m`, `1h`, `1d` → milliseconds.
 fn parse_window(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: i64 = number.parse().map_err(|_| format!("`{s}` is not a duration like 30m, 1h or 1d"))?;
-    let unit_ms = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
-    };
-    match n.checked_mul(unit_ms) {
-        Some(ms) if ms > 0 => Ok(ms),
-        _ => Err(format!("`{s}` must be a positive duration")),
-    }
+    inferlog_core::config::parse_duration_ms(s)
 }
 
 fn parse_endpoint(s: &str) -> Result<(String, String), String> {
@@ -310,12 +314,13 @@ fn main() -> std::process::ExitCode {
                 }
                 Ok(())
             }
-            Command::Monitor { endpoint, window, since, until, slices, data_dir } => {
+            Command::Monitor { endpoint, window, since, until, backfill, slices, data_dir } => {
                 let options = inferlog_monitor::MonitorOptions {
                     window_ms: window,
                     since_ms: utc_millis(since)?,
                     until_ms: utc_millis(until)?,
                     slices,
+                    backfill,
                 };
                 let report = inferlog_monitor::run_monitor(&data_dir, &endpoint, &options).await?;
                 let drifted = report.drift.iter().filter(|d| d.drifted && d.compared_to == "baseline").count();
@@ -330,6 +335,23 @@ fn main() -> std::process::ExitCode {
                     println!("  {} {} {}: {}", v.check, v.column_name.as_deref().unwrap_or("-"),
                         v.slice_value.as_deref().map(|s| format!("[{s}]")).unwrap_or_default(), v.description);
                 }
+                Ok(())
+            }
+            Command::Report { endpoint, output, since, until, data_dir } => {
+                let until_ms = utc_millis(until)?.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                let since_ms = utc_millis(since)?.unwrap_or(until_ms - 86_400_000);
+                let options = inferlog_monitor::ReportOptions { since_ms, until_ms };
+                let data = inferlog_monitor::build_report(&data_dir, &endpoint, &options).await?;
+                std::fs::write(&output, inferlog_monitor::report_html::render(&data))
+                    .with_context(|| format!("cannot write {}", output.display()))?;
+                println!(
+                    "report of {endpoint} ({} columns, {} drift and {} quality charts, {} violations) written to {}",
+                    data.features.len(),
+                    data.drift_series.len(),
+                    data.quality_series.len(),
+                    data.violations.len(),
+                    output.display()
+                );
                 Ok(())
             }
             Command::Demo { data_dir, requests } => demo::run(&data_dir, requests).await,

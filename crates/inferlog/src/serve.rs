@@ -16,6 +16,7 @@ use inferlog_capture::{start_log_writer, CaptureHandle};
 use inferlog_core::config::{self, Config};
 use inferlog_proxy::{CaptureState, CaptureStateStore, Endpoint, Gateway, GatewayOptions};
 use inferlog_table::{Committer, CommitterOptions, CompactionOptions, Compactor};
+use inferlog_monitor::ScheduledMonitor;
 use inferlog_unpack::{UnpackOptions, Unpacker};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
@@ -155,6 +156,7 @@ pub async fn run(
     let (unpack_stop_tx, unpack_stop_rx) = watch::channel(false);
     let background_runtime = Arc::new(BackgroundRuntime::new().context("cannot start the background runtime")?);
     let mut unpackers = Vec::new();
+    let mut monitor_locks = std::collections::HashMap::new();
 
     let mut runtimes = Vec::new();
     let mut endpoints = Vec::new();
@@ -245,6 +247,21 @@ pub async fn run(
                 background_runtime.handle().spawn(compactor.run(stop_rx.clone()));
             }
         }
+        let monitor_lock = Arc::new(tokio::sync::Mutex::new(()));
+        monitor_locks.insert(name.clone(), monitor_lock.clone());
+        if let Some(monitor) = &settings.monitor {
+            let scheduled = ScheduledMonitor {
+                data_dir: config.data_dir.clone(),
+                endpoint: name.clone(),
+                settings: monitor.clone(),
+                unpack_first: !settings.unpack,
+                // A window's last exchanges reach the unpacked table within a commit and an
+                // unpack interval; a second more for the work itself.
+                settle: config.commit_interval + config.unpack_interval + Duration::from_secs(1),
+                lock: monitor_lock,
+            };
+            background_runtime.handle().spawn(scheduled.run(stop_rx.clone()));
+        }
         let state = saved.get(&name).copied().unwrap_or(CaptureState {
             enabled: settings.capture.enabled,
             sampling_fraction: settings.capture.sampling_fraction,
@@ -277,6 +294,18 @@ pub async fn run(
         timeout: config.query_timeout,
         checkpoint_interval: config.checkpoint_interval,
         background: background_runtime.clone(),
+        monitors: config
+            .endpoints
+            .iter()
+            .map(|e| {
+                let defaults = api::MonitorDefaults {
+                    window_ms: e.monitor.as_ref().map_or(3_600_000, |m| m.window_ms),
+                    slices: e.monitor.as_ref().map(|m| m.slices.clone()).unwrap_or_default(),
+                    lock: monitor_locks[&e.name].clone(),
+                };
+                (e.name.clone(), defaults)
+            })
+            .collect(),
     });
     let extra = axum::Router::new()
         .route("/metrics", get(metrics_page))

@@ -189,9 +189,10 @@ fn monitor_writes_quality_drift_and_violations_per_window_and_slice() {
     // Drift of sepal_length against the narrow baseline, decided by the KS p-value (200 rows).
     let drift = q("SELECT compared_to, threshold, drifted, value FROM iris_drift_metrics \
                    WHERE column_name = 'sepal_length' AND metric = 'ks_p_value' AND slice_key IS NULL ORDER BY window_start, compared_to");
-    assert_eq!(drift.len(), 3, "baseline for both windows, previous for the second: {drift:?}");
+    // The first window is compared with the day before --since too.
+    assert_eq!(drift.len(), 4, "baseline and previous for both windows: {drift:?}");
     assert!(drift.iter().filter(|r| r["compared_to"] == "baseline").all(|r| r["drifted"] == true && r["threshold"] == 0.05));
-    assert_eq!(drift.iter().filter(|r| r["compared_to"] == "previous").count(), 1);
+    assert!(drift.iter().filter(|r| r["compared_to"] == "previous").all(|r| r["drifted"] == false), "{drift:?}");
     let violations = q("SELECT check, count(*) AS n FROM iris_violations WHERE column_name = 'sepal_length' AND slice_key IS NULL GROUP BY 1 ORDER BY 1");
     let checks: Vec<&str> = violations.iter().map(|v| v["check"].as_str().unwrap()).collect();
     assert_eq!(checks, ["baseline_drift_check", "range_check"]);
@@ -210,4 +211,184 @@ fn monitor_writes_quality_drift_and_violations_per_window_and_slice() {
     assert!(!ok && err.contains("no baseline for `nope`"), "{err}");
     let (ok, _, err) = inferlog(&["monitor", "iris", "--window", "soon", "--data-dir", dd]);
     assert!(!ok && err.contains("not a duration"), "{err}");
+}
+
+/// A webhook receiver that answers 503 to the first delivery of each alert and 200 after, and
+/// keeps every body it was sent.
+struct AlertReceiver {
+    url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl AlertReceiver {
+    fn start() -> AlertReceiver {
+        use axum::{extract::State, http::StatusCode, routing::post, Json, Router};
+        type Received = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+        async fn hook(State(received): State<Received>, Json(alert): Json<Value>) -> StatusCode {
+            let mut received = received.lock().unwrap();
+            let first = !received.iter().any(|a| a["alert_id"] == alert["alert_id"]);
+            received.push(alert);
+            if first { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let received = Received::default();
+        let app = Router::new().route("/hook", post(hook)).with_state(received.clone());
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        AlertReceiver { url, received, _runtime: runtime }
+    }
+
+    fn alerts(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// The built-in iris model on a free port.
+struct IrisModel(std::process::Child, String);
+
+impl IrisModel {
+    fn start() -> IrisModel {
+        let port = crate::support::closed_port();
+        let child = Command::new(bin())
+            .args(["iris-model", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "iris model did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        IrisModel(child, format!("http://127.0.0.1:{port}"))
+    }
+}
+
+impl Drop for IrisModel {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A baseline of iris training data whose sepal lengths were all 5.0 to 5.4.
+fn narrow_iris_baseline(d: &Path) {
+    let mut csv = String::from("sepal length (cm),sepal width (cm),petal length (cm),petal width (cm),species\n");
+    for i in 0..150 {
+        csv.push_str(&format!("{:.1},{:.1},{:.1},{:.1},{}\n", 5.0 + (i % 5) as f64 / 10.0, 2.0 + (i % 20) as f64 / 10.0,
+            1.0 + (i * 7 % 60) as f64 / 10.0, 0.1 + (i * 11 % 24) as f64 / 10.0, ["setosa", "versicolor", "virginica"][i % 3]));
+    }
+    let train = d.join("train.csv");
+    std::fs::write(&train, csv).unwrap();
+    let (ok, _, err) = inferlog(&["baseline", "iris", "--from", train.to_str().unwrap(), "--label", "species", "--data-dir", d.to_str().unwrap()]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn serve_monitors_on_schedule_alerts_a_webhook_and_runs_on_demand() {
+    use crate::support::{client, query, Gateway};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = IrisModel::start();
+    let receiver = AlertReceiver::start();
+    narrow_iris_baseline(d);
+    let toml = format!(
+        "commit_interval_ms = 200\nunpack_interval_ms = 200\n[[endpoints]]\nname = \"iris\"\nupstream = \"{}\"\nunpack = true\n\
+         [endpoints.monitor]\nschedule = \"1s\"\nwindow = \"2s\"\nwebhook_url = \"{}\"\nwebhook_backoff_ms = 100\n",
+        model.1, receiver.url
+    );
+    let gateway = Gateway::start(d, &toml);
+    // Sepal lengths of 6.0 to 7.9: every one out of the baseline's range, and drifted.
+    let http = client();
+    for i in 0..40 {
+        let body = serde_json::json!({"dataframe_split": {
+            "columns": ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"],
+            "data": [[6.0 + (i % 20) as f64 / 10.0, 3.0, 1.5 + (i % 50) as f64 / 10.0, 0.2 + (i % 20) as f64 / 10.0]]}});
+        let r = http.post(gateway.url("/endpoints/iris/invocations")).json(&body).send().unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    // Alerts arrive once their window has finished and settled (about 1.4 s here).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let delivered = |alerts: &[Value]| -> Vec<Value> {
+        let mut seen = std::collections::HashSet::new();
+        alerts.iter().filter(|a| !seen.insert(a["alert_id"].to_string())).cloned().collect()
+    };
+    while !delivered(&receiver.alerts()).iter().any(|a| a["check"] == "range_check") {
+        assert!(std::time::Instant::now() < deadline, "no range_check alert: {:?}\n{}", receiver.alerts(), gateway.logs());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Later runs of the same windows never alert again.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let alerts = receiver.alerts();
+    let mut attempts: std::collections::HashMap<String, Vec<&Value>> = std::collections::HashMap::new();
+    for a in &alerts {
+        attempts.entry(a["alert_id"].as_str().unwrap().to_string()).or_default().push(a);
+    }
+    for (id, tries) in &attempts {
+        assert_eq!(tries.len(), 2, "{id}: retried once after the 503, then never sent again: {tries:?}");
+        assert_eq!(tries[0], tries[1], "a retry sends the same alert");
+    }
+    let range = alerts.iter().find(|a| a["check"] == "range_check").unwrap();
+    assert_eq!(range["endpoint"], "iris");
+    assert_eq!(range["column_name"], "sepal_length_cm");
+    assert_eq!(range["table"], "iris_violations");
+    assert!(range["description"].as_str().unwrap().contains("out of range"), "{range}");
+    // The alert describes a row of iris_violations, and the log said it too.
+    let rows = query(d, &format!(
+        "SELECT count(*) AS n FROM iris_violations WHERE \"check\" = 'range_check' AND column_name = 'sepal_length_cm' \
+         AND window_start = TIMESTAMP '{}'", range["window_start"].as_str().unwrap()));
+    assert_eq!(rows[0]["n"], 1, "{range}");
+    assert!(gateway.logs().contains("monitoring violation"), "{}", gateway.logs());
+
+    // On demand: over every window so far, with the endpoint's defaults.
+    let run = |body: &str, content_type: &str, endpoint: &str| {
+        let r = http
+            .post(gateway.url(&format!("/api/endpoints/{endpoint}/monitor")))
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap_or(Value::Null))
+    };
+    let (status, body) = run(r#"{"backfill": true}"#, "application/json", "iris");
+    assert_eq!(status, 200, "{body}");
+    assert!(body["windows"].as_u64().unwrap() >= 1 && body["violation_count"].as_u64().unwrap() >= 1, "{body}");
+    assert_eq!(body["tables"][2], "iris_violations");
+    assert!(body["violations"].as_array().unwrap().iter().any(|v| v["check"] == "range_check"), "{body}");
+    let (status, body) = run(r#"{"window": "soon"}"#, "application/json", "iris");
+    assert_eq!((status, body["error_code"].as_str()), (400, Some("INVALID_PARAMETER_VALUE")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("window"), "{body}");
+    let (status, body) = run(r#"{"backfill": true, "since": "2026-01-01"}"#, "application/json", "iris");
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = run("{}", "application/json", "nope");
+    assert_eq!(status, 404);
+    let (status, _) = run("{}", "text/plain", "iris");
+    assert_eq!(status, 415);
+
+    // The report of what was monitored renders in a browser without errors.
+    let report = d.join("report.html");
+    let (ok, out, err) = inferlog(&["report", "iris", "--output", report.to_str().unwrap(), "--data-dir", d.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("violations) written to"), "{out}");
+    check_report_in_chromium(&report, 5);
+}
+
+/// Opens the report in headless Chromium through the DevTools protocol: it must load with no
+/// console message of level error or warning, no exception, no request other than the file
+/// itself, and at least `min_charts` charts that were laid out and drawn.
+fn check_report_in_chromium(report: &Path, min_charts: u64) {
+    let python = std::env::var("INTEROP_PYTHON")
+        .expect("INTEROP_PYTHON is not set: run the tests with scripts/test, which installs Chromium and websockets");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/check_report.py");
+    let out = Command::new(python).args([script, report.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "check_report.py failed: {stderr}");
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(result["problems"], serde_json::json!([]), "{result}");
+    assert_eq!(result["requests"], serde_json::json!([]), "the page fetched something: {result}");
+    assert!(result["charts"].as_u64().unwrap() >= min_charts, "{result}");
+    assert_eq!(result["charts"], result["drawn_charts"], "every chart has a size and shapes: {result}");
+    assert_eq!(result["title"], "Inferlog report — iris");
 }
