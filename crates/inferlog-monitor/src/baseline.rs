@@ -187,6 +187,18 @@ pub fn baseline_dir(data_dir: &Path, endpoint: &str) -> PathBuf {
     data_dir.join("monitoring").join(endpoint)
 }
 
+/// Reads `statistics.json` or `constraints.json` of an endpoint's baseline.
+pub fn read_baseline_file<T: serde::de::DeserializeOwned>(data_dir: &Path, endpoint: &str, name: &str) -> Result<T, MonitorError> {
+    let dir = baseline_dir(data_dir, endpoint);
+    let bytes = std::fs::read(dir.join(name)).map_err(|e| {
+        MonitorError::NotReady(format!(
+            "no baseline for `{endpoint}` in {} ({e}); create one with `inferlog baseline {endpoint} --from FILE`",
+            dir.display()
+        ))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| MonitorError::Input(format!("{}: {e}", dir.join(name).display())))
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct BaselineOptions {
     /// Source column holding the ground truth.

@@ -4,7 +4,7 @@
 //! `{endpoint}_drift_metrics` and `{endpoint}_violations`. A run replaces the rows of the
 //! windows it covers, so re-running (or backfilling) a window never doubles it.
 
-use crate::baseline::{baseline_dir, Constraints, DriftMetric, FeatureConstraints};
+use crate::baseline::{baseline_dir, read_baseline_file, Constraints, DriftMetric, FeatureConstraints};
 use crate::{values, MonitorError};
 use deltalake::arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -86,6 +86,7 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
         .until_ms
         .unwrap_or_else(|| chrono::Utc::now().timestamp_millis().div_euclid(window) * window + window);
     let dir = baseline_dir(data_dir, endpoint);
+    let constraints: Constraints = read_baseline_file(data_dir, endpoint, "constraints.json")?;
     let ctx = inferlog_query::session(data_dir, None).await?;
     let table = format!("{endpoint}_unpacked");
     let present: Vec<String> = match ctx.table(table.as_str()).await {
@@ -100,12 +101,6 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     if since >= until {
         return Err(MonitorError::Input("--since must be before --until".into()));
     }
-    let constraints: Constraints = serde_json::from_slice(&std::fs::read(dir.join("constraints.json")).map_err(|e| {
-        MonitorError::NotReady(format!(
-            "no baseline for `{endpoint}` in {} ({e}); create one with `inferlog baseline {endpoint} --from FILE`",
-            dir.display()
-        ))
-    })?)?;
     let monitored: Vec<&FeatureConstraints> = constraints
         .features
         .iter()
@@ -422,6 +417,9 @@ pub(crate) fn threshold_for(constraints: &Constraints, f: &FeatureConstraints, m
     Some((threshold, higher_is_drift))
 }
 
+/// Columns of the unpacked table that may hold the predicted value or class, in order of preference.
+const PREDICTION_COLUMNS: [&str; 3] = ["prediction", "prediction_label", "prediction_class"];
+
 /// Columns of the unpacked table holding the model's scores, for ROC AUC and log loss.
 enum ScoreColumns {
     None,
@@ -522,12 +520,17 @@ async fn quality_metrics(
     let Some(label) = constraints.features.iter().find(|f| f.role == crate::baseline::Role::Label) else {
         return Ok(());
     };
+    // The model's answer: `prediction` (a bare list of outputs) or the label field of a list of
+    // objects such as `{"label": "setosa", "score": 0.93}`.
+    let Some(predicted) = PREDICTION_COLUMNS.iter().find(|c| present.iter().any(|p| p == *c)) else {
+        return Ok(());
+    };
     let regression = label.inferred_type == crate::baseline::InferredType::Fractional;
     let scores = if regression { ScoreColumns::None } else { ScoreColumns::find(present) };
     let score_names = scores.names();
     let mut select = vec![
         "timestamp_ms".to_string(),
-        "CAST(prediction AS VARCHAR)".to_string(),
+        format!("CAST(\"{predicted}\" AS VARCHAR)"),
         "CAST(label AS VARCHAR)".to_string(),
     ];
     select.extend(score_names.iter().map(|c| format!("\"{c}\"")));
@@ -535,7 +538,7 @@ async fn quality_metrics(
         select.push(format!("CAST(({expr}) AS VARCHAR) AS __slice_{i}"));
     }
     let sql = format!(
-        "SELECT {} FROM labeled('{endpoint}') WHERE prediction IS NOT NULL AND label IS NOT NULL \
+        "SELECT {} FROM labeled('{endpoint}') WHERE \"{predicted}\" IS NOT NULL AND label IS NOT NULL \
          AND timestamp_ms >= {since} AND timestamp_ms < {until}",
         select.join(", ")
     );

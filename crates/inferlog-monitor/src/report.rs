@@ -2,7 +2,7 @@
 //! current period's data for each monitored column, drift and quality over time from the metric
 //! tables, and the violations.
 
-use crate::baseline::{baseline_dir, Constraints, FeatureConstraints, Role, Statistics};
+use crate::baseline::{baseline_dir, read_baseline_file, Constraints, FeatureConstraints, Role, Statistics};
 use crate::monitor::{drift_values, read_reference, threshold_for, ColumnData};
 use crate::report_html::{Distribution, DriftSummary, FeatureReport, ReportData, Series, ViolationRow};
 use crate::{values, MonitorError};
@@ -45,16 +45,8 @@ pub async fn build(data_dir: &Path, endpoint: &str, options: &ReportOptions) -> 
         return Err(MonitorError::Input("--since must be before --until".into()));
     }
     let dir = baseline_dir(data_dir, endpoint);
-    let read_json = |name: &str| {
-        std::fs::read(dir.join(name)).map_err(|e| {
-            MonitorError::NotReady(format!(
-                "no baseline for `{endpoint}` in {} ({e}); create one with `inferlog baseline {endpoint} --from FILE`",
-                dir.display()
-            ))
-        })
-    };
-    let constraints: Constraints = serde_json::from_slice(&read_json("constraints.json")?)?;
-    let statistics: Statistics = serde_json::from_slice(&read_json("statistics.json")?)?;
+    let constraints: Constraints = read_baseline_file(data_dir, endpoint, "constraints.json")?;
+    let statistics: Statistics = read_baseline_file(data_dir, endpoint, "statistics.json")?;
     let ctx = inferlog_query::session(data_dir, None).await?;
     let unpacked = format!("{endpoint}_unpacked");
     let present: Vec<String> = match ctx.table(unpacked.as_str()).await {

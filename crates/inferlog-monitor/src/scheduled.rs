@@ -238,3 +238,61 @@ impl AlertSender {
         Delivery::Failed { attempts: webhook.attempts, reason }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn webhook(url: &str, attempts: u32) -> Option<WebhookSettings> {
+        Some(WebhookSettings { url: url.parse().unwrap(), attempts, backoff: Duration::from_millis(10) })
+    }
+
+    /// A server answering every request with `status`; counts the requests.
+    fn answering(status: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            }
+        });
+        (url, count)
+    }
+
+    #[tokio::test]
+    async fn unreachable_webhook_fails_after_every_attempt() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let sender = AlertSender::new(webhook(&format!("http://127.0.0.1:{port}/hook"), 3));
+        match sender.send(&serde_json::json!({"alert_id": "a"})).await {
+            Delivery::Failed { attempts, reason } => {
+                assert_eq!(attempts, 3);
+                assert!(reason.contains("cannot reach"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_not_retried_and_server_errors_are() {
+        let (url, count) = answering("400 Bad Request");
+        let sender = AlertSender::new(webhook(&url, 4));
+        let delivery = sender.send(&serde_json::json!({"alert_id": "a"})).await;
+        assert!(matches!(&delivery, Delivery::Failed { attempts: 1, reason } if reason.contains("400")), "{delivery:?}");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let (url, count) = answering("503 Service Unavailable");
+        let sender = AlertSender::new(webhook(&url, 4));
+        let delivery = sender.send(&serde_json::json!({"alert_id": "a"})).await;
+        assert!(matches!(&delivery, Delivery::Failed { attempts: 4, reason } if reason.contains("503")), "{delivery:?}");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+        assert_eq!(AlertSender::new(None).send(&serde_json::json!({})).await, Delivery::NotConfigured);
+    }
+}

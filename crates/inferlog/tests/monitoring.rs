@@ -209,6 +209,14 @@ fn monitor_writes_quality_drift_and_violations_per_window_and_slice() {
 
     let (ok, _, err) = inferlog(&["monitor", "nope", "--data-dir", dd]);
     assert!(!ok && err.contains("no baseline for `nope`"), "{err}");
+    let (ok, _, err) = inferlog(&["report", "nope", "--data-dir", dd]);
+    assert!(!ok && err.contains("no baseline for `nope`"), "{err}");
+    std::fs::create_dir_all(d.join("monitoring/other")).unwrap();
+    std::fs::copy(d.join("monitoring/iris/constraints.json"), d.join("monitoring/other/constraints.json")).unwrap();
+    let (ok, _, err) = inferlog(&["monitor", "other", "--data-dir", dd]);
+    assert!(!ok && err.contains("no table other_unpacked"), "{err}");
+    let (ok, _, err) = inferlog(&["monitor", "iris", "--backfill", "--since", "2026-01-01", "--data-dir", dd]);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
     let (ok, _, err) = inferlog(&["monitor", "iris", "--window", "soon", "--data-dir", dd]);
     assert!(!ok && err.contains("not a duration"), "{err}");
 }
@@ -391,4 +399,55 @@ fn check_report_in_chromium(report: &Path, min_charts: u64) {
     assert!(result["charts"].as_u64().unwrap() >= min_charts, "{result}");
     assert_eq!(result["charts"], result["drawn_charts"], "every chart has a size and shapes: {result}");
     assert_eq!(result["title"], "Inferlog report — iris");
+}
+
+#[test]
+fn model_quality_uses_the_models_scores_for_roc_auc_and_log_loss() {
+    use crate::support::{client, endpoint_toml, query, wait_rows, Gateway, Upstream};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dd = d.to_str().unwrap();
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::start(d, &format!("commit_interval_ms = 200\n{}", endpoint_toml("iris", &format!("{}/scored", upstream.url()), "")));
+    // scikit-learn's roc_auc_score example: labels 0 0 1 1, scores 0.1 0.4 0.35 0.8.
+    let cases = [(0, 0.1), (0, 0.4), (1, 0.35), (1, 0.8)];
+    let http = client();
+    for (i, (_, score)) in cases.iter().enumerate() {
+        let body = serde_json::json!({
+            "client_request_id": format!("c{i}"),
+            "instances": [{"x": i as f64}],
+            "respond": {"label": i64::from(*score > 0.5), "score": score},
+        });
+        let r = http.post(gateway.url("/endpoints/iris/invocations")).json(&body).send().unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(wait_rows(d, "iris_payload", 4, std::time::Duration::from_secs(30)), 4);
+    gateway.terminate();
+    let (ok, _, err) = inferlog(&["unpack", "iris", "--data-dir", dd]);
+    assert!(ok, "{err}");
+    let labels = d.join("labels.csv");
+    let mut csv = String::from("client_request_id,y\n");
+    for (i, (y, _)) in cases.iter().enumerate() {
+        csv.push_str(&format!("c{i},{y}\n"));
+    }
+    std::fs::write(&labels, csv).unwrap();
+    let (ok, _, err) = inferlog(&["labels", "import", "iris", labels.to_str().unwrap(), "--key", "client_request_id", "--label", "y", "--data-dir", dd]);
+    assert!(ok, "{err}");
+    let train = d.join("train.csv");
+    std::fs::write(&train, "x,y\n0.5,0\n1.5,1\n2.5,0\n3.5,1\n").unwrap();
+    let (ok, _, err) = inferlog(&["baseline", "iris", "--from", train.to_str().unwrap(), "--label", "y", "--data-dir", dd]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = inferlog(&["monitor", "iris", "--window", "1d", "--backfill", "--data-dir", dd]);
+    assert!(ok, "{err}");
+    assert!(out.contains("windows"), "{out}");
+
+    let metrics = query(d, "SELECT metric, sum(value) AS value FROM iris_profile_metrics \
+        WHERE metric IN ('accuracy', 'roc_auc', 'log_loss', 'labeled_count') GROUP BY metric ORDER BY metric");
+    let value = |m: &str| metrics.iter().find(|r| r["metric"] == m).unwrap_or_else(|| panic!("no {m}: {metrics:?}"))["value"].as_f64().unwrap();
+    assert_eq!(value("labeled_count"), 4.0);
+    assert_eq!(value("accuracy"), 0.75);
+    assert!((value("roc_auc") - 0.75).abs() < 1e-12, "{metrics:?}");
+    // sklearn.metrics.log_loss([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    let expected = -((0.9f64).ln() + (0.6f64).ln() + (0.35f64).ln() + (0.8f64).ln()) / 4.0;
+    assert!((value("log_loss") - expected).abs() < 1e-12, "{metrics:?} vs {expected}");
 }
