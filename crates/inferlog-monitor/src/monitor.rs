@@ -127,6 +127,7 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
         .await?;
     let column = |index: usize| -> Vec<ArrayRef> { batches.iter().map(|b| b.column(index).clone()).collect() };
     let timestamps: Vec<i64> = values::numbers(&column(0))?.into_iter().map(|v| v.unwrap_or(0.0) as i64).collect();
+    let by_time = RowsByTime::new(&timestamps);
     let errors = values::texts(&column(1))?;
     let data: Vec<ColumnData> =
         monitored.iter().enumerate().map(|(i, f)| ColumnData::read(&column(2 + i), f)).collect::<Result<_, _>>()?;
@@ -137,16 +138,21 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     let mut report = MonitorReport::default();
     let missing_columns: Vec<&FeatureConstraints> =
         constraints.features.iter().filter(|f| f.role != crate::baseline::Role::Label && !present.contains(&f.name)).collect();
-    let mut previous: HashMap<(Option<String>, Option<String>), Vec<usize>> =
-        window_groups(&timestamps, since.saturating_sub(window), since, &options.slices, &slice_columns)
-            .into_iter()
-            .map(|(key, value, rows)| ((key, value), rows))
-            .collect();
+    let reference: Vec<Prepared> = reference.iter().map(ColumnData::prepare_all).collect::<Result<_, _>>()?;
+    let prepare = |rows: &[usize]| -> Result<Vec<Prepared>, MonitorError> { data.iter().map(|d| d.prepare(rows)).collect() };
+    // Per slice, the previous window's prepared columns; an empty window (no traffic) has
+    // nothing to compare with and is left out.
+    let mut previous: HashMap<(Option<String>, Option<String>), Vec<Prepared>> = HashMap::new();
+    for (key, value, rows) in window_groups(&by_time, since.saturating_sub(window), since, &options.slices, &slice_columns) {
+        if !rows.is_empty() {
+            previous.insert((key, value), prepare(&rows)?);
+        }
+    }
     let mut start = since;
     while start < until {
         let end = (start + window).min(until);
         report.windows += 1;
-        for (slice_key, slice_value, rows) in window_groups(&timestamps, start, end, &options.slices, &slice_columns) {
+        for (slice_key, slice_value, rows) in window_groups(&by_time, start, end, &options.slices, &slice_columns) {
             let key = (slice_key.clone(), slice_value.clone());
             let base = MetricRow {
                 window_start_ms: start,
@@ -180,14 +186,15 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
                     format!("`{}` is in the baseline but not in the unpacked table", f.name),
                 ));
             }
+            let prepared = prepare(&rows)?;
             for (i, f) in monitored.iter().enumerate() {
                 let name = f.name.as_str();
                 let n = rows.len() as f64;
-                let type_errors = rows
-                    .iter()
-                    .filter(|&&r| errors[r].as_deref().is_some_and(|e| e.contains(&format!("{name}: expected"))))
-                    .count() as f64;
-                let (present_rows, quality) = profile_column(&data[i], &rows, f);
+                let type_error = format!("{name}: expected");
+                let type_errors =
+                    rows.iter().filter(|&&r| errors[r].as_deref().is_some_and(|e| e.contains(&type_error))).count() as f64;
+                let present_rows = prepared[i].present();
+                let quality = prepared[i].quality(f);
                 let nulls = n - present_rows as f64;
                 let rate = |x: f64| (n > 0.0).then(|| x / n);
                 report.profile.push(metric(Some(name), "null_rate", rate(nulls)));
@@ -211,9 +218,8 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
                         report.violations.push(violation(Some(name), check, format!("{v} values {}", m.trim_end_matches("_rate").replace('_', " "))));
                     }
                 }
-                let current = &data[i];
-                let mut compare = |against: &ColumnData, against_rows: &[usize], compared_to: &'static str| -> Result<(), MonitorError> {
-                    for (m, value) in drift_values(against, against_rows, current, &rows)? {
+                let mut compare = |against: &Prepared, compared_to: &'static str| {
+                    for (m, value) in drift_values(against, &prepared[i]) {
                         let threshold = threshold_for(&constraints, f, m);
                         let drifted = match (value, threshold) {
                             (Some(v), Some((t, true))) => v >= t,
@@ -234,15 +240,17 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
                             drifted,
                         });
                     }
-                    Ok(())
                 };
-                let all_reference: Vec<usize> = (0..reference[i].len()).collect();
-                compare(&reference[i], &all_reference, "baseline")?;
-                if let Some(previous_rows) = previous.get(&key) {
-                    compare(current, previous_rows, "previous")?;
+                compare(&reference[i], "baseline");
+                if let Some(before) = previous.get(&key) {
+                    compare(&before[i], "previous");
                 }
             }
-            previous.insert(key, rows);
+            if rows.is_empty() {
+                previous.remove(&key);
+            } else {
+                previous.insert(key, prepared);
+            }
         }
         start = end;
     }
@@ -262,16 +270,39 @@ async fn first_timestamp(ctx: &deltalake::datafusion::prelude::SessionContext, t
     Ok(values::numbers(&arrays)?.into_iter().flatten().next().map(|v| v as i64))
 }
 
+/// Row numbers in time order, so each window's rows are found by binary search rather than a
+/// scan of every row (a backfill has many windows).
+struct RowsByTime {
+    order: Vec<usize>,
+    sorted: Vec<i64>,
+}
+
+impl RowsByTime {
+    fn new(timestamps: &[i64]) -> Self {
+        let mut order: Vec<usize> = (0..timestamps.len()).collect();
+        order.sort_unstable_by_key(|&r| timestamps[r]);
+        let sorted = order.iter().map(|&r| timestamps[r]).collect();
+        RowsByTime { order, sorted }
+    }
+
+    /// Rows with `start <= timestamp < end`.
+    fn between(&self, start: i64, end: i64) -> Vec<usize> {
+        let from = self.sorted.partition_point(|&t| t < start);
+        let to = self.sorted.partition_point(|&t| t < end);
+        self.order[from..to.max(from)].to_vec()
+    }
+}
+
 /// The rows of one window, `[start, end)`: all of them (slice key and value null), then the
 /// rows of each value of each slice expression (a null value is the slice `null`).
 fn window_groups(
-    timestamps: &[i64],
+    by_time: &RowsByTime,
     start: i64,
     end: i64,
     slices: &[String],
     slice_values: &[Vec<Option<String>>],
 ) -> Vec<(Option<String>, Option<String>, Vec<usize>)> {
-    let in_window: Vec<usize> = (0..timestamps.len()).filter(|&r| timestamps[r] >= start && timestamps[r] < end).collect();
+    let in_window = by_time.between(start, end);
     let mut groups = vec![(None, None, in_window.clone())];
     for (expr, values) in slices.iter().zip(slice_values) {
         let mut by_value: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -322,44 +353,65 @@ pub(crate) fn read_reference(path: &Path, monitored: &[&FeatureConstraints]) -> 
         .collect()
 }
 
-/// Present values in `rows`, and the data-quality counts: values outside the baseline's
-/// [min, max] (numbers) or outside its domain (text).
-fn profile_column(data: &ColumnData, rows: &[usize], f: &FeatureConstraints) -> (usize, Vec<(&'static str, f64)>) {
-    match data {
-        ColumnData::Numeric(values) => {
-            let present: Vec<f64> = rows.iter().filter_map(|&r| values[r]).collect();
-            let out = present
-                .iter()
-                .filter(|&&v| f.min.is_some_and(|m| v < m) || f.max.is_some_and(|m| v > m))
-                .count();
-            (present.len(), vec![("out_of_range_rate", out as f64)])
+/// A column's present values in some rows, ready for drift and data quality: sorted numbers
+/// or counts per value. Prepared once per window and slice, then compared with the baseline
+/// and kept for the next window's comparison with this one.
+pub(crate) enum Prepared {
+    Numeric(SortedSample),
+    Text(BTreeMap<String, u64>),
+}
+
+impl Prepared {
+    fn present(&self) -> usize {
+        match self {
+            Prepared::Numeric(sample) => sample.len(),
+            Prepared::Text(counts) => counts.values().sum::<u64>() as usize,
         }
-        ColumnData::Text(values) => {
-            let present: Vec<&String> = rows.iter().filter_map(|&r| values[r].as_ref()).collect();
-            let mut quality = Vec::new();
-            if let Some(domain) = &f.domain {
-                let unknown = present.iter().filter(|v| !domain.contains(v)).count();
-                quality.push(("unknown_category_rate", unknown as f64));
+    }
+
+    /// Data-quality counts: values outside the baseline's [min, max] (numbers) or outside its
+    /// domain (text).
+    fn quality(&self, f: &FeatureConstraints) -> Vec<(&'static str, f64)> {
+        match self {
+            Prepared::Numeric(sample) => {
+                let values = sample.as_slice();
+                let below = f.min.map_or(0, |min| values.partition_point(|&v| v < min));
+                let above = f.max.map_or(0, |max| values.len() - values.partition_point(|&v| v <= max));
+                vec![("out_of_range_rate", (below + above) as f64)]
             }
-            (present.len(), quality)
+            Prepared::Text(counts) => match &f.domain {
+                Some(domain) => {
+                    let unknown: u64 = counts.iter().filter(|(value, _)| !domain.contains(value)).map(|(_, n)| n).sum();
+                    vec![("unknown_category_rate", unknown as f64)]
+                }
+                None => Vec::new(),
+            },
         }
     }
 }
 
-/// Drift metrics of `current[current_rows]` against `reference[reference_rows]`; all `None`
-/// when either side has no value.
-pub(crate) fn drift_values(
-    reference: &ColumnData,
-    reference_rows: &[usize],
-    current: &ColumnData,
-    current_rows: &[usize],
-) -> Result<Vec<(&'static str, Option<f64>)>, MonitorError> {
-    Ok(match (reference, current) {
-        (ColumnData::Numeric(r), ColumnData::Numeric(c)) => {
-            let sample = |values: &Vec<Option<f64>>, rows: &[usize]| {
-                SortedSample::new(rows.iter().filter_map(|&i| values[i]).collect())
-            };
-            let drift = numeric_drift(&sample(r, reference_rows)?, &sample(c, current_rows)?);
+impl ColumnData {
+    pub(crate) fn prepare(&self, rows: &[usize]) -> Result<Prepared, MonitorError> {
+        Ok(match self {
+            ColumnData::Numeric(values) => Prepared::Numeric(SortedSample::new(rows.iter().filter_map(|&r| values[r]).collect())?),
+            ColumnData::Text(values) => {
+                // Counted by reference; only the distinct values are copied.
+                let counts = value_counts(rows.iter().filter_map(|&r| values[r].as_deref()));
+                Prepared::Text(counts.into_iter().map(|(value, n)| (value.to_string(), n)).collect())
+            }
+        })
+    }
+
+    pub(crate) fn prepare_all(&self) -> Result<Prepared, MonitorError> {
+        self.prepare(&(0..self.len()).collect::<Vec<_>>())
+    }
+}
+
+/// Drift metrics of `current` against `reference`; all `None` when either side has no value.
+pub(crate) fn drift_values(reference: &Prepared, current: &Prepared) -> Vec<(&'static str, Option<f64>)> {
+    match (reference, current) {
+        (Prepared::Numeric(r), Prepared::Numeric(c)) => {
+            let drift = numeric_drift(r, c);
             vec![
                 ("psi", drift.as_ref().map(|d| d.psi)),
                 ("jensen_shannon", drift.as_ref().map(|d| d.jensen_shannon)),
@@ -368,12 +420,8 @@ pub(crate) fn drift_values(
                 ("ks_p_value", drift.as_ref().map(|d| d.ks.p_value)),
             ]
         }
-        (ColumnData::Text(r), ColumnData::Text(c)) => {
-            let counts = |values: &Vec<Option<String>>, rows: &[usize]| {
-                value_counts(rows.iter().filter_map(|&i| values[i].clone()))
-            };
-            let (rc, cc) = (counts(r, reference_rows), counts(c, current_rows));
-            let drift = categorical_drift(&rc, &cc);
+        (Prepared::Text(r), Prepared::Text(c)) => {
+            let drift = categorical_drift(r, c);
             vec![
                 ("psi", drift.as_ref().map(|d| d.psi)),
                 ("jensen_shannon", drift.as_ref().map(|d| d.jensen_shannon)),
@@ -382,7 +430,7 @@ pub(crate) fn drift_values(
             ]
         }
         _ => Vec::new(),
-    })
+    }
 }
 
 fn metric_kind(metric: &str) -> Option<DriftMetric> {
@@ -547,6 +595,7 @@ async fn quality_metrics(
     let batches = df.collect().await?;
     let column = |index: usize| -> Vec<ArrayRef> { batches.iter().map(|b| b.column(index).clone()).collect() };
     let timestamps: Vec<i64> = values::numbers(&column(0))?.into_iter().map(|v| v.unwrap_or(0.0) as i64).collect();
+    let by_time = RowsByTime::new(&timestamps);
     let predictions = values::texts(&column(1))?;
     let labels = values::texts(&column(2))?;
     let score_values: Vec<Vec<Option<f64>>> =
@@ -562,7 +611,7 @@ async fn quality_metrics(
     let mut start = since;
     while start < until {
         let end = (start + window).min(until);
-        for (slice_key, slice_value, rows) in window_groups(&timestamps, start, end, slices, &slice_values) {
+        for (slice_key, slice_value, rows) in window_groups(&by_time, start, end, slices, &slice_values) {
             let metric = |column: Option<String>, name: &str, value: Option<f64>| MetricRow {
                 window_start_ms: start,
                 window_end_ms: end,

@@ -3,12 +3,12 @@
 //! tables, and the violations.
 
 use crate::baseline::{baseline_dir, read_baseline_file, Constraints, FeatureConstraints, Role, Statistics};
-use crate::monitor::{drift_values, read_reference, threshold_for, ColumnData};
+use crate::monitor::{drift_values, read_reference, threshold_for, ColumnData, Prepared};
 use crate::report_html::{Distribution, DriftSummary, FeatureReport, ReportData, Series, ViolationRow};
 use crate::{values, MonitorError};
 use deltalake::arrow::array::{ArrayRef, RecordBatch};
 use deltalake::datafusion::prelude::SessionContext;
-use inferlog_stats::{sturges_edges, value_counts, Histogram, SortedSample};
+use inferlog_stats::{sturges_edges, Histogram, SortedSample};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -80,10 +80,9 @@ pub async fn build(data_dir: &Path, endpoint: &str, options: &ReportOptions) -> 
     }
     let mut features = Vec::new();
     for (i, f) in shown.iter().enumerate() {
-        let all_reference: Vec<usize> = (0..reference[i].len()).collect();
-        let all_current: Vec<usize> = (0..current[i].len()).collect();
+        let (reference, current) = (reference[i].prepare_all()?, current[i].prepare_all()?);
         let decisive = f.drift.metric.name();
-        let drift = drift_values(&reference[i], &all_reference, &current[i], &all_current)?
+        let drift = drift_values(&reference, &current)
             .into_iter()
             .find(|(metric, _)| *metric == decisive)
             .and_then(|(metric, value)| {
@@ -95,7 +94,7 @@ pub async fn build(data_dir: &Path, endpoint: &str, options: &ReportOptions) -> 
         features.push(FeatureReport {
             name: f.name.clone(),
             role: if f.role == Role::Prediction { "prediction" } else { "input" }.to_string(),
-            distribution: distribution(&reference[i], &current[i])?,
+            distribution: distribution(&reference, &current),
             drift,
         });
     }
@@ -195,21 +194,17 @@ fn column(batches: &[RecordBatch], index: usize) -> Vec<ArrayRef> {
 
 /// Shares of the reference and the current values: over Sturges bins of both samples together
 /// for numbers, per category (in order of combined share) for text.
-fn distribution(reference: &ColumnData, current: &ColumnData) -> Result<Distribution, MonitorError> {
-    Ok(match (reference, current) {
-        (ColumnData::Numeric(r), ColumnData::Numeric(c)) => {
-            let r = SortedSample::new(r.iter().flatten().copied().collect())?;
-            let c = SortedSample::new(c.iter().flatten().copied().collect())?;
-            let edges = sturges_edges(&[&r, &c]).unwrap_or_default();
+fn distribution(reference: &Prepared, current: &Prepared) -> Distribution {
+    match (reference, current) {
+        (Prepared::Numeric(r), Prepared::Numeric(c)) => {
+            let edges = sturges_edges(&[r, c]).unwrap_or_default();
             let shares = |sample: &SortedSample| {
                 let histogram = Histogram::with_edges(sample, edges.clone());
                 histogram.shares().unwrap_or_else(|| vec![0.0; histogram.counts.len()])
             };
-            Distribution::Numeric { reference: shares(&r), current: shares(&c), edges }
+            Distribution::Numeric { reference: shares(r), current: shares(c), edges }
         }
-        (ColumnData::Text(r), ColumnData::Text(c)) => {
-            let counts = |values: &Vec<Option<String>>| value_counts(values.iter().flatten().cloned());
-            let (rc, cc) = (counts(r), counts(c));
+        (Prepared::Text(rc), Prepared::Text(cc)) => {
             let share = |counts: &BTreeMap<String, u64>, key: &String| {
                 let total: u64 = counts.values().sum();
                 if total == 0 { 0.0 } else { counts.get(key).copied().unwrap_or(0) as f64 / total as f64 }
@@ -217,15 +212,15 @@ fn distribution(reference: &ColumnData, current: &ColumnData) -> Result<Distribu
             let mut categories: Vec<String> = rc.keys().chain(cc.keys()).cloned().collect();
             categories.sort();
             categories.dedup();
-            categories.sort_by(|a, b| (share(&rc, b) + share(&cc, b)).total_cmp(&(share(&rc, a) + share(&cc, a))));
+            categories.sort_by(|a, b| (share(rc, b) + share(cc, b)).total_cmp(&(share(rc, a) + share(cc, a))));
             Distribution::Categorical {
-                reference: categories.iter().map(|k| share(&rc, k)).collect(),
-                current: categories.iter().map(|k| share(&cc, k)).collect(),
+                reference: categories.iter().map(|k| share(rc, k)).collect(),
+                current: categories.iter().map(|k| share(cc, k)).collect(),
                 categories,
             }
         }
         _ => Distribution::Categorical { categories: Vec::new(), reference: Vec::new(), current: Vec::new() },
-    })
+    }
 }
 
 struct MetricPoint {

@@ -180,13 +180,59 @@ pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {
          WHERE unpack_error IS NOT NULL GROUP BY 2 ORDER BY 1 DESC LIMIT 4",
     )
     .await?;
+    let report = monitor(data_dir).await?;
     let dir = data_dir.display();
+    println!("\nThe monitoring report: {}", report.display());
     println!(
         "\nNext:\n  inferlog query --data-dir {dir} \"SELECT model_version, avg(latency_ms) FROM iris_payload GROUP BY 1\"\n  \
          inferlog query --data-dir {dir} --format json \"SELECT * FROM iris_payload WHERE client_request_id = 'demo-0'\"\n  \
+         inferlog monitor iris --data-dir {dir} --window 10m --backfill --slice model_version\n  \
          inferlog query --data-dir {dir} \"SELECT status_code, count(*) FROM inference_table('iris', since => now() - INTERVAL '1 hour') GROUP BY 1\"\n  \
          python3 -c \"import deltalake; print(deltalake.DeltaTable('{dir}/tables/iris_payload').to_pandas().head())\"\n  \
          inferlog serve --listen 127.0.0.1:8080 --data-dir ./inferlog-data --endpoint mymodel=http://127.0.0.1:5001"
     );
     Ok(())
+}
+
+/// A baseline from the model's training data, one monitoring run over the traffic just sent,
+/// and the HTML report; returns the report's path.
+async fn monitor(data_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let train = data_dir.join("iris-train.csv");
+    std::fs::write(&train, iris::training_csv())?;
+    let source = inferlog_monitor::BaselineSource::File(train);
+    let options = inferlog_monitor::BaselineOptions { label: Some("species".into()), prediction: Some("predicted".into()) };
+    inferlog_monitor::build_baseline(data_dir, "iris", &source, &options).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let options = inferlog_monitor::MonitorOptions {
+        window_ms: 3_600_000,
+        since_ms: None,
+        until_ms: None,
+        slices: vec!["model_version".into()],
+        backfill: false,
+    };
+    let run = inferlog_monitor::run_monitor(data_dir, "iris", &options).await?;
+    println!(
+        "\nMonitored against a baseline of the training data ({} profile, {} drift metrics, {} violations):",
+        run.profile.len(),
+        run.drift.len(),
+        run.violations.len()
+    );
+    print_query(
+        data_dir,
+        "Drift of each column against the baseline (iris_drift_metrics):",
+        "SELECT column_name, metric, round(value, 4) AS value, threshold, drifted FROM iris_drift_metrics \
+         WHERE compared_to = 'baseline' AND slice_key IS NULL AND metric IN ('ks_p_value', 'chi_squared_p_value') ORDER BY column_name",
+    )
+    .await?;
+    print_query(
+        data_dir,
+        "Violations (iris_violations):",
+        "SELECT check, column_name, description FROM iris_violations WHERE slice_key IS NULL ORDER BY check, column_name LIMIT 8",
+    )
+    .await?;
+    let report = data_dir.join("report.html");
+    let options = inferlog_monitor::ReportOptions { since_ms: now - 3_600_000, until_ms: now + 60_000 };
+    let data = inferlog_monitor::build_report(data_dir, "iris", &options).await?;
+    std::fs::write(&report, inferlog_monitor::report_html::render(&data))?;
+    Ok(report)
 }

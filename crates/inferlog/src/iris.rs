@@ -65,6 +65,21 @@ async fn invocations(headers: HeaderMap, body: Bytes) -> Response {
     }
 }
 
+/// A training set for the demo's baseline: 50 measurements around each class centre, with the
+/// true class (`species`) and the model's answer (`predicted`).
+pub fn training_csv() -> String {
+    let mut csv = format!("{},species,predicted\n", FEATURES.join(","));
+    for (class, centre) in CENTROIDS.iter().enumerate() {
+        for j in 0..50 {
+            // A fixed spread of ±0.25 around the centre, different per feature.
+            let row: [f64; 4] = std::array::from_fn(|f| centre[f] + (((j * (3 + 2 * f) + f) % 11) as f64 - 5.0) * 0.05);
+            let cells: Vec<String> = row.iter().map(|v| format!("{v:.3}")).collect();
+            csv.push_str(&format!("{},{class},{}\n", cells.join(","), classify(&row)));
+        }
+    }
+    csv
+}
+
 pub fn classify(x: &[f64; 4]) -> usize {
     let dist = |c: &[f64; 4]| c.iter().zip(x).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
     (0..3)
