@@ -79,6 +79,16 @@ pub(crate) enum ColumnData {
     Text(Vec<Option<String>>),
 }
 
+/// [`run`] on a blocking thread: a large window is seconds of computation, which must not
+/// hold up the other tasks of the runtime it is called from (queries, unpacking).
+pub async fn run_blocking(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> Result<MonitorReport, MonitorError> {
+    let (data_dir, endpoint, options) = (data_dir.to_path_buf(), endpoint.to_string(), options.clone());
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(run(&data_dir, &endpoint, &options)))
+        .await
+        .map_err(|e| MonitorError::Input(format!("the monitoring run stopped: {e}")))?
+}
+
 /// Runs the monitor over `[since, until)` in windows and writes the three metric tables.
 pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> Result<MonitorReport, MonitorError> {
     let window = options.window_ms.max(1);

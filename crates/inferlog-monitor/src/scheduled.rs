@@ -11,7 +11,7 @@
 //! killed mid-delivery sends again after restart; receivers deduplicate by `alert_id`.
 
 use crate::baseline::baseline_dir;
-use crate::monitor::{run, MonitorOptions, MonitorReport, Violation};
+use crate::monitor::{run_blocking, MonitorOptions, MonitorReport, Violation};
 use crate::MonitorError;
 use inferlog_core::config::{MonitorSettings, WebhookSettings};
 use serde::{Deserialize, Serialize};
@@ -124,7 +124,7 @@ impl ScheduledMonitor {
             slices: self.settings.slices.clone(),
             backfill: false,
         };
-        let report = run(&self.data_dir, &self.endpoint, &options).await?;
+        let report = run_blocking(&self.data_dir, &self.endpoint, &options).await?;
         let final_through = (now_ms - self.settle.as_millis() as i64).div_euclid(window) * window;
         let already = state.final_through_ms.unwrap_or(i64::MIN);
         let alerted: Vec<Violation> = report

@@ -271,7 +271,7 @@ async fn monitor(
         .handle()
         .spawn(async move {
             let _running = lock.lock().await;
-            inferlog_monitor::run_monitor(&data_dir, &endpoint, &options).await
+            inferlog_monitor::run_monitor_blocking(&data_dir, &endpoint, &options).await
         })
         .await
         .map_err(|e| GatewayError::Internal(format!("monitoring run failed: {e}")))?

@@ -207,6 +207,19 @@ fn monitor_writes_quality_drift_and_violations_per_window_and_slice() {
     assert!(ok, "{err}");
     assert_eq!(q("SELECT count(*) AS n FROM iris_drift_metrics")[0]["n"].as_i64().unwrap(), before);
 
+    // A window without traffic: a row count of 0, drift values null (never "drifted"), no
+    // violations, and no comparison with the previous window's data.
+    let empty_since = (end + chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
+    let empty_until = (end + chrono::Duration::days(31)).format("%Y-%m-%d").to_string();
+    let (ok, out, err) = inferlog(&["monitor", "iris", "--window", "1d", "--since", &empty_since, "--until", &empty_until, "--data-dir", dd]);
+    assert!(ok, "{err}");
+    assert!(out.contains("0 violations"), "{out}");
+    let empty = q(&format!(
+        "SELECT metric, value, drifted FROM iris_drift_metrics WHERE window_start = TIMESTAMP '{empty_since}T00:00:00Z' AND compared_to = 'baseline'"));
+    assert!(!empty.is_empty() && empty.iter().all(|r| r["value"].is_null() && r["drifted"] == false), "{empty:?}");
+    let rows = q(&format!("SELECT value FROM iris_profile_metrics WHERE window_start = TIMESTAMP '{empty_since}T00:00:00Z' AND metric = 'row_count'"));
+    assert_eq!(rows[0]["value"], 0.0);
+
     let (ok, _, err) = inferlog(&["monitor", "nope", "--data-dir", dd]);
     assert!(!ok && err.contains("no baseline for `nope`"), "{err}");
     let (ok, _, err) = inferlog(&["report", "nope", "--data-dir", dd]);
