@@ -122,6 +122,17 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     for (i, expr) in options.slices.iter().enumerate() {
         select.push(format!("CAST(({expr}) AS VARCHAR) AS __slice_{i}"));
     }
+    // Input columns the baseline does not know (outputs, `prediction*`, may be left out of a
+    // baseline of training data): a window where they hold values breaks extra_column_check.
+    let extra_columns: Vec<&String> = present
+        .iter()
+        .filter(|c| {
+            !inferlog_unpack::FIXED_COLUMNS.contains(&c.as_str())
+                && !c.starts_with("prediction")
+                && !constraints.features.iter().any(|f| &f.name == *c)
+        })
+        .collect();
+    select.extend(extra_columns.iter().map(|c| format!("CAST(\"{c}\" IS NOT NULL AS BIGINT)")));
     // One window more than asked for: the window before `since` is what the first window's
     // drift against the previous window compares to.
     let sql = format!(
@@ -144,6 +155,10 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     let slice_columns: Vec<Vec<Option<String>>> = (0..options.slices.len())
         .map(|i| values::texts(&column(2 + monitored.len() + i)))
         .collect::<Result<_, _>>()?;
+    let first_extra = 2 + monitored.len() + options.slices.len();
+    let extra_present: Vec<Vec<bool>> = (0..extra_columns.len())
+        .map(|i| Ok(values::numbers(&column(first_extra + i))?.into_iter().map(|v| v == Some(1.0)).collect()))
+        .collect::<Result<_, MonitorError>>()?;
 
     let mut report = MonitorReport::default();
     let missing_columns: Vec<&FeatureConstraints> =
@@ -189,6 +204,16 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
                 description,
             };
             report.profile.push(metric(None, "row_count", Some(rows.len() as f64)));
+            for (c, has_value) in extra_columns.iter().zip(&extra_present) {
+                let with_values = rows.iter().filter(|&&r| has_value[r]).count();
+                if with_values > 0 {
+                    report.violations.push(violation(
+                        Some(c.as_str()),
+                        "extra_column_check",
+                        format!("`{c}` has values in {with_values} rows but is not in the baseline"),
+                    ));
+                }
+            }
             for f in &missing_columns {
                 report.violations.push(violation(
                     Some(&f.name),

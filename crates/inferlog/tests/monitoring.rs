@@ -426,18 +426,20 @@ fn model_quality_uses_the_models_scores_for_roc_auc_and_log_loss() {
     let cases = [(0, 0.1), (0, 0.4), (1, 0.35), (1, 0.8)];
     let http = client();
     for (i, (_, score)) in cases.iter().enumerate() {
-        let body = serde_json::json!({
-            "client_request_id": format!("c{i}"),
-            "instances": [{"x": i as f64}],
-            "respond": {"label": i64::from(*score > 0.5), "score": score},
-        });
-        let r = http.post(gateway.url("/endpoints/iris/invocations")).json(&body).send().unwrap();
+        let body = serde_json::json!({"client_request_id": format!("c{i}"), "instances": [{"x": i as f64}]});
+        let respond = serde_json::json!({"label": i64::from(*score > 0.5), "score": score});
+        let r = http.post(gateway.url("/endpoints/iris/invocations")).header("x-respond", respond.to_string()).json(&body).send().unwrap();
         assert_eq!(r.status(), 200);
     }
-    assert_eq!(wait_rows(d, "iris_payload", 4, std::time::Duration::from_secs(30)), 4);
+    // One more exchange, unlabeled, with an input the baseline does not know.
+    let extra = serde_json::json!({"instances": [{"x": 9.0, "color": "red"}]});
+    let r = http.post(gateway.url("/endpoints/iris/invocations")).header("x-respond", r#"{"label": 0, "score": 0.5}"#).json(&extra).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(wait_rows(d, "iris_payload", 5, std::time::Duration::from_secs(30)), 5);
     gateway.terminate();
     let (ok, _, err) = inferlog(&["unpack", "iris", "--data-dir", dd]);
     assert!(ok, "{err}");
+    assert_eq!(query(d, "SELECT count(*) AS n FROM iris_unpacked WHERE unpack_error IS NULL AND x IS NOT NULL")[0]["n"], 5);
     let labels = d.join("labels.csv");
     let mut csv = String::from("client_request_id,y\n");
     for (i, (y, _)) in cases.iter().enumerate() {
@@ -460,6 +462,10 @@ fn model_quality_uses_the_models_scores_for_roc_auc_and_log_loss() {
     assert_eq!(value("labeled_count"), 4.0);
     assert_eq!(value("accuracy"), 0.75);
     assert!((value("roc_auc") - 0.75).abs() < 1e-12, "{metrics:?}");
+    let extra = query(d, "SELECT column_name, description FROM iris_violations WHERE \"check\" = 'extra_column_check'");
+    assert_eq!(extra.len(), 1, "{extra:?}");
+    assert_eq!(extra[0]["column_name"], "color");
+    assert!(extra[0]["description"].as_str().unwrap().contains("in 1 rows"), "{extra:?}");
     // sklearn.metrics.log_loss([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     let expected = -((0.9f64).ln() + (0.6f64).ln() + (0.35f64).ln() + (0.8f64).ln()) / 4.0;
     assert!((value("log_loss") - expected).abs() < 1e-12, "{metrics:?} vs {expected}");

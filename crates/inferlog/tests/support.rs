@@ -57,11 +57,14 @@ async fn scripted(State(seen): State<Seen>, Path(route): Path<String>, req: Requ
             Ok(v) => axum::Json(serde_json::json!({"predictions": [v.as_object().map(|o| o.len()).unwrap_or(0)]})).into_response(),
             Err(e) => (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error_code": "BAD_REQUEST", "message": e.to_string()}))).into_response(),
         },
-        // A scoring model: answers `{"predictions": [<the request's "respond" value>]}`.
-        "scored" => match serde_json::from_slice::<Value>(&body) {
-            Ok(v) => axum::Json(serde_json::json!({"predictions": [v["respond"].clone()]})).into_response(),
-            Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        },
+        // A scoring model: answers `{"predictions": [<the JSON of the x-respond header>]}`.
+        "scored" => {
+            let respond = parts.headers.get("x-respond").and_then(|v| serde_json::from_slice::<Value>(v.as_bytes()).ok());
+            match respond {
+                Some(v) => axum::Json(serde_json::json!({"predictions": [v]})).into_response(),
+                None => (StatusCode::BAD_REQUEST, "x-respond must hold JSON").into_response(),
+            }
+        }
         "status" => {
             let code: u16 = segments.next().and_then(|s| s.parse().ok()).unwrap_or(500);
             (StatusCode::from_u16(code).unwrap(), format!("{{\"upstream_status\": {code}}}")).into_response()
