@@ -2,6 +2,7 @@
 //! validation. No I/O happens here, so every other crate can depend on it cheaply.
 
 pub mod config;
+pub mod llm;
 pub mod record;
 
 pub use config::{CaptureSettings, Config, ConfigError, Durability, EndpointSettings};
