@@ -270,6 +270,7 @@ mod tests {
             error: None,
             requester: None,
             request_metadata: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -95,7 +95,15 @@ pub struct ConfigFile {
 #[serde(deny_unknown_fields)]
 pub struct EndpointFile {
     pub name: String,
-    pub upstream: String,
+    /// The one upstream; or several in `targets`.
+    pub upstream: Option<String>,
+    /// Upstreams sharing the traffic by weight.
+    pub targets: Option<Vec<TargetFile>>,
+    /// A request header (e.g. a user id) whose value keeps a caller on one target.
+    pub sticky_header: Option<String>,
+    /// An upstream that gets a copy of (a share of) the requests; its answers are recorded,
+    /// never returned.
+    pub shadow: Option<ShadowFile>,
     #[serde(default, deserialize_with = "text_or_number")]
     pub model_name: Option<String>,
     /// `model_version = 3` and `model_version = "3"` mean the same.
@@ -107,6 +115,32 @@ pub struct EndpointFile {
     pub unpack: Option<bool>,
     /// Scheduled monitoring inside `inferlog serve`.
     pub monitor: Option<MonitorFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFile {
+    pub name: String,
+    pub upstream: String,
+    /// Defaults to the endpoint's model_version.
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub model_version: Option<String>,
+    /// Share of the traffic relative to the other targets' weights (default 1).
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowFile {
+    /// Recorded in `served_target` (default `shadow`).
+    pub name: Option<String>,
+    pub upstream: String,
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub model_version: Option<String>,
+    /// Share of the captured requests copied to the shadow (default 1).
+    pub fraction: Option<f64>,
+    /// Default: upstream_timeout_ms.
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -175,12 +209,41 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct EndpointSettings {
     pub name: String,
-    pub upstream: Url,
+    /// At least one; a plain `upstream` is the target `default`.
+    pub targets: Vec<TargetSettings>,
+    /// Lower-case header name.
+    pub sticky_header: Option<String>,
+    pub shadow: Option<ShadowSettings>,
     pub model_name: String,
     pub model_version: String,
     pub capture: CaptureSettings,
     pub unpack: bool,
     pub monitor: Option<MonitorSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSettings {
+    pub name: String,
+    pub upstream: Url,
+    pub model_version: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowSettings {
+    pub name: String,
+    pub upstream: Url,
+    pub model_version: String,
+    pub fraction: f64,
+    pub timeout: Duration,
+}
+
+/// The name of the target of an endpoint configured with a single `upstream`.
+pub const DEFAULT_TARGET: &str = "default";
+
+/// Target and shadow names are recorded and used as keys in the admin API.
+fn valid_target_name(name: &str) -> bool {
+    crate::is_valid_endpoint_name(name)
 }
 
 /// When scheduled monitoring runs.
@@ -484,7 +547,64 @@ impl ConfigFile {
             if endpoints.iter().any(|e| e.name == ep.name) {
                 return Err(invalid(key("name"), format!("endpoint `{}` is defined twice", ep.name)));
             }
-            let upstream = parse_upstream(&ep.upstream).map_err(|r| invalid(key("upstream"), r))?;
+            let model_version = ep.model_version.unwrap_or_else(|| "1".to_string());
+            let targets = match (ep.upstream, ep.targets) {
+                (Some(_), Some(_)) => return Err(invalid(key("targets"), "give either `upstream` or `targets`, not both")),
+                (None, None) => return Err(invalid(key("upstream"), "missing: give `upstream` or `[[endpoints.targets]]`")),
+                (Some(raw), None) => vec![TargetSettings {
+                    name: DEFAULT_TARGET.into(),
+                    upstream: parse_upstream(&raw).map_err(|r| invalid(key("upstream"), r))?,
+                    model_version: model_version.clone(),
+                    weight: 1,
+                }],
+                (None, Some(list)) => {
+                    let mut targets: Vec<TargetSettings> = Vec::new();
+                    for (j, t) in list.into_iter().enumerate() {
+                        let tkey = |k: &str| key(&format!("targets[{j}].{k}"));
+                        if !valid_target_name(&t.name) {
+                            return Err(invalid(tkey("name"), format!("`{}` must be 1-64 characters of letters, digits, `_` or `-`", t.name)));
+                        }
+                        if targets.iter().any(|o| o.name == t.name) {
+                            return Err(invalid(tkey("name"), format!("target `{}` is defined twice", t.name)));
+                        }
+                        targets.push(TargetSettings {
+                            upstream: parse_upstream(&t.upstream).map_err(|r| invalid(tkey("upstream"), r))?,
+                            model_version: t.model_version.unwrap_or_else(|| model_version.clone()),
+                            weight: t.weight.unwrap_or(1),
+                            name: t.name,
+                        });
+                    }
+                    if targets.iter().map(|t| u64::from(t.weight)).sum::<u64>() == 0 {
+                        return Err(invalid(key("targets"), "at least one target needs a weight above 0"));
+                    }
+                    targets
+                }
+            };
+            let sticky_header = match ep.sticky_header {
+                Some(h) if is_header_name(&h) => Some(h.to_ascii_lowercase()),
+                Some(h) => return Err(invalid(key("sticky_header"), format!("`{h}` is not a header name"))),
+                None => None,
+            };
+            let shadow = match ep.shadow {
+                None => None,
+                Some(sh) => {
+                    let name = sh.name.unwrap_or_else(|| "shadow".into());
+                    if !valid_target_name(&name) || targets.iter().any(|t| t.name == name) {
+                        return Err(invalid(key("shadow.name"), format!("`{name}` must be a valid name no target uses")));
+                    }
+                    let fraction = sh.fraction.unwrap_or(1.0);
+                    if !(0.0..=1.0).contains(&fraction) {
+                        return Err(invalid(key("shadow.fraction"), format!("{fraction} is not between 0 and 1")));
+                    }
+                    Some(ShadowSettings {
+                        name,
+                        upstream: parse_upstream(&sh.upstream).map_err(|r| invalid(key("shadow.upstream"), r))?,
+                        model_version: sh.model_version.unwrap_or_else(|| model_version.clone()),
+                        fraction,
+                        timeout: Duration::from_millis(positive(&key("shadow.timeout_ms"), sh.timeout_ms, upstream_timeout_ms)?),
+                    })
+                }
+            };
             let fraction = ep.capture.sampling_fraction.unwrap_or(1.0);
             if !(0.0..=1.0).contains(&fraction) || fraction.is_nan() {
                 return Err(invalid(
@@ -495,9 +615,11 @@ impl ConfigFile {
             let max_payload_bytes = ep.capture.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES);
             endpoints.push(EndpointSettings {
                 model_name: ep.model_name.unwrap_or_else(|| ep.name.clone()),
-                model_version: ep.model_version.unwrap_or_else(|| "1".to_string()),
+                model_version,
                 name: ep.name,
-                upstream,
+                targets,
+                sticky_header,
+                shadow,
                 capture: CaptureSettings {
                     enabled: ep.capture.enabled.unwrap_or(true),
                     sampling_fraction: fraction,
@@ -529,6 +651,11 @@ impl ConfigFile {
             endpoints,
         })
     }
+}
+
+/// RFC 9110 token characters: what a header name may hold.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Upstreams are plain `http://host:port[/base]` URLs; the request's path is appended to the base.

@@ -13,7 +13,7 @@ pub const MAX_RESPONSE_SIZE_EXCEEDED: &str = "MAX_RESPONSE_SIZE_EXCEEDED";
 pub const ENCODING_UTF8: &str = "utf8";
 pub const ENCODING_BASE64: &str = "base64";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub request_id: String,
     pub client_request_id: Option<String>,
@@ -44,12 +44,61 @@ pub struct Record {
     pub error: Option<String>,
     pub requester: Option<String>,
     pub request_metadata: BTreeMap<String, String>,
+    // Added after the first release: absent in older log segments, hence the defaults.
+    /// The raw body of a `text/event-stream` response (`response` holds it assembled).
+    #[serde(default)]
+    pub response_stream: Option<String>,
+    /// From receiving the request to the first streamed event carrying output.
+    #[serde(default)]
+    pub time_to_first_token_ms: Option<i64>,
+    #[serde(default)]
+    pub stream_chunks: Option<i64>,
+    /// `completed`, `cancelled` (the client went away) or `broken` (the upstream did).
+    #[serde(default)]
+    pub stream_status: Option<String>,
+    #[serde(default)]
+    pub prompt_tokens: Option<i64>,
+    #[serde(default)]
+    pub completion_tokens: Option<i64>,
+    #[serde(default)]
+    pub total_tokens: Option<i64>,
+    /// The model the response names (an LLM server's `model`).
+    #[serde(default)]
+    pub llm_model: Option<String>,
+    /// The endpoint target that answered (traffic split or shadow).
+    #[serde(default)]
+    pub served_target: Option<String>,
+    /// For a shadow exchange, the request id of the primary one it copies.
+    #[serde(default)]
+    pub shadow_of: Option<String>,
 }
+
+/// Values of `stream_status`.
+pub const STREAM_COMPLETED: &str = "completed";
+pub const STREAM_CANCELLED: &str = "cancelled";
+pub const STREAM_BROKEN: &str = "broken";
 
 impl Record {
     /// UTC calendar day of `timestamp_ms`, as days since the Unix epoch (Arrow `Date32`).
     pub fn date_days(&self) -> i32 {
         date_days(self.timestamp_ms)
+    }
+
+    /// Token usage and model of a non-streamed JSON response (a streamed one has them from
+    /// its events already). Done when committing, off the request path.
+    pub fn fill_llm_facts(&mut self) {
+        if self.stream_status.is_some() || self.response_encoding.as_deref() != Some(ENCODING_UTF8) {
+            return;
+        }
+        if !self.response_content_type.as_deref().is_some_and(|ct| ct.contains("json")) {
+            return;
+        }
+        let Some(body) = self.response.as_deref() else { return };
+        let (usage, model) = crate::llm::response_facts(body);
+        self.prompt_tokens = usage.prompt_tokens;
+        self.completion_tokens = usage.completion_tokens;
+        self.total_tokens = usage.total_tokens;
+        self.llm_model = model;
     }
 }
 

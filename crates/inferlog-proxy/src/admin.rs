@@ -1,6 +1,7 @@
-//! The admin API: read and change an endpoint's capture settings at runtime. Changes are
-//! saved under `{data_dir}/state/capture.json` and win over the config file on restart.
-//! Until authentication exists the admin API answers loopback clients only.
+//! The admin API: read and change an endpoint's capture settings and its traffic (target
+//! weights, shadow share) at runtime. Changes are saved under `{data_dir}/state/capture.json`
+//! and `traffic.json` and win over the config file on restart. Until authentication exists
+//! the admin API answers loopback clients only.
 
 use crate::error::GatewayError;
 use crate::forward::Gateway;
@@ -27,24 +28,44 @@ pub struct CaptureChange {
     pub sampling_fraction: Option<f64>,
 }
 
-/// Saved capture states, one per endpoint, in one JSON file replaced atomically.
-pub struct CaptureStateStore {
+/// The live traffic settings of an endpoint: each target's weight and the share of captured
+/// requests copied to the shadow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrafficState {
+    pub weights: BTreeMap<String, u32>,
+    pub shadow_fraction: f64,
+}
+
+/// A change to the traffic settings; absent fields (and targets) stay as they are.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficChange {
+    pub weights: Option<BTreeMap<String, u32>>,
+    pub shadow_fraction: Option<f64>,
+}
+
+/// Saved runtime settings, one per endpoint, in one JSON file replaced atomically.
+pub struct StateStore<T> {
     path: PathBuf,
     /// Serialises admin changes end to end (read, save, swap).
     pub(crate) changes: tokio::sync::Mutex<()>,
+    _kind: std::marker::PhantomData<T>,
 }
 
-impl CaptureStateStore {
+pub type CaptureStateStore = StateStore<CaptureState>;
+pub type TrafficStateStore = StateStore<TrafficState>;
+
+impl<T: Serialize + serde::de::DeserializeOwned> StateStore<T> {
     pub fn new(path: PathBuf) -> Self {
-        CaptureStateStore { path, changes: tokio::sync::Mutex::new(()) }
+        StateStore { path, changes: tokio::sync::Mutex::new(()), _kind: std::marker::PhantomData }
     }
 
-    pub fn load(&self) -> std::io::Result<BTreeMap<String, CaptureState>> {
+    pub fn load(&self) -> std::io::Result<BTreeMap<String, T>> {
         match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("{} is not valid capture state: {e}", self.path.display()),
+                    format!("{} is not valid saved state: {e}", self.path.display()),
                 )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
@@ -52,7 +73,7 @@ impl CaptureStateStore {
         }
     }
 
-    fn save(&self, endpoint: &str, state: CaptureState) -> std::io::Result<()> {
+    fn save(&self, endpoint: &str, state: T) -> std::io::Result<()> {
         let mut all = self.load()?;
         all.insert(endpoint.to_string(), state);
         if let Some(dir) = self.path.parent() {
@@ -115,11 +136,68 @@ pub(crate) async fn put_capture(
     }
     let store = gw.clone();
     let saved_name = name.clone();
-    tokio::task::spawn_blocking(move || store.state_store.save(&saved_name, new_state))
-        .await
-        .map_err(|e| GatewayError::Internal(format!("cannot save capture state: {e}")))?
-        .map_err(|e| GatewayError::Internal(format!("cannot save capture state: {e}")))?;
+    save_blocking(move || store.state_store.save(&saved_name, new_state)).await?;
     *endpoint.state.write().expect("capture state lock") = new_state;
     tracing::info!(endpoint = %name, enabled = new_state.enabled, sampling_fraction = new_state.sampling_fraction, "capture settings changed");
+    Ok(Json(new_state))
+}
+
+/// Runs a state file write off the runtime's threads.
+async fn save_blocking(save: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> Result<(), GatewayError> {
+    tokio::task::spawn_blocking(save)
+        .await
+        .map_err(|e| GatewayError::Internal(format!("cannot save the settings: {e}")))?
+        .map_err(|e| GatewayError::Internal(format!("cannot save the settings: {e}")))
+}
+
+pub(crate) async fn get_traffic(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+) -> Result<Json<TrafficState>, GatewayError> {
+    require_loopback(peer)?;
+    let endpoint = gw.endpoint(&name).ok_or(GatewayError::EndpointNotFound(name))?;
+    let state = endpoint.traffic.read().expect("traffic lock").clone();
+    Ok(Json(state))
+}
+
+pub(crate) async fn put_traffic(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<TrafficState>, GatewayError> {
+    require_loopback(peer)?;
+    let endpoint = gw.endpoint(&name).ok_or(GatewayError::EndpointNotFound(name.clone()))?;
+    let bad = |m: String| GatewayError::BadAdminRequest(m);
+    let change: TrafficChange =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("invalid traffic settings: {e}")))?;
+    let _one_at_a_time = gw.traffic_store.changes.lock().await;
+    let mut new_state = endpoint.traffic.read().expect("traffic lock").clone();
+    if let Some(weights) = change.weights {
+        for (target, weight) in weights {
+            if !endpoint.settings.targets.iter().any(|t| t.name == target) {
+                return Err(bad(format!("endpoint `{name}` has no target `{target}`")));
+            }
+            new_state.weights.insert(target, weight);
+        }
+        if new_state.weights.values().all(|w| *w == 0) {
+            return Err(bad("at least one target needs a weight above 0".into()));
+        }
+    }
+    if let Some(f) = change.shadow_fraction {
+        if !(0.0..=1.0).contains(&f) {
+            return Err(bad(format!("shadow_fraction {f} is not between 0 and 1")));
+        }
+        if endpoint.settings.shadow.is_none() {
+            return Err(bad(format!("endpoint `{name}` has no shadow")));
+        }
+        new_state.shadow_fraction = f;
+    }
+    let store = gw.clone();
+    let (saved_name, saved) = (name.clone(), new_state.clone());
+    save_blocking(move || store.traffic_store.save(&saved_name, saved)).await?;
+    *endpoint.traffic.write().expect("traffic lock") = new_state.clone();
+    tracing::info!(endpoint = %name, weights = ?new_state.weights, shadow_fraction = new_state.shadow_fraction, "traffic settings changed");
     Ok(Json(new_state))
 }

@@ -1,6 +1,6 @@
 //! Routing and forwarding to the upstream.
 
-use crate::admin::{CaptureState, CaptureStateStore};
+use crate::admin::{CaptureState, CaptureStateStore, TrafficState, TrafficStateStore};
 use crate::error::GatewayError;
 use crate::record::{client_request_id_from_body, encode_body};
 use crate::tap::{InFlight, TapBody};
@@ -16,6 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use inferlog_capture::{CaptureHandle, SubmitOutcome};
 use inferlog_core::record::MAX_REQUEST_SIZE_EXCEEDED;
+use inferlog_core::config::{ShadowSettings, TargetSettings};
 use inferlog_core::{EndpointSettings, Record};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -43,6 +44,7 @@ const HOP_BY_HOP: &[&str] = &[
 pub struct Endpoint {
     pub settings: EndpointSettings,
     pub(crate) state: RwLock<CaptureState>,
+    pub(crate) traffic: RwLock<TrafficState>,
     sampler: Option<Mutex<SmallRng>>,
     capture: Option<CaptureHandle>,
     /// Metric handles, looked up once instead of per request.
@@ -51,7 +53,15 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(settings: EndpointSettings, state: CaptureState, capture: Option<CaptureHandle>) -> Self {
+    /// The traffic settings of the config file, before any saved change.
+    pub fn configured_traffic(settings: &EndpointSettings) -> TrafficState {
+        TrafficState {
+            weights: settings.targets.iter().map(|t| (t.name.clone(), t.weight)).collect(),
+            shadow_fraction: settings.shadow.as_ref().map_or(0.0, |s| s.fraction),
+        }
+    }
+
+    pub fn new(settings: EndpointSettings, state: CaptureState, traffic: TrafficState, capture: Option<CaptureHandle>) -> Self {
         let sampler = settings
             .capture
             .sampling_seed
@@ -61,6 +71,7 @@ impl Endpoint {
         Endpoint {
             settings,
             state: RwLock::new(state),
+            traffic: RwLock::new(traffic),
             sampler,
             capture,
             requests_by_status: RwLock::new(HashMap::new()),
@@ -78,6 +89,48 @@ impl Endpoint {
         self.requests_by_status.write().expect("metrics lock").insert(status, counter);
     }
 
+
+    /// The target of a request, by weight: the same for every request carrying the same value
+    /// of the sticky header (as long as the weights stay), random otherwise.
+    fn choose_target(&self, headers: &HeaderMap) -> &TargetSettings {
+        let targets = &self.settings.targets;
+        if targets.len() == 1 {
+            return &targets[0];
+        }
+        let weights: Vec<u64> = {
+            let traffic = self.traffic.read().expect("traffic lock");
+            targets.iter().map(|t| u64::from(traffic.weights.get(&t.name).copied().unwrap_or(0))).collect()
+        };
+        let total: u64 = weights.iter().sum();
+        if total == 0 {
+            return &targets[0];
+        }
+        let sticky = self.settings.sticky_header.as_deref().and_then(|h| headers.get(h));
+        let point = match sticky {
+            Some(value) => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::hash::DefaultHasher::new();
+                value.as_bytes().hash(&mut hasher);
+                hasher.finish() % total
+            }
+            None => rand::rng().random_range(0..total),
+        };
+        let mut cumulative = 0;
+        for (target, weight) in targets.iter().zip(&weights) {
+            cumulative += weight;
+            if point < cumulative {
+                return target;
+            }
+        }
+        &targets[targets.len() - 1]
+    }
+
+    /// Whether this request is copied to the shadow.
+    fn shadow_draw(&self) -> Option<&ShadowSettings> {
+        let shadow = self.settings.shadow.as_ref()?;
+        let fraction = self.traffic.read().expect("traffic lock").shadow_fraction;
+        (fraction >= 1.0 || (fraction > 0.0 && rand::rng().random::<f64>() < fraction)).then_some(shadow)
+    }
 
     /// Decides once per request whether it is captured, and at which fraction.
     fn sample(&self) -> Option<f64> {
@@ -108,10 +161,21 @@ pub struct Gateway {
     options: GatewayOptions,
     metadata_headers: Vec<HeaderName>,
     pub(crate) state_store: CaptureStateStore,
+    pub(crate) traffic_store: TrafficStateStore,
+    /// Bounds the shadow exchanges in flight, so a slow shadow cannot pile up work.
+    shadow_permits: Arc<tokio::sync::Semaphore>,
 }
 
+/// Shadow exchanges in flight at most, over all endpoints; more are skipped and counted.
+const MAX_SHADOWS_IN_FLIGHT: usize = 256;
+
 impl Gateway {
-    pub fn new(endpoints: Vec<Endpoint>, options: GatewayOptions, state_store: CaptureStateStore) -> Self {
+    pub fn new(
+        endpoints: Vec<Endpoint>,
+        options: GatewayOptions,
+        state_store: CaptureStateStore,
+        traffic_store: TrafficStateStore,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
@@ -133,6 +197,8 @@ impl Gateway {
             options,
             metadata_headers,
             state_store,
+            traffic_store,
+            shadow_permits: Arc::new(tokio::sync::Semaphore::new(MAX_SHADOWS_IN_FLIGHT)),
         }
     }
 
@@ -202,8 +268,12 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
         }
     };
 
+    let target = endpoint.choose_target(&parts.headers).clone();
     let mut record = sampled.map(|fraction| {
-        new_record(&gw, &endpoint, &parts.method, &path, &parts.headers, &request_id, timestamp_ms, fraction)
+        let mut r = new_record(&gw, &endpoint, &parts.method, &path, &parts.headers, &request_id, timestamp_ms, fraction);
+        r.model_version = target.model_version.clone();
+        r.served_target = Some(target.name.clone());
+        r
     });
     if let Some(r) = record.as_mut() {
         match body.as_ref() {
@@ -220,12 +290,30 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
         Err(err) => return gateway_error(&endpoint, record, err, received_at, None, &request_id).await,
     };
 
+    // A copy to the shadow, in the background: never awaited, never seen by the caller.
+    if let (Some(primary), Some(shadow)) = (record.as_ref(), endpoint.shadow_draw()) {
+        match gw.shadow_permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let copy = ShadowCopy {
+                    method: parts.method.clone(),
+                    headers: parts.headers.clone(),
+                    rest: rest.clone(),
+                    query: parts.uri.query().map(str::to_string),
+                    body: body.clone(),
+                    primary: primary.clone(),
+                };
+                tokio::spawn(shadow_exchange(gw.clone(), endpoint.clone(), shadow.clone(), copy, permit));
+            }
+            Err(_) => metrics::counter!("inferlog_shadow_skipped_total", "endpoint" => endpoint.settings.name.clone()).increment(1),
+        }
+    }
+
     // Phase 3: forward.
-    let upstream_uri = match upstream_uri(&endpoint.settings, &rest, parts.uri.query()) {
+    let upstream_uri = match upstream_uri(&target.upstream, &rest, parts.uri.query()) {
         Ok(u) => u,
         Err(reason) => {
             let err = GatewayError::UpstreamUnreachable {
-                upstream: endpoint.settings.upstream.to_string(),
+                upstream: target.upstream.to_string(),
                 reason,
             };
             return gateway_error(&endpoint, record, err, received_at, None, &request_id).await;
@@ -243,14 +331,14 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
             let err = GatewayError::UpstreamUnreachable {
-                upstream: endpoint.settings.upstream.to_string(),
+                upstream: target.upstream.to_string(),
                 reason: error_chain(&e),
             };
             return gateway_error(&endpoint, record, err, received_at, None, &request_id).await;
         }
         Err(_) => {
             let err = GatewayError::UpstreamTimeout {
-                upstream: endpoint.settings.upstream.to_string(),
+                upstream: target.upstream.to_string(),
                 timeout_ms: gw.options.upstream_timeout.as_millis(),
             };
             return gateway_error(&endpoint, record, err, received_at, Some(forwarded_at), &request_id).await;
@@ -267,6 +355,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
         (Some(mut record), Some(handle)) => {
             record.status_code = resp_parts.status.as_u16() as i32;
             record.response_content_type = header_string(&resp_parts.headers, header::CONTENT_TYPE.as_str());
+            let record_content_type = record.response_content_type.clone();
             Some(InFlight {
                 record,
                 handle,
@@ -275,6 +364,9 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
                 forwarded_at,
                 body: Vec::new(),
                 total: 0,
+                stream: inferlog_core::llm::is_event_stream(record_content_type.as_deref())
+                    .then(|| inferlog_core::llm::StreamAssembler::new(endpoint.settings.capture.max_payload_bytes)),
+                cancelled_because: CLIENT_LEFT,
             })
         }
         _ => None,
@@ -284,7 +376,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
         // No body (HEAD, 204, 304, `content-length: 0`): the server will never poll one, so
         // the record is completed here.
         if let Some(inflight) = inflight {
-            if let SubmitOutcome::AwaitLog(rx) = inflight.finish(None) {
+            if let SubmitOutcome::AwaitLog(rx) = inflight.finish(crate::tap::BodyEnd::Completed) {
                 let _ = rx.await;
             }
         }
@@ -371,6 +463,7 @@ fn new_record(
         error: None,
         requester: None,
         request_metadata,
+        ..Default::default()
     }
 }
 
@@ -386,6 +479,102 @@ fn set_request(record: &mut Record, body: &Bytes, headers: &HeaderMap, limit: us
         client_request_id_from_body(body).or_else(|| header_string(headers, CLIENT_REQUEST_ID_HEADER));
 }
 
+/// Why a record's response ended early when the client went away.
+pub(crate) const CLIENT_LEFT: &str = "client disconnected before the response was complete";
+const SHADOW_TIMED_OUT: &str = "the shadow's response did not finish within its timeout";
+
+/// What the shadow is sent: the primary request as the gateway received it.
+struct ShadowCopy {
+    method: Method,
+    headers: HeaderMap,
+    rest: String,
+    query: Option<String>,
+    body: Bytes,
+    /// The primary's record so far (request side filled in).
+    primary: Record,
+}
+
+/// Sends the copy to the shadow and records its answer as an exchange of its own, with
+/// `shadow_of` set to the primary's request id. Runs detached from the primary: its time and
+/// failures reach no caller.
+async fn shadow_exchange(
+    gw: Arc<Gateway>,
+    endpoint: Arc<Endpoint>,
+    shadow: ShadowSettings,
+    copy: ShadowCopy,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let Some(handle) = endpoint.capture.clone() else { return };
+    let received_at = Instant::now();
+    let mut record = copy.primary;
+    record.shadow_of = Some(std::mem::take(&mut record.request_id));
+    record.request_id = uuid::Uuid::now_v7().to_string();
+    record.served_target = Some(shadow.name.clone());
+    record.model_version = shadow.model_version.clone();
+    let fail = |mut record: Record, err: GatewayError, forwarded_at: Option<Instant>| {
+        let body = err.body();
+        record.status_code = err.status().as_u16() as i32;
+        record.error = Some(err.to_string());
+        record.response_bytes = body.len() as i64;
+        record.response = Some(body);
+        record.response_content_type = Some("application/json".into());
+        record.response_encoding = Some(inferlog_core::record::ENCODING_UTF8.into());
+        record.execution_time_ms = forwarded_at.map(|t| t.elapsed().as_millis() as i64);
+        record.latency_ms = received_at.elapsed().as_millis() as i64;
+        let _ = handle.submit(record);
+    };
+    let uri = match upstream_uri(&shadow.upstream, &copy.rest, copy.query.as_deref()) {
+        Ok(uri) => uri,
+        Err(reason) => return fail(record, GatewayError::UpstreamUnreachable { upstream: shadow.upstream.to_string(), reason }, None),
+    };
+    let mut request = hyper::Request::builder()
+        .method(copy.method)
+        .uri(uri)
+        .body(Full::new(copy.body))
+        .expect("request parts are valid");
+    *request.headers_mut() = forwarded_headers(&copy.headers);
+    let forwarded_at = Instant::now();
+    let deadline = tokio::time::Instant::now() + shadow.timeout;
+    let response = match tokio::time::timeout_at(deadline, gw.client.request(request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let err = GatewayError::UpstreamUnreachable { upstream: shadow.upstream.to_string(), reason: error_chain(&e) };
+            return fail(record, err, None);
+        }
+        Err(_) => {
+            let err = GatewayError::UpstreamTimeout { upstream: shadow.upstream.to_string(), timeout_ms: shadow.timeout.as_millis() };
+            return fail(record, err, Some(forwarded_at));
+        }
+    };
+    let (parts, incoming) = response.into_parts();
+    record.status_code = parts.status.as_u16() as i32;
+    record.response_content_type = header_string(&parts.headers, header::CONTENT_TYPE.as_str());
+    let limit = endpoint.settings.capture.max_payload_bytes;
+    let inflight = InFlight {
+        stream: inferlog_core::llm::is_event_stream(record.response_content_type.as_deref())
+            .then(|| inferlog_core::llm::StreamAssembler::new(limit)),
+        record,
+        handle,
+        limit,
+        received_at,
+        forwarded_at,
+        body: Vec::new(),
+        total: 0,
+        cancelled_because: SHADOW_TIMED_OUT,
+    };
+    // Reading the body to its end through the tap completes and submits the record; at the
+    // deadline the tap is dropped, which records what arrived.
+    let mut body = TapBody::new(incoming, Some(inflight), false);
+    let _ = tokio::time::timeout_at(deadline, async {
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
@@ -397,8 +586,8 @@ fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-fn upstream_uri(settings: &EndpointSettings, rest: &str, query: Option<&str>) -> Result<Uri, String> {
-    let base = settings.upstream.as_str().trim_end_matches('/');
+fn upstream_uri(upstream: &url::Url, rest: &str, query: Option<&str>) -> Result<Uri, String> {
+    let base = upstream.as_str().trim_end_matches('/');
     let mut uri = format!("{base}/{rest}");
     if let Some(q) = query {
         uri.push('?');
@@ -472,22 +661,9 @@ mod tests {
 
     #[test]
     fn upstream_uri_keeps_base_path_and_query() {
-        let mut s = inferlog_core::EndpointSettings {
-            name: "m".into(),
-            upstream: "http://127.0.0.1:9/base/".parse().unwrap(),
-            model_name: "m".into(),
-            model_version: "1".into(),
-            capture: inferlog_core::CaptureSettings {
-                enabled: true,
-                sampling_fraction: 1.0,
-                max_payload_bytes: 10,
-                sampling_seed: None,
-            },
-            unpack: false,
-            monitor: None,
-        };
-        assert_eq!(upstream_uri(&s, "invocations", Some("a=1")).unwrap(), "http://127.0.0.1:9/base/invocations?a=1");
-        s.upstream = "http://127.0.0.1:9".parse().unwrap();
-        assert_eq!(upstream_uri(&s, "v1/models/x:predict", None).unwrap(), "http://127.0.0.1:9/v1/models/x:predict");
+        let base: url::Url = "http://127.0.0.1:9/base/".parse().unwrap();
+        assert_eq!(upstream_uri(&base, "invocations", Some("a=1")).unwrap(), "http://127.0.0.1:9/base/invocations?a=1");
+        let root: url::Url = "http://127.0.0.1:9".parse().unwrap();
+        assert_eq!(upstream_uri(&root, "v1/models/x:predict", None).unwrap(), "http://127.0.0.1:9/v1/models/x:predict");
     }
 }

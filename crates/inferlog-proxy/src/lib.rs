@@ -20,7 +20,7 @@ mod forward;
 mod record;
 mod tap;
 
-pub use admin::{require_loopback, CaptureState, CaptureStateStore};
+pub use admin::{require_loopback, CaptureState, CaptureStateStore, TrafficState, TrafficStateStore};
 pub use error::GatewayError;
 pub use forward::{Endpoint, Gateway, GatewayOptions};
 
@@ -40,6 +40,10 @@ pub fn router(gateway: Arc<Gateway>, extra: Router) -> Router {
         .route(
             "/admin/endpoints/{name}/capture",
             get(admin::get_capture).put(admin::put_capture),
+        )
+        .route(
+            "/admin/endpoints/{name}/traffic",
+            get(admin::get_traffic).put(admin::put_traffic),
         )
         .with_state(gateway)
         .merge(extra)

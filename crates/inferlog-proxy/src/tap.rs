@@ -6,12 +6,19 @@
 //! In `sync`/`fsync` durability the client must not see a complete response before its
 //! record is in the log: the end of a chunked body, or the last data frame of a body with a
 //! known length, is held back until the log acknowledges the record.
+//!
+//! A `text/event-stream` response is also fed, frame by frame, to a
+//! [`StreamAssembler`](inferlog_core::llm::StreamAssembler): the record gets the raw stream in
+//! `response_stream`, the assembled answer in `response`, the time to the first output, the
+//! chunk count, token usage and how the stream ended.
 
 use crate::record::set_response;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use inferlog_capture::{CaptureHandle, SubmitOutcome};
+use inferlog_core::llm::StreamAssembler;
+use inferlog_core::record::{STREAM_BROKEN, STREAM_CANCELLED, STREAM_COMPLETED};
 use inferlog_core::Record;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +35,19 @@ pub struct InFlight {
     pub forwarded_at: Instant,
     pub body: Vec<u8>,
     pub total: u64,
+    /// Set for `text/event-stream` responses.
+    pub stream: Option<StreamAssembler>,
+    /// The error recorded when the body is dropped before its end.
+    pub cancelled_because: &'static str,
+}
+
+/// How a response body ended.
+pub(crate) enum BodyEnd {
+    Completed,
+    /// The client went away first.
+    Cancelled,
+    /// The upstream's body failed.
+    Broken(String),
 }
 
 impl InFlight {
@@ -37,18 +57,48 @@ impl InFlight {
         if room > 0 {
             self.body.extend_from_slice(&data[..data.len().min(room)]);
         }
+        if let Some(stream) = self.stream.as_mut() {
+            stream.feed(data);
+            if self.record.time_to_first_token_ms.is_none() && stream.output_seen() {
+                self.record.time_to_first_token_ms = Some(self.received_at.elapsed().as_millis() as i64);
+            }
+        }
     }
 
     /// Completes the record and submits it.
-    pub(crate) fn finish(mut self, error: Option<String>) -> SubmitOutcome {
+    pub(crate) fn finish(mut self, end: BodyEnd) -> SubmitOutcome {
         let now = Instant::now();
         let limit = self.limit;
         let total = self.total;
         set_response(&mut self.record, &self.body, total, limit);
         self.record.execution_time_ms = Some(now.duration_since(self.forwarded_at).as_millis() as i64);
         self.record.latency_ms = now.duration_since(self.received_at).as_millis() as i64;
-        if error.is_some() {
-            self.record.error = error;
+        if let Some(stream) = self.stream.take() {
+            let assembled = stream.finish();
+            let r = &mut self.record;
+            r.response_stream = r.response.take();
+            r.response = assembled.response;
+            r.stream_chunks = Some(assembled.chunks);
+            r.prompt_tokens = assembled.usage.prompt_tokens;
+            r.completion_tokens = assembled.usage.completion_tokens;
+            r.total_tokens = assembled.usage.total_tokens;
+            r.llm_model = assembled.model;
+            r.stream_status = Some(
+                match end {
+                    BodyEnd::Completed => STREAM_COMPLETED,
+                    BodyEnd::Cancelled => STREAM_CANCELLED,
+                    BodyEnd::Broken(_) => STREAM_BROKEN,
+                }
+                .to_string(),
+            );
+            if assembled.cut && !r.logging_error_codes.iter().any(|c| c == inferlog_core::record::MAX_RESPONSE_SIZE_EXCEEDED) {
+                r.logging_error_codes.push(inferlog_core::record::MAX_RESPONSE_SIZE_EXCEEDED.to_string());
+            }
+        }
+        match end {
+            BodyEnd::Completed => {}
+            BodyEnd::Cancelled => self.record.error = Some(self.cancelled_because.to_string()),
+            BodyEnd::Broken(e) => self.record.error = Some(e),
         }
         self.handle.submit(self.record)
     }
@@ -81,9 +131,9 @@ impl TapBody {
     }
 
     /// Completes capture; in hold-back mode remembers what to wait for.
-    fn finish(&mut self, error: Option<String>) {
+    fn finish(&mut self, end: BodyEnd) {
         if let Some(inflight) = self.capture.take() {
-            if let SubmitOutcome::AwaitLog(rx) = inflight.finish(error) {
+            if let SubmitOutcome::AwaitLog(rx) = inflight.finish(end) {
                 if self.hold_back {
                     self.waiting = Some(rx);
                 }
@@ -126,7 +176,7 @@ impl Body for TapBody {
                     let complete = this.expected_len == Some(this.seen) || this.inner.is_end_stream();
                     if complete && this.capture.is_some() {
                         this.ended = true;
-                        this.finish(None);
+                        this.finish(BodyEnd::Completed);
                         if this.waiting.is_some() {
                             // Release the last bytes after the log has the record.
                             this.held = Some(frame);
@@ -137,12 +187,12 @@ impl Body for TapBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.ended = true;
-                    this.finish(Some(format!("upstream response body failed: {e}")));
+                    this.finish(BodyEnd::Broken(format!("upstream response body failed: {e}")));
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(None) => {
                     this.ended = true;
-                    this.finish(None);
+                    this.finish(BodyEnd::Completed);
                     continue;
                 }
             }
@@ -165,7 +215,7 @@ impl Drop for TapBody {
     fn drop(&mut self) {
         if let Some(inflight) = self.capture.take() {
             // The client went away before the response was complete: still recorded.
-            let _ = inflight.finish(Some("client disconnected before the response was complete".into()));
+            let _ = inflight.finish(BodyEnd::Cancelled);
         }
     }
 }

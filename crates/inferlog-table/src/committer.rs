@@ -11,6 +11,7 @@ use crate::schema::{records_to_batch, writer_properties, PARTITION_COLUMN};
 use crate::table::{committed_lsn, open_or_create, TableError};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
+use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use inferlog_capture::wal::WalReader;
@@ -162,6 +163,8 @@ impl Committer {
                     .clone()
                     .write(vec![batch])
                     .with_save_mode(SaveMode::Append)
+                    // Tables made before a column was added gain it here.
+                    .with_schema_mode(SchemaMode::Merge)
                     .with_partition_columns([PARTITION_COLUMN])
                     .with_writer_properties(writer_properties())
                     .with_commit_properties(props)
@@ -195,7 +198,10 @@ impl Committer {
                 let mut records = Vec::with_capacity(entries.len());
                 for e in entries {
                     match serde_json::from_slice::<Record>(&e.payload) {
-                        Ok(r) => records.push(r),
+                        Ok(mut r) => {
+                            r.fill_llm_facts();
+                            records.push(r)
+                        }
                         Err(err) => {
                             inferlog_capture::queue::count_dropped(&endpoint, "undecodable", 1);
                             tracing::error!(endpoint = %endpoint, lsn = e.lsn, error = %err, "skipping an undecodable log record");

@@ -68,6 +68,17 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         string("error"),
         string("requester"),
         Field::new("request_metadata", DataType::Map(Arc::new(entries), false), true),
+        // LLM and traffic columns: added to older tables by schema evolution on first write.
+        string("response_stream"),
+        Field::new("time_to_first_token_ms", DataType::Int64, true),
+        Field::new("stream_chunks", DataType::Int64, true),
+        string("stream_status"),
+        Field::new("prompt_tokens", DataType::Int64, true),
+        Field::new("completion_tokens", DataType::Int64, true),
+        Field::new("total_tokens", DataType::Int64, true),
+        string("llm_model"),
+        string("served_target"),
+        string("shadow_of"),
     ]))
 });
 
@@ -153,6 +164,16 @@ pub fn records_to_batch(records: &[Record]) -> Result<RecordBatch, deltalake::ar
         strings(&|r| r.error.as_deref()),
         strings(&|r| r.requester.as_deref()),
         Arc::new(metadata.finish()),
+        strings(&|r| r.response_stream.as_deref()),
+        longs(&|r| r.time_to_first_token_ms),
+        longs(&|r| r.stream_chunks),
+        strings(&|r| r.stream_status.as_deref()),
+        longs(&|r| r.prompt_tokens),
+        longs(&|r| r.completion_tokens),
+        longs(&|r| r.total_tokens),
+        strings(&|r| r.llm_model.as_deref()),
+        strings(&|r| r.served_target.as_deref()),
+        strings(&|r| r.shadow_of.as_deref()),
     ];
     RecordBatch::try_new(payload_schema(), columns)
 }

@@ -37,6 +37,7 @@ fn record(i: u64) -> Record {
         error: None,
         requester: None,
         request_metadata: [("user-agent".to_string(), "test".to_string())].into_iter().collect(),
+        ..Default::default()
     }
 }
 

@@ -39,6 +39,7 @@ fn record(i: usize, request: &str, content_type: &str, status: i32, response: &s
         error: None,
         requester: None,
         request_metadata: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -102,7 +102,10 @@ pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {
         unpack_interval_ms: Some(500),
         endpoints: vec![EndpointFile {
             name: "iris".into(),
-            upstream: format!("http://{model_addr}"),
+            upstream: Some(format!("http://{model_addr}")),
+            targets: None,
+            sticky_header: None,
+            shadow: None,
             model_name: Some("iris-classifier".into()),
             model_version: Some("1".into()),
             capture: Default::default(),

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::routing::get;
 use inferlog_capture::{start_log_writer, CaptureHandle};
 use inferlog_core::config::{self, Config};
-use inferlog_proxy::{CaptureState, CaptureStateStore, Endpoint, Gateway, GatewayOptions};
+use inferlog_proxy::{CaptureState, CaptureStateStore, Endpoint, Gateway, GatewayOptions, TrafficStateStore};
 use inferlog_table::{Committer, CommitterOptions, CompactionOptions, Compactor};
 use inferlog_monitor::ScheduledMonitor;
 use inferlog_unpack::{UnpackOptions, Unpacker};
@@ -151,6 +151,8 @@ pub async fn run(
     let instance = instance_id(&config.data_dir)?;
     let state_store = CaptureStateStore::new(config.data_dir.join("state").join("capture.json"));
     let saved = state_store.load()?;
+    let traffic_store = TrafficStateStore::new(config.data_dir.join("state").join("traffic.json"));
+    let saved_traffic = traffic_store.load()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     // Unpackers stop after the committers, so their last pass sees the last commit.
     let (unpack_stop_tx, unpack_stop_rx) = watch::channel(false);
@@ -266,7 +268,20 @@ pub async fn run(
             enabled: settings.capture.enabled,
             sampling_fraction: settings.capture.sampling_fraction,
         });
-        endpoints.push(Endpoint::new(settings.clone(), state, Some(capture.clone())));
+        // Saved weights apply to the targets that still exist; new targets get their configured
+        // weight.
+        let mut traffic = Endpoint::configured_traffic(settings);
+        if let Some(saved) = saved_traffic.get(&name) {
+            for (target, weight) in &saved.weights {
+                if let Some(w) = traffic.weights.get_mut(target) {
+                    *w = *weight;
+                }
+            }
+            if settings.shadow.is_some() {
+                traffic.shadow_fraction = saved.shadow_fraction;
+            }
+        }
+        endpoints.push(Endpoint::new(settings.clone(), state, traffic, Some(capture.clone())));
         writer_threads.push(writer_thread);
         runtimes.push(EndpointRuntime { name, capture, last_commit_ms });
     }
@@ -279,6 +294,7 @@ pub async fn run(
             metadata_headers: config.metadata_headers.clone(),
         },
         state_store,
+        traffic_store,
     ));
     let metrics_state = Arc::new(MetricsState {
         handle: metrics_handle,

@@ -108,5 +108,6 @@ fn synthetic_record(endpoint: &str, i: u64, timestamp_ms: i64) -> Record {
         error: None,
         requester: None,
         request_metadata: Default::default(),
+        ..Default::default()
     }
 }
