@@ -9,6 +9,7 @@ mod config;
 mod crash;
 mod e2e;
 mod interop;
+mod llm;
 mod monitoring;
 mod streaming;
 mod tables;

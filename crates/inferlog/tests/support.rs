@@ -108,8 +108,68 @@ async fn scripted(State(seen): State<Seen>, Path(route): Path<String>, req: Requ
             });
             Response::builder().body(Body::from_stream(stream)).unwrap()
         }
+        // A fake OpenAI-compatible server: POST /v1/chat/completions.
+        "v1" => fake_openai(&body),
         _ => (StatusCode::NOT_FOUND, "no such route").into_response(),
     }
+}
+
+/// The words a fake chat completion answers with, one streamed chunk each.
+pub const FAKE_WORDS: [&str; 5] = ["Hello", " there", ",", " friend", "!"];
+/// Delay between streamed chunks of the fake OpenAI server.
+pub const FAKE_CHUNK_DELAY_MS: u64 = 150;
+
+/// Chat completions like an OpenAI-compatible server. The model name picks the behaviour:
+/// `fake-break` stops the stream with an error after two words, `fake-slow` streams 40 words
+/// 100 ms apart (for callers that leave early); `stream_options.include_usage` adds a usage
+/// chunk as OpenAI does.
+fn fake_openai(body: &[u8]) -> Response {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+    };
+    let model = request["model"].as_str().unwrap_or("fake-model").to_string();
+    let usage = serde_json::json!({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17});
+    if request["stream"] != true {
+        return axum::Json(serde_json::json!({
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_800_000_000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": FAKE_WORDS.concat()}, "finish_reason": "stop"}],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    let include_usage = request["stream_options"]["include_usage"] == true;
+    let (words, delay): (Vec<String>, u64) = match model.as_str() {
+        "fake-slow" => ((0..40).map(|i| format!("w{i} ")).collect(), 100),
+        _ => (FAKE_WORDS.iter().map(|w| w.to_string()).collect(), FAKE_CHUNK_DELAY_MS),
+    };
+    let chunk = |delta: Value, finish: Value, usage: Value| {
+        let c = serde_json::json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_800_000_000,
+            "model": model, "choices": if usage.is_null() { serde_json::json!([{"index": 0, "delta": delta, "finish_reason": finish}]) } else { serde_json::json!([]) },
+            "usage": usage});
+        Bytes::from(format!("data: {c}\n\n"))
+    };
+    let mut events: Vec<(u64, Result<Bytes, std::io::Error>)> = vec![(0, Ok(chunk(serde_json::json!({"role": "assistant", "content": ""}), Value::Null, Value::Null)))];
+    for (i, word) in words.iter().enumerate() {
+        if model == "fake-break" && i == 2 {
+            events.push((delay, Err(std::io::Error::other("model server crashed"))));
+            break;
+        }
+        events.push((delay, Ok(chunk(serde_json::json!({"content": word}), Value::Null, Value::Null))));
+    }
+    events.push((0, Ok(chunk(serde_json::json!({}), serde_json::json!("stop"), Value::Null))));
+    if include_usage {
+        events.push((0, Ok(chunk(Value::Null, Value::Null, usage))));
+    }
+    events.push((0, Ok(Bytes::from_static(b"data: [DONE]\n\n"))));
+    let stream = futures::stream::unfold(events.into_iter(), |mut events| async move {
+        let (delay, item) = events.next()?;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        Some((item, events))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
 }
 
 impl Upstream {
