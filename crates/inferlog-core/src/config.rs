@@ -771,6 +771,52 @@ max_payload_bytes = 1048576
     }
 
     #[test]
+    fn targets_and_shadow_are_read_and_checked() {
+        let text = r#"
+[[endpoints]]
+name = "chat"
+model_version = 7
+sticky_header = "X-User"
+[[endpoints.targets]]
+name = "a"
+upstream = "http://127.0.0.1:1"
+weight = 90
+[[endpoints.targets]]
+name = "b"
+upstream = "http://127.0.0.1:2"
+model_version = "8"
+weight = 10
+[endpoints.shadow]
+upstream = "http://127.0.0.1:3"
+fraction = 0.25
+"#;
+        let c = load(text, &[]).unwrap();
+        let e = &c.endpoints[0];
+        assert_eq!(e.targets.iter().map(|t| (t.name.as_str(), t.model_version.as_str(), t.weight)).collect::<Vec<_>>(), [("a", "7", 90), ("b", "8", 10)]);
+        assert_eq!(e.sticky_header.as_deref(), Some("x-user"));
+        let shadow = e.shadow.as_ref().unwrap();
+        assert_eq!((shadow.name.as_str(), shadow.model_version.as_str(), shadow.fraction, shadow.timeout), ("shadow", "7", 0.25, Duration::from_secs(60)));
+        let single = load(EXAMPLE, &[]).unwrap();
+        assert_eq!(single.endpoints[0].targets[0].name, DEFAULT_TARGET);
+
+        let ep = "[[endpoints]]\nname = \"m\"\n";
+        let target = |name: &str, weight: u32| format!("[[endpoints.targets]]\nname = \"{name}\"\nupstream = \"http://h:1\"\nweight = {weight}\n");
+        for (text, key, reason) in [
+            (ep.to_string(), "endpoints[0].upstream", "missing"),
+            (format!("{ep}upstream = \"http://h:1\"\n{}", target("a", 1)), "endpoints[0].targets", "not both"),
+            (format!("{ep}{}{}", target("a", 1), target("a", 1)), "endpoints[0].targets[1].name", "defined twice"),
+            (format!("{ep}{}{}", target("a", 0), target("b", 0)), "endpoints[0].targets", "above 0"),
+            (format!("{ep}{}", target("a b", 1)), "endpoints[0].targets[0].name", "letters, digits"),
+            (format!("{ep}sticky_header = \"x user\"\n{}", target("a", 1)), "endpoints[0].sticky_header", "not a header name"),
+            (format!("{ep}{}[endpoints.shadow]\nname = \"a\"\nupstream = \"http://h:2\"\n", target("a", 1)), "endpoints[0].shadow.name", "no target uses"),
+            (format!("{ep}{}[endpoints.shadow]\nupstream = \"http://h:2\"\nfraction = 1.5\n", target("a", 1)), "endpoints[0].shadow.fraction", "between 0 and 1"),
+        ] {
+            let err = load(&text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(reason), "{text}\n→ {err}");
+        }
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let c = load(EXAMPLE, &[]).unwrap();
         assert_eq!(c.endpoints[0].model_name, "iris-classifier");

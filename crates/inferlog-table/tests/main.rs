@@ -213,3 +213,39 @@ async fn compaction_keeps_every_row_exactly_once_while_appends_continue() {
     let errors = sql(&fx.data_dir, "SELECT count(*) FROM t WHERE status_code = 500 AND cardinality(logging_error_codes) >= 0").await;
     assert_eq!(errors[0], 50);
 }
+
+#[tokio::test]
+async fn a_table_made_before_the_llm_columns_gains_them_on_the_next_commit() {
+    let mut fx = Fixture::new();
+    // The payload table as the first release created it: without the columns added since.
+    let full = inferlog_table::schema::payload_schema();
+    let added = ["response_stream", "time_to_first_token_ms", "stream_chunks", "stream_status", "prompt_tokens",
+        "completion_tokens", "total_tokens", "llm_model", "served_target", "shadow_of"];
+    let old = deltalake::arrow::datatypes::Schema::new(
+        full.fields().iter().filter(|f| !added.contains(&f.name().as_str())).cloned().collect::<Vec<_>>(),
+    );
+    let url = table_url(&fx.data_dir, "iris_payload").unwrap();
+    let table = inferlog_table::table::open_or_create_with(&url, &old, &["date"], 10).await.unwrap();
+    assert_eq!(table.snapshot().unwrap().schema().fields().count(), old.fields().len());
+
+    // Old log segments (records without the new keys) and new records both commit.
+    let old_record = {
+        let mut v = serde_json::to_value(record(0)).unwrap();
+        for k in added {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        serde_json::to_vec(&v).unwrap()
+    };
+    let last = fx.wal.append([old_record.as_slice()]).unwrap();
+    fx.log.last_logged.store(last, std::sync::atomic::Ordering::Release);
+    fx.next = 1;
+    fx.append(9);
+    let c = fx.committer();
+    let (mut t, mut committed, mut reader) = (None, None, WalReader::new(&fx.log.dir));
+    assert_eq!(c.pass(&mut t, &mut committed, &mut reader).await.unwrap().records, 10);
+    let table = deltalake::open_table(url).await.unwrap();
+    let names: Vec<String> = table.snapshot().unwrap().schema().fields().map(|f| f.name().clone()).collect();
+    assert!(added.iter().all(|c| names.contains(&c.to_string())), "{names:?}");
+    assert_eq!(rows_and_distinct(&fx.data_dir).await, (10, 10));
+    assert_eq!(sql(&fx.data_dir, "SELECT count(*) FROM t WHERE stream_status IS NULL AND served_target IS NULL").await, [10]);
+}
