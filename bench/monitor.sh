@@ -51,7 +51,7 @@ print(f"| peak memory (max RSS) | {max(r[1] for r in runs)/1024:.0f} MiB |")
 cat > bench/MONITOR.md <<MD
 # Monitoring benchmark
 
-\`bench/monitor.sh $rows $reference_rows\` on $(nproc) cores, $(date -u +%F), release build.
+\`bench/monitor.sh $rows $reference_rows\` on $(nproc) cores, $(date -u +%F), $(basename "$(dirname "$INFERLOG")") build.
 One window (one day) of $rows rows × 20 features (14 numeric, 6 categorical with 4 to 39
 categories) read from a Delta table of 4 files, against a baseline of $reference_rows rows:
 data quality, drift against the baseline (all five numeric / four categorical metrics per
