@@ -189,6 +189,8 @@ impl StreamAssembler {
         };
         if field == "data" {
             match &mut self.data {
+                // An event of many data lines is bounded like one long line.
+                Some(data) if data.len() + value.len() >= self.limit.saturating_add(MAX_LINE_OVERHEAD) => self.cut = true,
                 Some(data) => {
                     data.push('\n');
                     data.push_str(value);
@@ -207,31 +209,32 @@ impl StreamAssembler {
         self.chunks += 1;
         let parsed: Option<Value> = serde_json::from_str(data).ok();
         if self.kind == Kind::Unknown {
-            self.kind = match &parsed {
-                Some(v) if v.get("object").and_then(Value::as_str) == Some("chat.completion.chunk") => Kind::Chat,
-                Some(v) if v.pointer("/choices/0/delta").is_some() => Kind::Chat,
-                Some(v) if v.get("object").and_then(Value::as_str) == Some("text_completion") => Kind::Completion,
-                Some(v) if v.pointer("/choices/0/text").is_some() => Kind::Completion,
-                Some(v) if v.get("type").and_then(Value::as_str).is_some_and(|t| t.starts_with("response.")) => Kind::Responses,
-                _ => Kind::Other,
-            };
+            self.kind = kind_of(parsed.as_ref());
+            if self.kind == Kind::Unknown {
+                // A preamble such as Azure's prompt-filter chunk (`"choices": []`, no object
+                // type): it tells nothing yet and carries no output.
+                return;
+            }
         }
         match (&self.kind, parsed) {
             (Kind::Chat | Kind::Completion, Some(Value::Object(chunk))) => self.choice_chunk(chunk),
             (Kind::Responses, Some(Value::Object(event))) => self.responses_event(event),
-            (_, parsed) => {
+            (Kind::Other, parsed) => {
                 let value = parsed.unwrap_or_else(|| Value::String(data.to_string()));
                 if self.room(data.len()) {
                     self.events.push(value);
                 }
                 self.output_seen = true;
             }
+            // Keep-alives and other events that are not part of the API's stream.
+            _ => {}
         }
     }
 
-    /// Whether `n` more assembled bytes fit; past the limit the stream is marked cut.
+    /// Whether `n` more assembled bytes fit; past the limit the stream is marked cut, and
+    /// nothing more is taken, so what was assembled is a prefix of the answer.
     fn room(&mut self, n: usize) -> bool {
-        if self.assembled_bytes + n > self.limit {
+        if self.cut || self.assembled_bytes + n > self.limit {
             self.cut = true;
             return false;
         }
@@ -241,11 +244,11 @@ impl StreamAssembler {
 
     fn choice_chunk(&mut self, chunk: Map<String, Value>) {
         for key in ["id", "created", "model", "system_fingerprint"] {
-            if let Some(v) = chunk.get(key).filter(|v| !v.is_null()) {
+            if let Some(v) = chunk.get(key).filter(|v| !v.is_null() && v.as_str() != Some("")) {
                 self.head.entry(key).or_insert_with(|| v.clone());
             }
         }
-        if let Some(model) = chunk.get("model").and_then(Value::as_str) {
+        if let Some(model) = chunk.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()) {
             self.model.get_or_insert_with(|| model.to_string());
         }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
@@ -412,6 +415,25 @@ impl StreamAssembler {
     }
 }
 
+/// The stream's shape from one event; `Unknown` when the event cannot tell.
+fn kind_of(event: Option<&Value>) -> Kind {
+    let Some(Value::Object(e)) = event else { return Kind::Other };
+    match e.get("object").and_then(Value::as_str) {
+        Some("chat.completion.chunk") => return Kind::Chat,
+        Some("text_completion") => return Kind::Completion,
+        _ => {}
+    }
+    if e.get("type").and_then(Value::as_str).is_some_and(|t| t.starts_with("response.")) {
+        return Kind::Responses;
+    }
+    match e.get("choices").and_then(Value::as_array) {
+        Some(choices) if choices.is_empty() => Kind::Unknown,
+        Some(choices) if choices[0].get("delta").is_some() => Kind::Chat,
+        Some(choices) if choices[0].get("text").is_some() => Kind::Completion,
+        _ => Kind::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,6 +497,27 @@ mod tests {
     }
 
     #[test]
+    fn a_preamble_and_keep_alives_do_not_decide_the_stream_or_count_as_output() {
+        // Azure OpenAI opens with a prompt-filter chunk: no object type, no choices, empty ids.
+        let mut s = "data: {\"choices\":[],\"object\":\"\",\"id\":\"\",\"model\":\"\",\"prompt_filter_results\":[]}\n\n".to_string();
+        s += ": keep-alive\n\n";
+        let mut a = StreamAssembler::new(1 << 20);
+        a.feed(s.as_bytes());
+        assert!(!a.output_seen(), "nothing generated yet");
+        a.feed(chat_chunk(json!({"role": "assistant"}), None).as_bytes());
+        // Once the stream is known to be a chat completion, other events are not output.
+        a.feed(b"data: ping\n\n");
+        assert!(!a.output_seen());
+        a.feed(chat_chunk(json!({"content": "Hi"}), Some("stop")).as_bytes());
+        assert!(a.output_seen());
+        let a = a.finish();
+        let r: Value = serde_json::from_str(a.response.as_deref().unwrap()).unwrap();
+        assert_eq!((r["object"].as_str(), r["id"].as_str(), r["model"].as_str()), (Some("chat.completion"), Some("chatcmpl-1"), Some("m-1")));
+        assert_eq!(r["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(a.chunks, 4);
+    }
+
+    #[test]
     fn role_only_chunk_is_not_output_and_crlf_lines_work() {
         let s = chat_chunk(json!({"role": "assistant", "content": ""}), None).replace("\n", "\r\n");
         let (a, seen) = assemble(&s, 1 << 20, 2);
@@ -517,11 +560,12 @@ mod tests {
         assert_eq!(a.chunks, 3);
         assert_eq!(a.response.as_deref(), Some(r#"[{"a":1},"plain\ntwo lines","last-without-blank-line"]"#));
 
-        let long = chat_chunk(json!({"content": "x".repeat(100)}), None).repeat(10);
+        let mut long = chat_chunk(json!({"content": "x".repeat(100)}), None).repeat(9);
+        long += &chat_chunk(json!({"content": "y"}), None);
         let (a, _) = assemble(&long, 250, 64);
         assert!(a.cut);
         let r: Value = serde_json::from_str(a.response.as_deref().unwrap()).unwrap();
-        assert_eq!(r["choices"][0]["message"]["content"].as_str().unwrap().len(), 200);
+        assert_eq!(r["choices"][0]["message"]["content"].as_str().unwrap(), "x".repeat(200), "a prefix: nothing after the cut");
         assert_eq!(a.chunks, 10, "chunks are counted past the limit");
 
         let (a, seen) = assemble("", 100, 1);

@@ -177,6 +177,9 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     while start < until {
         let end = (start + window).min(until);
         report.windows += 1;
+        // This window's prepared columns per slice: the next window's "previous". A slice
+        // without rows here has no previous there.
+        let mut this_window = HashMap::new();
         for (slice_key, slice_value, rows) in window_groups(&by_time, start, end, &options.slices, &slice_columns) {
             let key = (slice_key.clone(), slice_value.clone());
             let base = MetricRow {
@@ -204,7 +207,9 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
                 description,
             };
             report.profile.push(metric(None, "row_count", Some(rows.len() as f64)));
-            for (c, has_value) in extra_columns.iter().zip(&extra_present) {
+            // Columns are a property of the table, not of a slice: checked on the whole window.
+            let whole_window = slice_key.is_none();
+            for (c, has_value) in extra_columns.iter().zip(&extra_present).filter(|_| whole_window) {
                 let with_values = rows.iter().filter(|&&r| has_value[r]).count();
                 if with_values > 0 {
                     report.violations.push(violation(
@@ -214,7 +219,7 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
                     ));
                 }
             }
-            for f in &missing_columns {
+            for f in missing_columns.iter().filter(|_| whole_window) {
                 report.violations.push(violation(
                     Some(&f.name),
                     "missing_column_check",
@@ -225,9 +230,12 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
             for (i, f) in monitored.iter().enumerate() {
                 let name = f.name.as_str();
                 let n = rows.len() as f64;
+                // `unpack_error` lists `column: expected ..., got ...` reasons joined by "; ".
                 let type_error = format!("{name}: expected");
-                let type_errors =
-                    rows.iter().filter(|&&r| errors[r].as_deref().is_some_and(|e| e.contains(&type_error))).count() as f64;
+                let type_errors = rows
+                    .iter()
+                    .filter(|&&r| errors[r].as_deref().is_some_and(|e| e.split("; ").any(|reason| reason.starts_with(&type_error))))
+                    .count() as f64;
                 let present_rows = prepared[i].present();
                 let quality = prepared[i].quality(f);
                 let nulls = n - present_rows as f64;
@@ -281,12 +289,11 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
                     compare(&before[i], "previous");
                 }
             }
-            if rows.is_empty() {
-                previous.remove(&key);
-            } else {
-                previous.insert(key, prepared);
+            if !rows.is_empty() {
+                this_window.insert(key, prepared);
             }
         }
+        previous = this_window;
         start = end;
     }
     quality_metrics(&ctx, endpoint, &constraints, &present, since, until, window, &options.slices, &mut report).await?;
@@ -507,7 +514,10 @@ const PREDICTION_COLUMNS: [&str; 3] = ["prediction", "prediction_label", "predic
 enum ScoreColumns {
     None,
     /// `prediction_score` or `prediction_probability`: a binary classifier's probability of
-    /// the positive class, which is the greater of the two labels (scikit-learn's `classes_[1]`).
+    /// the positive class, which is the greater of the two labels (scikit-learn's `classes_[1]`;
+    /// numbers compare as numbers). Next to `prediction_label` it is the confidence in that
+    /// label instead (`{"label": "NEGATIVE", "score": 0.98}`), so P(positive) is the score for a
+    /// positive label and 1 − score for the other.
     Positive(String),
     /// `prediction_proba_{class}` columns, one per class.
     PerClass(Vec<String>),
@@ -539,6 +549,7 @@ fn score_metrics(
     classes: &[String],
     truth: &[Option<String>],
     values: &[Vec<Option<f64>>],
+    confidence_of: Option<&[Option<String>]>,
     rows: &[usize],
 ) -> Vec<(&'static str, Option<f64>)> {
     let scored: Vec<usize> = rows
@@ -557,7 +568,14 @@ fn score_metrics(
     match scores {
         ScoreColumns::None => Vec::new(),
         ScoreColumns::Positive(_) => {
-            let score = |r: usize| values[0][r].unwrap_or_default();
+            let positive = labels.get(1).copied();
+            let score = |r: usize| {
+                let s = values[0][r].unwrap_or_default();
+                match confidence_of {
+                    Some(predicted) if predicted[r].as_deref() != positive => 1.0 - s,
+                    _ => s,
+                }
+            };
             let probabilities: Vec<f64> = scored.iter().flat_map(|&r| [1.0 - score(r), score(r)]).collect();
             let log_loss = (labels.len() == 2).then(|| inferlog_stats::log_loss(&y, &probabilities, &labels).ok().flatten());
             vec![("roc_auc", auc(&score)), ("log_loss", log_loss.flatten())]
@@ -639,10 +657,17 @@ async fn quality_metrics(
     let slice_values: Vec<Vec<Option<String>>> =
         (0..slices.len()).map(|i| values::texts(&column(first_slice + i))).collect::<Result<_, _>>()?;
     // The label's classes: the baseline's domain, else those seen in this run.
-    let classes: Vec<String> = match &label.domain {
+    let mut classes: Vec<String> = match &label.domain {
         Some(domain) => domain.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
         None => labels.iter().flatten().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
     };
+    // Numeric classes in numeric order (10 after 9), as scikit-learn orders them.
+    if let Ok(numbers) = classes.iter().map(|c| c.parse::<f64>()).collect::<Result<Vec<_>, _>>() {
+        let mut pairs: Vec<(f64, String)> = numbers.into_iter().zip(classes).collect();
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        classes = pairs.into_iter().map(|(_, c)| c).collect();
+    }
+    let confidence_of = (*predicted == "prediction_label" && matches!(scores, ScoreColumns::Positive(_))).then_some(predictions.as_slice());
     let mut start = since;
     while start < until {
         let end = (start + window).min(until);
@@ -681,7 +706,7 @@ async fn quality_metrics(
                 ] {
                     report.profile.push(metric(None, name, Some(value)));
                 }
-                for (name, value) in score_metrics(&scores, &classes, &labels, &score_values, &rows) {
+                for (name, value) in score_metrics(&scores, &classes, &labels, &score_values, confidence_of, &rows) {
                     report.profile.push(metric(None, name, value));
                 }
                 for (i, t) in m.labels.iter().enumerate() {

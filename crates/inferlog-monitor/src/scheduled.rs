@@ -6,9 +6,9 @@
 //! window, so dashboards see the current window within one schedule period and a finished
 //! window gets its final numbers. A window is final once it ended `settle` ago (the time its
 //! last exchanges take to reach the unpacked table); its violations are alerted once, and
-//! `schedule.json` remembers up to where, so a restart does not alert twice. Delivery is at
-//! least once: a webhook that fails every attempt is logged and not retried later, a process
-//! killed mid-delivery sends again after restart; receivers deduplicate by `alert_id`.
+//! `schedule.json` remembers up to where, so a restart does not alert twice. A webhook that
+//! fails every attempt is logged and not retried later; a process killed mid-delivery sends
+//! the window's alerts again after restart, so receivers deduplicate by `alert_id`.
 
 use crate::baseline::baseline_dir;
 use crate::monitor::{run_blocking, MonitorOptions, MonitorReport, Violation};

@@ -5,13 +5,14 @@ use deltalake::arrow::array::{Array, ArrayRef, AsArray};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Float64Type};
 
-/// Values as doubles; null and non-finite (NaN, ±inf) are `None`.
+/// Values as doubles; null, non-finite (NaN, ±inf) and values too large for the statistics
+/// (|x| ≥ 2^1022) are `None`, so one absurd input cannot stop a monitoring run.
 pub(crate) fn numbers(arrays: &[ArrayRef]) -> Result<Vec<Option<f64>>, MonitorError> {
     let mut out = Vec::new();
     for array in arrays {
         let doubles = cast(array, &DataType::Float64)?;
         let doubles = doubles.as_primitive::<Float64Type>();
-        out.extend((0..doubles.len()).map(|i| doubles.is_valid(i).then(|| doubles.value(i)).filter(|v| v.is_finite())));
+        out.extend((0..doubles.len()).map(|i| doubles.is_valid(i).then(|| doubles.value(i)).filter(|v| v.is_finite() && v.abs() < inferlog_stats::MAX_MAGNITUDE)));
     }
     Ok(out)
 }

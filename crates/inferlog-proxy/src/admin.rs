@@ -36,12 +36,56 @@ pub struct TrafficState {
     pub shadow_fraction: f64,
 }
 
-/// A change to the traffic settings; absent fields (and targets) stay as they are.
-#[derive(Debug, Deserialize)]
+/// What was changed through the API, saved per endpoint: only the fields and targets a change
+/// named, so the rest follows the config file (a shadow added to the file later still gets its
+/// configured share).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<BTreeMap<String, u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow_fraction: Option<f64>,
+}
+
+impl TrafficChange {
+    /// `later` on top of this one.
+    fn then(mut self, later: TrafficChange) -> TrafficChange {
+        if let Some(weights) = later.weights {
+            self.weights.get_or_insert_with(BTreeMap::new).extend(weights);
+        }
+        if later.shadow_fraction.is_some() {
+            self.shadow_fraction = later.shadow_fraction;
+        }
+        self
+    }
+
+    /// The endpoint's traffic: its configured weights and shadow share with these changes on
+    /// top. Changes to targets or a shadow the config no longer has are ignored, and so are
+    /// weights that would leave no target with traffic.
+    pub fn apply(&self, settings: &inferlog_core::EndpointSettings) -> TrafficState {
+        let configured: BTreeMap<String, u32> = settings.targets.iter().map(|t| (t.name.clone(), t.weight)).collect();
+        let changed = self.changed_weights(settings);
+        let mut state = TrafficState {
+            weights: if changed.values().any(|w| *w > 0) { changed } else { configured },
+            shadow_fraction: settings.shadow.as_ref().map_or(0.0, |s| s.fraction),
+        };
+        if let (Some(f), Some(_)) = (self.shadow_fraction, &settings.shadow) {
+            state.shadow_fraction = f;
+        }
+        state
+    }
+
+    /// The configured weights with the changed ones of targets that exist.
+    fn changed_weights(&self, settings: &inferlog_core::EndpointSettings) -> BTreeMap<String, u32> {
+        let mut weights: BTreeMap<String, u32> = settings.targets.iter().map(|t| (t.name.clone(), t.weight)).collect();
+        for (target, weight) in self.weights.iter().flatten() {
+            if let Some(w) = weights.get_mut(target) {
+                *w = *weight;
+            }
+        }
+        weights
+    }
 }
 
 /// Saved runtime settings, one per endpoint, in one JSON file replaced atomically.
@@ -53,7 +97,7 @@ pub struct StateStore<T> {
 }
 
 pub type CaptureStateStore = StateStore<CaptureState>;
-pub type TrafficStateStore = StateStore<TrafficState>;
+pub type TrafficStateStore = StateStore<TrafficChange>;
 
 impl<T: Serialize + serde::de::DeserializeOwned> StateStore<T> {
     pub fn new(path: PathBuf) -> Self {
@@ -172,17 +216,9 @@ pub(crate) async fn put_traffic(
     let bad = |m: String| GatewayError::BadAdminRequest(m);
     let change: TrafficChange =
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid traffic settings: {e}")))?;
-    let _one_at_a_time = gw.traffic_store.changes.lock().await;
-    let mut new_state = endpoint.traffic.read().expect("traffic lock").clone();
-    if let Some(weights) = change.weights {
-        for (target, weight) in weights {
-            if !endpoint.settings.targets.iter().any(|t| t.name == target) {
-                return Err(bad(format!("endpoint `{name}` has no target `{target}`")));
-            }
-            new_state.weights.insert(target, weight);
-        }
-        if new_state.weights.values().all(|w| *w == 0) {
-            return Err(bad("at least one target needs a weight above 0".into()));
+    for target in change.weights.iter().flat_map(|w| w.keys()) {
+        if !endpoint.settings.targets.iter().any(|t| &t.name == target) {
+            return Err(bad(format!("endpoint `{name}` has no target `{target}`")));
         }
     }
     if let Some(f) = change.shadow_fraction {
@@ -192,11 +228,17 @@ pub(crate) async fn put_traffic(
         if endpoint.settings.shadow.is_none() {
             return Err(bad(format!("endpoint `{name}` has no shadow")));
         }
-        new_state.shadow_fraction = f;
     }
+    let _one_at_a_time = gw.traffic_store.changes.lock().await;
+    let saved = gw.traffic_store.load().map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let changes = saved.get(&name).cloned().unwrap_or_default().then(change);
+    if changes.changed_weights(&endpoint.settings).values().all(|w| *w == 0) {
+        return Err(bad("at least one target needs a weight above 0".into()));
+    }
+    let new_state = changes.apply(&endpoint.settings);
     let store = gw.clone();
-    let (saved_name, saved) = (name.clone(), new_state.clone());
-    save_blocking(move || store.traffic_store.save(&saved_name, saved)).await?;
+    let saved_name = name.clone();
+    save_blocking(move || store.traffic_store.save(&saved_name, changes)).await?;
     *endpoint.traffic.write().expect("traffic lock") = new_state.clone();
     tracing::info!(endpoint = %name, weights = ?new_state.weights, shadow_fraction = new_state.shadow_fraction, "traffic settings changed");
     Ok(Json(new_state))

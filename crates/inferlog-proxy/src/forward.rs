@@ -53,14 +53,6 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The traffic settings of the config file, before any saved change.
-    pub fn configured_traffic(settings: &EndpointSettings) -> TrafficState {
-        TrafficState {
-            weights: settings.targets.iter().map(|t| (t.name.clone(), t.weight)).collect(),
-            shadow_fraction: settings.shadow.as_ref().map_or(0.0, |s| s.fraction),
-        }
-    }
-
     pub fn new(settings: EndpointSettings, state: CaptureState, traffic: TrafficState, capture: Option<CaptureHandle>) -> Self {
         let sampler = settings
             .capture
@@ -105,19 +97,16 @@ impl Endpoint {
         if total == 0 {
             return &targets[0];
         }
+        // A point in [0, 1): fixed per sticky value, so a weight change moves only the callers
+        // whose point crosses a boundary.
         let sticky = self.settings.sticky_header.as_deref().and_then(|h| headers.get(h));
         let point = match sticky {
-            Some(value) => {
-                use std::hash::{Hash, Hasher};
-                let mut hasher = std::hash::DefaultHasher::new();
-                value.as_bytes().hash(&mut hasher);
-                hasher.finish() % total
-            }
-            None => rand::rng().random_range(0..total),
+            Some(value) => fnv1a(value.as_bytes()) as f64 / 2f64.powi(64),
+            None => rand::rng().random::<f64>(),
         };
-        let mut cumulative = 0;
+        let mut cumulative = 0.0;
         for (target, weight) in targets.iter().zip(&weights) {
-            cumulative += weight;
+            cumulative += *weight as f64 / total as f64;
             if point < cumulative {
                 return target;
             }
@@ -355,7 +344,6 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
         (Some(mut record), Some(handle)) => {
             record.status_code = resp_parts.status.as_u16() as i32;
             record.response_content_type = header_string(&resp_parts.headers, header::CONTENT_TYPE.as_str());
-            let record_content_type = record.response_content_type.clone();
             Some(InFlight {
                 record,
                 handle,
@@ -364,8 +352,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
                 forwarded_at,
                 body: Vec::new(),
                 total: 0,
-                stream: inferlog_core::llm::is_event_stream(record_content_type.as_deref())
-                    .then(|| inferlog_core::llm::StreamAssembler::new(endpoint.settings.capture.max_payload_bytes)),
+                stream: assembler_for(&resp_parts.headers, endpoint.settings.capture.max_payload_bytes),
                 cancelled_because: CLIENT_LEFT,
             })
         }
@@ -479,6 +466,23 @@ fn set_request(record: &mut Record, body: &Bytes, headers: &HeaderMap, limit: us
         client_request_id_from_body(body).or_else(|| header_string(headers, CLIENT_REQUEST_ID_HEADER));
 }
 
+/// 64-bit FNV-1a: a hash that stays the same across builds and machines, so every gateway
+/// sends a sticky caller to the same target.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// An SSE assembler for an event-stream response whose bytes are the events themselves (a
+/// compressed stream is recorded as it is, not assembled).
+fn assembler_for(headers: &HeaderMap, limit: usize) -> Option<inferlog_core::llm::StreamAssembler> {
+    let content_type = header_string(headers, header::CONTENT_TYPE.as_str());
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+    (inferlog_core::llm::is_event_stream(content_type.as_deref()) && !encoded)
+        .then(|| inferlog_core::llm::StreamAssembler::new(limit))
+}
+
 /// Why a record's response ended early when the client went away.
 pub(crate) const CLIENT_LEFT: &str = "client disconnected before the response was complete";
 const SHADOW_TIMED_OUT: &str = "the shadow's response did not finish within its timeout";
@@ -551,8 +555,7 @@ async fn shadow_exchange(
     record.response_content_type = header_string(&parts.headers, header::CONTENT_TYPE.as_str());
     let limit = endpoint.settings.capture.max_payload_bytes;
     let inflight = InFlight {
-        stream: inferlog_core::llm::is_event_stream(record.response_content_type.as_deref())
-            .then(|| inferlog_core::llm::StreamAssembler::new(limit)),
+        stream: assembler_for(&parts.headers, limit),
         record,
         handle,
         limit,

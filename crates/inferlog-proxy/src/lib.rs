@@ -20,7 +20,7 @@ mod forward;
 mod record;
 mod tap;
 
-pub use admin::{require_loopback, CaptureState, CaptureStateStore, TrafficState, TrafficStateStore};
+pub use admin::{require_loopback, CaptureState, CaptureStateStore, TrafficChange, TrafficState, TrafficStateStore};
 pub use error::GatewayError;
 pub use forward::{Endpoint, Gateway, GatewayOptions};
 

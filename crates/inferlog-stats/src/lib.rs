@@ -50,7 +50,7 @@ pub use quality::{
     classification_metrics, log_loss, regression_metrics, roc_auc, AveragedScores, ClassScores,
     ClassificationMetrics, RegressionMetrics,
 };
-pub use sample::SortedSample;
+pub use sample::{SortedSample, MAX_MAGNITUDE};
 pub use summary::{
     categorical_summary, numeric_summary, value_counts, CategoricalSummary, NumericSummary,
     Quantiles, SUMMARY_QUANTILES,

@@ -7,7 +7,7 @@
 use crate::error::StatsError;
 
 /// Values at or above this magnitude, 2^1022 ≈ 4.49e307, are rejected.
-const MAX_MAGNITUDE: f64 = f64::from_bits(2045 << 52);
+pub const MAX_MAGNITUDE: f64 = f64::from_bits(2045 << 52);
 
 /// A numeric sample sorted ascending, built once per feature and window and then shared by the
 /// histogram, Kolmogorov-Smirnov, Wasserstein and quantile computations.

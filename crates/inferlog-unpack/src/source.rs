@@ -34,6 +34,11 @@ const SOURCE_COLUMNS: [&str; 11] = [
     "response_encoding",
 ];
 
+/// Shadow exchanges (rows with `shadow_of`) are not unpacked: the unpacked table, monitoring
+/// and `labeled()` describe the traffic callers were answered with. Older tables may lack the
+/// column.
+const SHADOW_OF: &str = "shadow_of";
+
 /// Beyond this many commits to read one by one, comparing tables is cheaper.
 const MAX_INCREMENTAL_VERSIONS: i64 = 10_000;
 /// Commit entries read at once.
@@ -277,12 +282,13 @@ async fn read_files(source: &DeltaTable, files: &[AddedFile]) -> Result<Vec<Sour
     source
         .update_datafusion_session(&ctx.state())
         .map_err(|e| UnpackError::delta(base, e))?;
-    let batches = ctx
-        .read_parquet(urls, ParquetReadOptions::default())
-        .await?
-        .select_columns(&SOURCE_COLUMNS)?
-        .collect()
-        .await?;
+    let files = ctx.read_parquet(urls, ParquetReadOptions::default()).await?;
+    let primaries = if files.schema().has_column_with_unqualified_name(SHADOW_OF) {
+        files.filter(deltalake::datafusion::prelude::col(SHADOW_OF).is_null())?
+    } else {
+        files
+    };
+    let batches = primaries.select_columns(&SOURCE_COLUMNS)?.collect().await?;
     let mut rows = Vec::new();
     for batch in &batches {
         rows.extend(source_rows(batch)?);
@@ -299,8 +305,13 @@ async fn missing_rows(source: &DeltaTable, target: &DeltaTable) -> Result<Sendab
             .map_err(|e| UnpackError::delta(table.table_url(), e))?;
         ctx.register_table(name, table.table_provider().await?)?;
     }
+    let shadows = if ctx.table("source").await?.schema().has_column_with_unqualified_name(SHADOW_OF) {
+        format!(" AND {SHADOW_OF} IS NULL")
+    } else {
+        String::new()
+    };
     let sql = format!(
-        "SELECT {} FROM source WHERE request_id NOT IN (SELECT request_id FROM target)",
+        "SELECT {} FROM source WHERE request_id NOT IN (SELECT request_id FROM target){shadows}",
         SOURCE_COLUMNS.join(", ")
     );
     Ok(ctx.sql(&sql).await?.execute_stream().await?)

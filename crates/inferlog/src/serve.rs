@@ -257,9 +257,10 @@ pub async fn run(
                 endpoint: name.clone(),
                 settings: monitor.clone(),
                 unpack_first: !settings.unpack,
-                // A window's last exchanges reach the unpacked table within a commit and an
-                // unpack interval; a second more for the work itself.
-                settle: config.commit_interval + config.unpack_interval + Duration::from_secs(1),
+                // An exchange received in a window is recorded when its response ends (up to the
+                // upstream timeout later), then reaches the unpacked table within a commit and
+                // an unpack interval; a second more for the work itself.
+                settle: config.upstream_timeout + config.commit_interval + config.unpack_interval + Duration::from_secs(1),
                 lock: monitor_lock,
             };
             background_runtime.handle().spawn(scheduled.run(stop_rx.clone()));
@@ -268,19 +269,8 @@ pub async fn run(
             enabled: settings.capture.enabled,
             sampling_fraction: settings.capture.sampling_fraction,
         });
-        // Saved weights apply to the targets that still exist; new targets get their configured
-        // weight.
-        let mut traffic = Endpoint::configured_traffic(settings);
-        if let Some(saved) = saved_traffic.get(&name) {
-            for (target, weight) in &saved.weights {
-                if let Some(w) = traffic.weights.get_mut(target) {
-                    *w = *weight;
-                }
-            }
-            if settings.shadow.is_some() {
-                traffic.shadow_fraction = saved.shadow_fraction;
-            }
-        }
+        // Changes made through the admin API, on top of the config file.
+        let traffic = saved_traffic.get(&name).cloned().unwrap_or_default().apply(settings);
         endpoints.push(Endpoint::new(settings.clone(), state, traffic, Some(capture.clone())));
         writer_threads.push(writer_thread);
         runtimes.push(EndpointRuntime { name, capture, last_commit_ms });

@@ -315,7 +315,7 @@ fn serve_monitors_on_schedule_alerts_a_webhook_and_runs_on_demand() {
     let receiver = AlertReceiver::start();
     narrow_iris_baseline(d);
     let toml = format!(
-        "commit_interval_ms = 200\nunpack_interval_ms = 200\n[[endpoints]]\nname = \"iris\"\nupstream = \"{}\"\nunpack = true\n\
+        "commit_interval_ms = 200\nunpack_interval_ms = 200\nupstream_timeout_ms = 2000\n[[endpoints]]\nname = \"iris\"\nupstream = \"{}\"\nunpack = true\n\
          [endpoints.monitor]\nschedule = \"1s\"\nwindow = \"2s\"\nwebhook_url = \"{}\"\nwebhook_backoff_ms = 100\n",
         model.1, receiver.url
     );
@@ -427,7 +427,9 @@ fn model_quality_uses_the_models_scores_for_roc_auc_and_log_loss() {
     let http = client();
     for (i, (_, score)) in cases.iter().enumerate() {
         let body = serde_json::json!({"client_request_id": format!("c{i}"), "instances": [{"x": i as f64}]});
-        let respond = serde_json::json!({"label": i64::from(*score > 0.5), "score": score});
+        // Like a Hugging Face pipeline: the predicted label and the confidence in it.
+        let positive = *score > 0.5;
+        let respond = serde_json::json!({"label": i64::from(positive), "score": if positive { *score } else { 1.0 - score }});
         let r = http.post(gateway.url("/endpoints/iris/invocations")).header("x-respond", respond.to_string()).json(&body).send().unwrap();
         assert_eq!(r.status(), 200);
     }
