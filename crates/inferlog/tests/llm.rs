@@ -218,4 +218,11 @@ fn traffic_splits_by_weight_sticks_by_header_and_a_shadow_never_touches_the_call
     let unreachable = query(d, "SELECT count(*) AS n FROM ab_payload WHERE shadow_of IS NOT NULL AND status_code = 502 AND error LIKE '%unreachable%'");
     assert_eq!(unreachable[0]["n"], 10);
     gateway.terminate();
+
+    // Shadow exchanges stay out of the unpacked table (and so out of monitoring and labels).
+    let out = Command::new(bin()).args(["unpack", "ab", "--data-dir", d.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let unpacked = query(d, "SELECT count(DISTINCT request_id) AS n FROM ab_unpacked")[0]["n"].as_i64().unwrap();
+    let primaries = query(d, "SELECT count(*) AS n FROM ab_payload WHERE shadow_of IS NULL")[0]["n"].as_i64().unwrap();
+    assert_eq!((unpacked, primaries), (rows_now as i64 - shadowed - 10, rows_now as i64 - shadowed - 10));
 }
