@@ -3,7 +3,7 @@
 # baseline of 100,000 rows: wall time and peak memory of `inferlog monitor`.
 #
 #   bench/monitor.sh [rows] [reference_rows]     (defaults 1000000 100000)
-#   BENCH_INFERLOG=path/to/inferlog bench/monitor.sh   (use that binary, build nothing)
+#   BENCH_INFERLOG=path/to/inferlog [BENCH_LABEL=text] bench/monitor.sh   (use that binary, build nothing)
 #
 # bench/monitor_data.py writes `bench_unpacked` (a Delta table shaped like an unpacked table,
 # all rows in one day, 5 numeric features and 1 categorical feature drifted, a category the
@@ -17,7 +17,9 @@ reference_rows="${2:-100000}"
 
 if [ -n "${BENCH_INFERLOG:-}" ]; then
   INFERLOG="$BENCH_INFERLOG"
+  build_label="the binary ${BENCH_LABEL:-$INFERLOG}"
 else
+  build_label="release build"
   cargo build --release --locked --workspace
   target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   INFERLOG="$target_dir/release/inferlog"
@@ -51,7 +53,7 @@ print(f"| peak memory (max RSS) | {max(r[1] for r in runs)/1024:.0f} MiB |")
 cat > bench/MONITOR.md <<MD
 # Monitoring benchmark
 
-\`bench/monitor.sh $rows $reference_rows\` on $(nproc) cores, $(date -u +%F), $(basename "$(dirname "$INFERLOG")") build.
+\`bench/monitor.sh $rows $reference_rows\` on $(nproc) cores, $(date -u +%F), $build_label.
 One window (one day) of $rows rows × 20 features (14 numeric, 6 categorical with 4 to 39
 categories) read from a Delta table of 4 files, against a baseline of $reference_rows rows:
 data quality, drift against the baseline (all five numeric / four categorical metrics per

@@ -3,7 +3,7 @@
 # server and through the gateway (which records the stream, assembles it and measures TTFT).
 #
 #   bench/stream.sh [runs]                 (default 50)
-#   BENCH_INFERLOG=path/to/inferlog bench/stream.sh   (use that binary, build nothing)
+#   BENCH_INFERLOG=path/to/inferlog [BENCH_LABEL=text] bench/stream.sh   (use that binary, build nothing)
 #
 # The server (bench/stream_bench.py) streams 20 chunks, one every 50 ms. Writes bench/STREAM.md
 # and prints the same table.
@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 runs="${1:-50}"
 if [ -n "${BENCH_INFERLOG:-}" ]; then
   INFERLOG="$BENCH_INFERLOG"
+  build_label="the binary ${BENCH_LABEL:-$INFERLOG}"
 else
+  build_label="release build"
   cargo build --release --locked --workspace
   target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   INFERLOG="$target_dir/release/inferlog"
@@ -55,7 +57,7 @@ PY
 cat > bench/STREAM.md <<MD
 # Streaming benchmark
 
-\`bench/stream.sh $runs\` on $(nproc) cores, $(date -u +%F), $(basename "$(dirname "$INFERLOG")") build, async durability.
+\`bench/stream.sh $runs\` on $(nproc) cores, $(date -u +%F), $build_label, async durability.
 A fake OpenAI-compatible server streams a chat completion of 20 chunks, one every 50 ms;
 requests alternate between the server itself and the gateway in front of it.
 

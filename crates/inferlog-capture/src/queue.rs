@@ -25,7 +25,8 @@ struct Pending {
 
 /// What a record weighs in the queue: its bodies plus a fixed allowance for the rest.
 fn weight(record: &Record) -> u64 {
-    (record.request.as_ref().map_or(0, String::len) + record.response.as_ref().map_or(0, String::len) + 512) as u64
+    let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+    (text(&record.request) + text(&record.response) + text(&record.response_stream) + 512) as u64
 }
 
 /// A group stops growing past this many bytes, so one write stays bounded.

@@ -10,7 +10,7 @@ use deltalake::arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch,
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::datafusion::prelude::{col, lit};
 use deltalake::protocol::SaveMode;
-use inferlog_stats::{categorical_drift, classification_metrics, numeric_drift, regression_metrics, value_counts, SortedSample};
+use inferlog_stats::{categorical_drift, classification_metrics, numeric_drift, regression_metrics, SortedSample};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -73,10 +73,11 @@ pub struct MonitorReport {
     pub violations: Vec<Violation>,
 }
 
-/// The values of one column in a set of rows.
+/// The values of one column in a set of rows. Text is held as codes into its distinct values:
+/// a million rows of a few categories cost four bytes a row, not a string each.
 pub(crate) enum ColumnData {
     Numeric(Vec<Option<f64>>),
-    Text(Vec<Option<String>>),
+    Text(values::Coded),
 }
 
 /// [`run`] on a blocking thread: a large window is seconds of computation, which must not
@@ -159,6 +160,8 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     let extra_present: Vec<Vec<bool>> = (0..extra_columns.len())
         .map(|i| Ok(values::numbers(&column(first_extra + i))?.into_iter().map(|v| v == Some(1.0)).collect()))
         .collect::<Result<_, MonitorError>>()?;
+    // Everything is in the columns above now; the Arrow batches can go.
+    drop(batches);
 
     let mut report = MonitorReport::default();
     let missing_columns: Vec<&FeatureConstraints> =
@@ -362,14 +365,14 @@ impl ColumnData {
         Ok(if f.inferred_type.is_numeric() {
             ColumnData::Numeric(values::numbers(arrays)?)
         } else {
-            ColumnData::Text(values::texts(arrays)?)
+            ColumnData::Text(values::coded(arrays)?)
         })
     }
 
     pub(crate) fn len(&self) -> usize {
         match self {
             ColumnData::Numeric(v) => v.len(),
-            ColumnData::Text(v) => v.len(),
+            ColumnData::Text(v) => v.codes.len(),
         }
     }
 }
@@ -436,10 +439,14 @@ impl ColumnData {
     pub(crate) fn prepare(&self, rows: &[usize]) -> Result<Prepared, MonitorError> {
         Ok(match self {
             ColumnData::Numeric(values) => Prepared::Numeric(SortedSample::new(rows.iter().filter_map(|&r| values[r]).collect())?),
-            ColumnData::Text(values) => {
-                // Counted by reference; only the distinct values are copied.
-                let counts = value_counts(rows.iter().filter_map(|&r| values[r].as_deref()));
-                Prepared::Text(counts.into_iter().map(|(value, n)| (value.to_string(), n)).collect())
+            ColumnData::Text(coded) => {
+                let mut counts = vec![0u64; coded.values.len()];
+                for code in rows.iter().filter_map(|&r| coded.codes[r]) {
+                    counts[code as usize] += 1;
+                }
+                Prepared::Text(
+                    coded.values.iter().zip(counts).filter(|(_, n)| *n > 0).map(|(value, n)| (value.clone(), n)).collect(),
+                )
             }
         })
     }

@@ -28,6 +28,40 @@ pub(crate) fn texts(arrays: &[ArrayRef]) -> Result<Vec<Option<String>>, MonitorE
     Ok(out)
 }
 
+/// Text values as codes into their distinct values.
+pub(crate) struct Coded {
+    /// Per row, the index of its value in `values`; `None` for null.
+    pub codes: Vec<Option<u32>>,
+    pub values: Vec<String>,
+}
+
+/// Values as text (booleans as `true`/`false`), coded.
+pub(crate) fn coded(arrays: &[ArrayRef]) -> Result<Coded, MonitorError> {
+    let mut index: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut coded = Coded { codes: Vec::new(), values: Vec::new() };
+    for array in arrays {
+        let text = cast(array, &DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        coded.codes.reserve(text.len());
+        for i in 0..text.len() {
+            let code = text.is_valid(i).then(|| {
+                let value = text.value(i);
+                match index.get(value) {
+                    Some(&code) => code,
+                    None => {
+                        let code = coded.values.len() as u32;
+                        index.insert(value.to_string(), code);
+                        coded.values.push(value.to_string());
+                        code
+                    }
+                }
+            });
+            coded.codes.push(code);
+        }
+    }
+    Ok(coded)
+}
+
 /// The present values and how many were missing.
 pub(crate) fn present<T>(values: Vec<Option<T>>) -> (Vec<T>, u64) {
     let total = values.len();
