@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 runs="${1:-50}"
 if [ -n "${BENCH_INFERLOG:-}" ]; then
   INFERLOG="$BENCH_INFERLOG"
-  build_label="the binary ${BENCH_LABEL:-$INFERLOG}"
+  build_label="${BENCH_LABEL:-the binary $INFERLOG}"
 else
   build_label="release build"
   cargo build --release --locked --workspace
