@@ -88,7 +88,16 @@ pub struct ConfigFile {
     /// Extra request headers copied into `request_metadata` (lower-case names).
     pub metadata_headers: Option<Vec<String>>,
     #[serde(default)]
+    pub auth: AuthFile,
+    #[serde(default)]
     pub endpoints: Vec<EndpointFile>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// Require tokens (default: only when the listener is not on loopback).
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +124,8 @@ pub struct EndpointFile {
     pub unpack: Option<bool>,
     /// Scheduled monitoring inside `inferlog serve`.
     pub monitor: Option<MonitorFile>,
+    /// With authentication on, anyone may invoke the endpoint without a token.
+    pub public: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +214,8 @@ pub struct Config {
     pub query_max_rows: usize,
     pub query_timeout: Duration,
     pub metadata_headers: Vec<String>,
+    /// Whether the APIs and non-public endpoints require tokens.
+    pub auth_enabled: bool,
     pub endpoints: Vec<EndpointSettings>,
 }
 
@@ -219,6 +232,7 @@ pub struct EndpointSettings {
     pub capture: CaptureSettings,
     pub unpack: bool,
     pub monitor: Option<MonitorSettings>,
+    pub public: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -628,6 +642,7 @@ impl ConfigFile {
                 },
                 unpack: ep.unpack.unwrap_or(false),
                 monitor: ep.monitor.map(|m| monitor_settings(m, key)).transpose()?,
+                public: ep.public.unwrap_or(false),
             });
         }
 
@@ -648,6 +663,8 @@ impl ConfigFile {
             query_max_rows,
             query_timeout: Duration::from_millis(query_timeout_ms),
             metadata_headers,
+            // A gateway reachable from other machines requires tokens unless told otherwise.
+            auth_enabled: self.auth.enabled.unwrap_or(!listen.ip().is_loopback()),
             endpoints,
         })
     }

@@ -1,7 +1,7 @@
 //! The admin API: read and change an endpoint's capture settings and its traffic (target
 //! weights, shadow share) at runtime. Changes are saved under `{data_dir}/state/capture.json`
 //! and `traffic.json` and win over the config file on restart. Until authentication exists
-//! the admin API answers loopback clients only.
+//! without authentication the admin API answers loopback clients only (see [`crate::auth`]).
 
 use crate::error::GatewayError;
 use crate::forward::Gateway;
@@ -130,22 +130,13 @@ impl<T: Serialize + serde::de::DeserializeOwned> StateStore<T> {
     }
 }
 
-/// Until authentication exists, the APIs that read tables or change settings answer only
-/// clients on this machine.
-pub fn require_loopback(peer: SocketAddr) -> Result<(), GatewayError> {
-    if peer.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(GatewayError::AdminForbidden)
-    }
-}
-
 pub(crate) async fn get_capture(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<CaptureState>, GatewayError> {
-    require_loopback(peer)?;
+    gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Read).await?;
     let endpoint = gw.endpoint(&name).ok_or(GatewayError::EndpointNotFound(name))?;
     let state = *endpoint.state.read().expect("capture state lock");
     Ok(Json(state))
@@ -155,9 +146,10 @@ pub(crate) async fn put_capture(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<CaptureState>, GatewayError> {
-    require_loopback(peer)?;
+    gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
     let endpoint = gw.endpoint(&name).ok_or(GatewayError::EndpointNotFound(name.clone()))?;
     let change: CaptureChange = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::BadAdminRequest(format!("invalid capture settings: {e}")))?;
@@ -198,8 +190,9 @@ pub(crate) async fn get_traffic(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<TrafficState>, GatewayError> {
-    require_loopback(peer)?;
+    gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Read).await?;
     let endpoint = gw.endpoint(&name).ok_or(GatewayError::EndpointNotFound(name))?;
     let state = endpoint.traffic.read().expect("traffic lock").clone();
     Ok(Json(state))
@@ -209,9 +202,10 @@ pub(crate) async fn put_traffic(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<TrafficState>, GatewayError> {
-    require_loopback(peer)?;
+    gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
     let endpoint = gw.endpoint(&name).ok_or(GatewayError::EndpointNotFound(name.clone()))?;
     let bad = |m: String| GatewayError::BadAdminRequest(m);
     let change: TrafficChange =

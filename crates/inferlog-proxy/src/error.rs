@@ -22,6 +22,10 @@ pub enum GatewayError {
     BadAdminRequest(String),
     #[error("the admin, query and label APIs answer loopback clients only")]
     AdminForbidden,
+    #[error("send a valid token: Authorization: Bearer <token>")]
+    Unauthenticated,
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     BadQuery(String),
     #[error("the query did not finish within {timeout_ms} ms")]
@@ -44,7 +48,8 @@ impl GatewayError {
             GatewayError::BadRequestBody(_) | GatewayError::BadAdminRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::AdminForbidden => StatusCode::FORBIDDEN,
+            GatewayError::AdminForbidden | GatewayError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            GatewayError::Unauthenticated => StatusCode::UNAUTHORIZED,
             GatewayError::BadQuery(_) => StatusCode::BAD_REQUEST,
             GatewayError::QueryTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -62,7 +67,8 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable { .. } => "UPSTREAM_UNREACHABLE",
             GatewayError::UpstreamTimeout { .. } => "UPSTREAM_TIMEOUT",
             GatewayError::BadAdminRequest(_) => "INVALID_PARAMETER_VALUE",
-            GatewayError::AdminForbidden => "PERMISSION_DENIED",
+            GatewayError::AdminForbidden | GatewayError::PermissionDenied(_) => "PERMISSION_DENIED",
+            GatewayError::Unauthenticated => "UNAUTHENTICATED",
             GatewayError::BadQuery(_) => "INVALID_QUERY",
             GatewayError::QueryTimeout { .. } => "QUERY_TIMEOUT",
             GatewayError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
@@ -79,6 +85,7 @@ impl GatewayError {
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
+        let unauthenticated = matches!(self, GatewayError::Unauthenticated);
         let mut response = (
             self.status(),
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -88,6 +95,11 @@ impl IntoResponse for GatewayError {
         response
             .headers_mut()
             .insert(ERROR_HEADER, HeaderValue::from_static("true"));
+        if unauthenticated {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 }

@@ -1,6 +1,7 @@
 //! Routing and forwarding to the upstream.
 
 use crate::admin::{CaptureState, CaptureStateStore, TrafficState, TrafficStateStore};
+use crate::auth::{Authenticator, Role};
 use crate::error::GatewayError;
 use crate::record::{client_request_id_from_body, encode_body};
 use crate::tap::{InFlight, TapBody};
@@ -153,6 +154,7 @@ pub struct Gateway {
     pub(crate) traffic_store: TrafficStateStore,
     /// Bounds the shadow exchanges in flight, so a slow shadow cannot pile up work.
     shadow_permits: Arc<tokio::sync::Semaphore>,
+    pub(crate) auth: Arc<Authenticator>,
 }
 
 /// Shadow exchanges in flight at most, over all endpoints; more are skipped and counted.
@@ -164,6 +166,7 @@ impl Gateway {
         options: GatewayOptions,
         state_store: CaptureStateStore,
         traffic_store: TrafficStateStore,
+        auth: Arc<Authenticator>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -188,6 +191,7 @@ impl Gateway {
             state_store,
             traffic_store,
             shadow_permits: Arc::new(tokio::sync::Semaphore::new(MAX_SHADOWS_IN_FLIGHT)),
+            auth,
         }
     }
 
@@ -235,6 +239,18 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
     let received_at = Instant::now();
     let timestamp_ms = now_ms();
     let request_id = uuid::Uuid::now_v7().to_string();
+    // Who calls, before whether the endpoint exists: a caller without rights learns nothing.
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    let public = gw.endpoints.get(&name).is_some_and(|e| e.settings.public);
+    let requester = if public || !gw.auth.enabled() {
+        gw.auth.caller(req.headers()).and_then(|c| c.name)
+    } else {
+        let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        match gw.auth.authorize(peer, req.headers(), Some(&name), Role::Invoke).await {
+            Ok(caller) => caller.name,
+            Err(e) => return with_request_id(e.into_response(), &request_id),
+        }
+    };
     let Some(endpoint) = gw.endpoints.get(&name).cloned() else {
         return with_request_id(GatewayError::EndpointNotFound(name).into_response(), &request_id);
     };
@@ -260,6 +276,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
     let target = endpoint.choose_target(&parts.headers).clone();
     let mut record = sampled.map(|fraction| {
         let mut r = new_record(&gw, &endpoint, &parts.method, &path, &parts.headers, &request_id, timestamp_ms, fraction);
+        r.requester = requester.clone();
         r.model_version = target.model_version.clone();
         r.served_target = Some(target.name.clone());
         r

@@ -15,12 +15,13 @@
 //! This crate has no table or SQL dependencies: it never awaits a table write.
 
 mod admin;
+pub mod auth;
 mod error;
 mod forward;
 mod record;
 mod tap;
 
-pub use admin::{require_loopback, CaptureState, CaptureStateStore, TrafficChange, TrafficState, TrafficStateStore};
+pub use admin::{CaptureState, CaptureStateStore, TrafficChange, TrafficState, TrafficStateStore};
 pub use error::GatewayError;
 pub use forward::{Endpoint, Gateway, GatewayOptions};
 

@@ -83,6 +83,16 @@ pub fn parse_utc_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> 
 /// A session with every table of the data directory registered (at its latest version, or
 /// as of `as_of`), and the `inference_table(...)` and `labeled(...)` table functions.
 pub async fn session(data_dir: &Path, as_of: Option<AsOf>) -> Result<SessionContext, QueryError> {
+    session_with(data_dir, as_of, &|_| true).await
+}
+
+/// [`session`] with only the tables `visible` accepts (by name): a caller sees, and can name,
+/// nothing else.
+pub async fn session_with(
+    data_dir: &Path,
+    as_of: Option<AsOf>,
+    visible: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<SessionContext, QueryError> {
     let config = SessionConfig::new()
         // Point lookups (request_id = '…') skip row groups and pages by statistics and
         // bloom filters instead of decoding whole files.
@@ -90,7 +100,7 @@ pub async fn session(data_dir: &Path, as_of: Option<AsOf>) -> Result<SessionCont
         .set_bool("datafusion.execution.parquet.reorder_filters", true);
     let ctx = SessionContext::new_with_config(config);
     let mut providers = std::collections::HashMap::new();
-    for (name, path) in list_tables(data_dir)? {
+    for (name, path) in list_tables(data_dir)?.into_iter().filter(|(name, _)| visible(name)) {
         let table_err = |message: String| QueryError::Table { table: name.clone(), message };
         let abs = std::fs::canonicalize(&path).map_err(|e| table_err(e.to_string()))?;
         let url = url::Url::from_directory_path(&abs).map_err(|_| table_err("not a directory".into()))?;

@@ -11,7 +11,8 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use inferlog_proxy::{require_loopback, GatewayError};
+use inferlog_proxy::auth::{Authenticator, Caller, Role, ANY_ENDPOINT};
+use inferlog_proxy::GatewayError;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +57,19 @@ pub struct ApiState {
     pub checkpoint_interval: u64,
     pub background: Arc<BackgroundRuntime>,
     pub monitors: HashMap<String, MonitorDefaults>,
+    pub auth: Arc<Authenticator>,
+}
+
+/// Tables a query may see: those of endpoints the caller may read (`{endpoint}_payload`,
+/// `_unpacked`, `_labels` and the monitoring tables); others only with `read` on `*`.
+fn visible_to(caller: &Caller, endpoints: &HashSet<String>, table: &str) -> bool {
+    const SUFFIXES: [&str; 6] = ["_payload", "_unpacked", "_labels", "_profile_metrics", "_drift_metrics", "_violations"];
+    let endpoint = SUFFIXES
+        .iter()
+        .find_map(|suffix| table.strip_suffix(suffix))
+        .filter(|e| endpoints.contains(*e))
+        .unwrap_or(ANY_ENDPOINT);
+    caller.may(endpoint, Role::Read)
 }
 
 /// What an on-demand monitoring run of an endpoint uses unless the request says otherwise.
@@ -109,15 +123,17 @@ async fn query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
-    require_loopback(peer)?;
+    let caller = api.auth.authorize(peer, &headers, None, Role::Read).await?;
     require_json(&headers)?;
     let request: QueryRequest = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::BadQuery(format!("expected {{\"sql\": \"...\"}}: {e}")))?;
     let data_dir = api.data_dir.clone();
     let max_rows = api.max_rows;
     let timeout = api.timeout;
+    let endpoints = api.endpoints.clone();
     let task = api.background.handle().spawn(async move {
-        let ctx = match inferlog_query::session(&data_dir, None).await {
+        let visible = |table: &str| visible_to(&caller, &endpoints, table);
+        let ctx = match inferlog_query::session_with(&data_dir, None, &visible).await {
             Ok(ctx) => ctx,
             Err(e) => return Some(Err(GatewayError::Internal(e.to_string()))),
         };
@@ -187,7 +203,7 @@ async fn labels(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, GatewayError> {
-    require_loopback(peer)?;
+    api.auth.authorize(peer, &headers, Some(&name), Role::Owner).await?;
     require_json(&headers)?;
     if !api.endpoints.contains(&name) {
         return Err(GatewayError::EndpointNotFound(name));
@@ -235,7 +251,7 @@ async fn monitor(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, GatewayError> {
-    require_loopback(peer)?;
+    api.auth.authorize(peer, &headers, Some(&name), Role::Owner).await?;
     require_json(&headers)?;
     let Some(defaults) = api.monitors.get(&name) else {
         return Err(GatewayError::EndpointNotFound(name));

@@ -111,6 +111,7 @@ pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {
             capture: Default::default(),
             unpack: Some(true),
             monitor: None,
+            public: None,
         }],
         ..Default::default()
     }

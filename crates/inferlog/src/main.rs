@@ -114,6 +114,11 @@ enum Command {
         #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// API tokens: who may invoke endpoints, read their tables and change their settings.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Start a built-in iris model and the gateway, send traffic, and show what was recorded.
     Demo {
         #[arg(long, default_value = "./inferlog-demo-data")]
@@ -141,6 +146,35 @@ enum Command {
     IrisModel {
         #[arg(long, default_value = "127.0.0.1:5001")]
         listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token and print its secret (the last line of the output; it is not stored).
+    Create {
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// invoke, read or owner (owner implies the other two).
+        #[arg(long)]
+        role: inferlog_proxy::auth::Role,
+        /// The endpoint the role is on, or `*` for all.
+        #[arg(long, default_value = inferlog_proxy::auth::ANY_ENDPOINT)]
+        endpoint: String,
+    },
+    /// The tokens and their grants (never their secrets).
+    List {
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Remove a token; a running gateway refuses it within a second.
+    Revoke {
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -225,6 +259,35 @@ fn print_unpack_report(endpoint: &str, report: &inferlog_unpack::UnpackReport) {
     if !report.columns_widened.is_empty() {
         println!("widened to double: {}", report.columns_widened.join(", "));
     }
+}
+
+fn token_command(command: TokenCommand) -> anyhow::Result<()> {
+    use inferlog_proxy::auth::{Grant, TokenStore};
+    match command {
+        TokenCommand::Create { data_dir, name, role, endpoint } => {
+            if endpoint != inferlog_proxy::auth::ANY_ENDPOINT && !inferlog_core::is_valid_endpoint_name(&endpoint) {
+                anyhow::bail!("`{endpoint}` is not an endpoint name or `*`");
+            }
+            let secret = TokenStore::new(&data_dir)
+                .create(&name, vec![Grant { endpoint: endpoint.clone(), role }])
+                .map_err(anyhow::Error::msg)?;
+            println!("token `{name}` holds `{role}` on `{endpoint}`; its secret (shown once, send it as Authorization: Bearer ...):");
+            println!("{secret}");
+        }
+        TokenCommand::List { data_dir } => {
+            for t in TokenStore::new(&data_dir).list()? {
+                let grants: Vec<String> = t.grants.iter().map(|g| format!("{} on {}", g.role, g.endpoint)).collect();
+                println!("{}\t{}\tcreated {}", t.name, grants.join(", "), t.created_at);
+            }
+        }
+        TokenCommand::Revoke { data_dir, name } => {
+            if !TokenStore::new(&data_dir).revoke(&name)? {
+                anyhow::bail!("no token named `{name}`");
+            }
+            println!("token `{name}` revoked");
+        }
+    }
+    Ok(())
 }
 
 fn init_logging() {
@@ -354,6 +417,7 @@ fn main() -> std::process::ExitCode {
                 );
                 Ok(())
             }
+            Command::Token { command } => token_command(command),
             Command::Demo { data_dir, requests } => demo::run(&data_dir, requests).await,
             Command::IrisModel { listen } => {
                 init_logging();

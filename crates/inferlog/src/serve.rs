@@ -276,6 +276,10 @@ pub async fn run(
         runtimes.push(EndpointRuntime { name, capture, last_commit_ms });
     }
 
+    let auth = Arc::new(inferlog_proxy::auth::Authenticator::new(config.auth_enabled, &config.data_dir));
+    if config.auth_enabled && inferlog_proxy::auth::TokenStore::new(&config.data_dir).list()?.is_empty() {
+        tracing::warn!("authentication is on and there are no tokens yet: create one with `inferlog token create`");
+    }
     let gateway = Arc::new(Gateway::new(
         endpoints,
         GatewayOptions {
@@ -285,6 +289,7 @@ pub async fn run(
         },
         state_store,
         traffic_store,
+        auth.clone(),
     ));
     let metrics_state = Arc::new(MetricsState {
         handle: metrics_handle,
@@ -312,6 +317,7 @@ pub async fn run(
                 (e.name.clone(), defaults)
             })
             .collect(),
+        auth,
     });
     let extra = axum::Router::new()
         .route("/metrics", get(metrics_page))

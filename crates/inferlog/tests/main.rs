@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod auth;
 mod bad_input;
 mod config;
 mod crash;
