@@ -107,3 +107,32 @@ impl Record {
 pub fn date_days(timestamp_ms: i64) -> i32 {
     timestamp_ms.div_euclid(86_400_000).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }
+
+/// An administrative action, as the `_audit` table records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub at_ms: i64,
+    /// The token's name; `local` for an unauthenticated loopback caller, `cli:{user}` for a
+    /// command run on the machine.
+    pub who: String,
+    /// `capture.change`, `traffic.change`, `labels.import`, `monitor.run`, `token.create`, ...
+    pub action: String,
+    pub endpoint: Option<String>,
+    /// What was asked (JSON or text).
+    pub detail: String,
+    /// `ok`, or why it failed.
+    pub result: String,
+}
+
+impl AuditEvent {
+    pub fn now(who: &str, action: &str, endpoint: Option<&str>, detail: String, result: Result<(), String>) -> Self {
+        AuditEvent {
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            who: who.to_string(),
+            action: action.to_string(),
+            endpoint: endpoint.map(str::to_string),
+            detail,
+            result: result.err().unwrap_or_else(|| "ok".to_string()),
+        }
+    }
+}

@@ -149,9 +149,15 @@ pub(crate) async fn put_capture(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<CaptureState>, GatewayError> {
-    gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
-    let endpoint = gw.endpoint(&name).ok_or(GatewayError::EndpointNotFound(name.clone()))?;
-    let change: CaptureChange = serde_json::from_slice(&body)
+    let caller = gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
+    let result = change_capture(&gw, &name, &body).await;
+    gw.audit(&caller, "capture.change", Some(&name), &body, &result);
+    result.map(Json)
+}
+
+async fn change_capture(gw: &Arc<Gateway>, name: &str, body: &[u8]) -> Result<CaptureState, GatewayError> {
+    let endpoint = gw.endpoint(name).ok_or_else(|| GatewayError::EndpointNotFound(name.to_string()))?;
+    let change: CaptureChange = serde_json::from_slice(body)
         .map_err(|e| GatewayError::BadAdminRequest(format!("invalid capture settings: {e}")))?;
     if let Some(f) = change.sampling_fraction {
         if !(0.0..=1.0).contains(&f) {
@@ -171,11 +177,11 @@ pub(crate) async fn put_capture(
         new_state.sampling_fraction = f;
     }
     let store = gw.clone();
-    let saved_name = name.clone();
+    let saved_name = name.to_string();
     save_blocking(move || store.state_store.save(&saved_name, new_state)).await?;
     *endpoint.state.write().expect("capture state lock") = new_state;
     tracing::info!(endpoint = %name, enabled = new_state.enabled, sampling_fraction = new_state.sampling_fraction, "capture settings changed");
-    Ok(Json(new_state))
+    Ok(new_state)
 }
 
 /// Runs a state file write off the runtime's threads.
@@ -205,11 +211,17 @@ pub(crate) async fn put_traffic(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<TrafficState>, GatewayError> {
-    gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
-    let endpoint = gw.endpoint(&name).ok_or(GatewayError::EndpointNotFound(name.clone()))?;
+    let caller = gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
+    let result = change_traffic(&gw, &name, &body).await;
+    gw.audit(&caller, "traffic.change", Some(&name), &body, &result);
+    result.map(Json)
+}
+
+async fn change_traffic(gw: &Arc<Gateway>, name: &str, body: &[u8]) -> Result<TrafficState, GatewayError> {
+    let endpoint = gw.endpoint(name).ok_or_else(|| GatewayError::EndpointNotFound(name.to_string()))?;
     let bad = |m: String| GatewayError::BadAdminRequest(m);
     let change: TrafficChange =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("invalid traffic settings: {e}")))?;
+        serde_json::from_slice(body).map_err(|e| bad(format!("invalid traffic settings: {e}")))?;
     for target in change.weights.iter().flat_map(|w| w.keys()) {
         if !endpoint.settings.targets.iter().any(|t| &t.name == target) {
             return Err(bad(format!("endpoint `{name}` has no target `{target}`")));
@@ -225,15 +237,15 @@ pub(crate) async fn put_traffic(
     }
     let _one_at_a_time = gw.traffic_store.changes.lock().await;
     let saved = gw.traffic_store.load().map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let changes = saved.get(&name).cloned().unwrap_or_default().then(change);
+    let changes = saved.get(name).cloned().unwrap_or_default().then(change);
     if changes.changed_weights(&endpoint.settings).values().all(|w| *w == 0) {
         return Err(bad("at least one target needs a weight above 0".into()));
     }
     let new_state = changes.apply(&endpoint.settings);
     let store = gw.clone();
-    let saved_name = name.clone();
+    let saved_name = name.to_string();
     save_blocking(move || store.traffic_store.save(&saved_name, changes)).await?;
     *endpoint.traffic.write().expect("traffic lock") = new_state.clone();
     tracing::info!(endpoint = %name, weights = ?new_state.weights, shadow_fraction = new_state.shadow_fraction, "traffic settings changed");
-    Ok(Json(new_state))
+    Ok(new_state)
 }

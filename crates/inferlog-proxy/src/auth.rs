@@ -107,6 +107,11 @@ impl Caller {
         Caller { name: None, grants: None }
     }
 
+    /// The name the audit table records: the token's, or `local`.
+    pub fn who(&self) -> &str {
+        self.name.as_deref().unwrap_or("local")
+    }
+
     /// Whether the caller holds `role` on `endpoint`.
     pub fn may(&self, endpoint: &str, role: Role) -> bool {
         match &self.grants {

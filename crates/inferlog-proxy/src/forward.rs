@@ -143,6 +143,19 @@ pub struct GatewayOptions {
     pub upstream_timeout: Duration,
     pub max_request_bytes: usize,
     pub metadata_headers: Vec<String>,
+    /// Where administrative actions are reported, for the `_audit` table.
+    pub audit: Option<AuditSender>,
+}
+
+pub type AuditSender = tokio::sync::mpsc::Sender<inferlog_core::record::AuditEvent>;
+
+/// Reports an administrative action; never waits (a full channel drops the event, logged).
+pub fn send_audit(sender: Option<&AuditSender>, event: inferlog_core::record::AuditEvent) {
+    if let Some(sender) = sender {
+        if let Err(e) = sender.try_send(event) {
+            tracing::warn!(error = %e, "audit event dropped");
+        }
+    }
 }
 
 pub struct Gateway {
@@ -197,6 +210,18 @@ impl Gateway {
 
     pub fn endpoint(&self, name: &str) -> Option<&Arc<Endpoint>> {
         self.endpoints.get(name)
+    }
+
+    /// Reports an administrative action by `caller` and its outcome.
+    pub(crate) fn audit<T>(&self, caller: &crate::auth::Caller, action: &str, endpoint: Option<&str>, body: &[u8], result: &Result<T, GatewayError>) {
+        let event = inferlog_core::record::AuditEvent::now(
+            caller.who(),
+            action,
+            endpoint,
+            String::from_utf8_lossy(body).into_owned(),
+            result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+        );
+        send_audit(self.options.audit.as_ref(), event);
     }
 
 }

@@ -6,12 +6,14 @@
 //!   transaction that says which log records it already holds;
 //! - [`committer`]: the background loop that moves records from the write-ahead log into
 //!   the table, exactly once;
-//! - [`compaction`]: the background loop that merges small files per date partition.
+//! - [`compaction`]: the background loop that merges small files per date partition;
+//! - [`audit`]: the `_audit` table of administrative actions.
 //!
 //! Tables are addressed by URL (`file:///…` today); nothing here assumes local paths, and
 //! each gateway process commits under its own application id, so several processes can
 //! write one table.
 
+pub mod audit;
 pub mod committer;
 pub mod compaction;
 pub mod schema;

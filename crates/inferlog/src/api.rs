@@ -58,6 +58,20 @@ pub struct ApiState {
     pub background: Arc<BackgroundRuntime>,
     pub monitors: HashMap<String, MonitorDefaults>,
     pub auth: Arc<Authenticator>,
+    pub audit: inferlog_proxy::AuditSender,
+}
+
+impl ApiState {
+    fn audit<T>(&self, caller: &Caller, action: &str, endpoint: &str, body: &[u8], result: &Result<T, GatewayError>) {
+        let event = inferlog_core::record::AuditEvent::now(
+            caller.who(),
+            action,
+            Some(endpoint),
+            String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned(),
+            result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+        );
+        inferlog_proxy::send_audit(Some(&self.audit), event);
+    }
 }
 
 /// Tables a query may see: those of endpoints the caller may read (`{endpoint}_payload`,
@@ -203,15 +217,21 @@ async fn labels(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, GatewayError> {
-    api.auth.authorize(peer, &headers, Some(&name), Role::Owner).await?;
-    require_json(&headers)?;
-    if !api.endpoints.contains(&name) {
-        return Err(GatewayError::EndpointNotFound(name));
+    let caller = api.auth.authorize(peer, &headers, Some(&name), Role::Owner).await?;
+    let result = import_labels(&api, &name, &headers, &body).await;
+    api.audit(&caller, "labels.import", &name, &body, &result);
+    result
+}
+
+async fn import_labels(api: &ApiState, name: &str, headers: &HeaderMap, body: &[u8]) -> Result<Json<serde_json::Value>, GatewayError> {
+    require_json(headers)?;
+    if !api.endpoints.contains(name) {
+        return Err(GatewayError::EndpointNotFound(name.to_string()));
     }
-    let labels = inferlog_labels::from_json(&body).map_err(|e| GatewayError::BadAdminRequest(e.to_string()))?;
+    let labels = inferlog_labels::from_json(body).map_err(|e| GatewayError::BadAdminRequest(e.to_string()))?;
     let data_dir = api.data_dir.clone();
     let checkpoint_interval = api.checkpoint_interval;
-    let endpoint = name.clone();
+    let endpoint = name.to_string();
     let report = api
         .background
         .handle()
@@ -251,16 +271,22 @@ async fn monitor(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, GatewayError> {
-    api.auth.authorize(peer, &headers, Some(&name), Role::Owner).await?;
-    require_json(&headers)?;
-    let Some(defaults) = api.monitors.get(&name) else {
-        return Err(GatewayError::EndpointNotFound(name));
+    let caller = api.auth.authorize(peer, &headers, Some(&name), Role::Owner).await?;
+    let result = run_monitor(&api, &name, &headers, &body).await;
+    api.audit(&caller, "monitor.run", &name, &body, &result);
+    result
+}
+
+async fn run_monitor(api: &ApiState, name: &str, headers: &HeaderMap, body: &[u8]) -> Result<Json<serde_json::Value>, GatewayError> {
+    require_json(headers)?;
+    let Some(defaults) = api.monitors.get(name) else {
+        return Err(GatewayError::EndpointNotFound(name.to_string()));
     };
     let bad = |m: String| GatewayError::BadAdminRequest(m);
     let request: MonitorRequest = if body.iter().all(u8::is_ascii_whitespace) {
         MonitorRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| bad(format!("expected {{\"window\", \"since\", \"until\", \"slices\", \"backfill\"}}: {e}")))?
+        serde_json::from_slice(body).map_err(|e| bad(format!("expected {{\"window\", \"since\", \"until\", \"slices\", \"backfill\"}}: {e}")))?
     };
     let time = |t: Option<String>, field: &str| -> Result<Option<i64>, GatewayError> {
         t.map(|t| inferlog_query::parse_utc_time(&t).map(|t| t.timestamp_millis()).map_err(|e| bad(format!("{field}: {e}"))))
@@ -281,7 +307,7 @@ async fn monitor(
     };
     let data_dir = api.data_dir.clone();
     let lock = defaults.lock.clone();
-    let endpoint = name.clone();
+    let endpoint = name.to_string();
     let report = api
         .background
         .handle()
@@ -299,7 +325,7 @@ async fn monitor(
         .violations
         .iter()
         .take(MAX_VIOLATIONS_IN_RESPONSE)
-        .map(|v| inferlog_monitor::scheduled::alert_json(&name, v))
+        .map(|v| inferlog_monitor::scheduled::alert_json(name, v))
         .collect();
     Ok(Json(serde_json::json!({
         "windows": report.windows,

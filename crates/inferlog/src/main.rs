@@ -261,16 +261,25 @@ fn print_unpack_report(endpoint: &str, report: &inferlog_unpack::UnpackReport) {
     }
 }
 
-fn token_command(command: TokenCommand) -> anyhow::Result<()> {
+/// Records a command's administrative action in the `_audit` table, as `cli:{user}`.
+async fn audit_cli(data_dir: &std::path::Path, action: &str, endpoint: Option<&str>, detail: String, result: Result<(), String>) -> anyhow::Result<()> {
+    let who = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+    let event = inferlog_core::record::AuditEvent::now(&who, action, endpoint, detail, result);
+    inferlog_table::audit::append(data_dir, &[event]).await.context("cannot write the _audit table")?;
+    Ok(())
+}
+
+async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     use inferlog_proxy::auth::{Grant, TokenStore};
     match command {
         TokenCommand::Create { data_dir, name, role, endpoint } => {
             if endpoint != inferlog_proxy::auth::ANY_ENDPOINT && !inferlog_core::is_valid_endpoint_name(&endpoint) {
                 anyhow::bail!("`{endpoint}` is not an endpoint name or `*`");
             }
-            let secret = TokenStore::new(&data_dir)
-                .create(&name, vec![Grant { endpoint: endpoint.clone(), role }])
-                .map_err(anyhow::Error::msg)?;
+            let created = TokenStore::new(&data_dir).create(&name, vec![Grant { endpoint: endpoint.clone(), role }]);
+            let detail = format!("name={name} role={role}");
+            audit_cli(&data_dir, "token.create", Some(&endpoint), detail, created.as_ref().map(|_| ()).map_err(Clone::clone)).await?;
+            let secret = created.map_err(anyhow::Error::msg)?;
             println!("token `{name}` holds `{role}` on `{endpoint}`; its secret (shown once, send it as Authorization: Bearer ...):");
             println!("{secret}");
         }
@@ -281,9 +290,10 @@ fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { data_dir, name } => {
-            if !TokenStore::new(&data_dir).revoke(&name)? {
-                anyhow::bail!("no token named `{name}`");
-            }
+            let revoked = TokenStore::new(&data_dir).revoke(&name)?;
+            let result = if revoked { Ok(()) } else { Err(format!("no token named `{name}`")) };
+            audit_cli(&data_dir, "token.revoke", None, format!("name={name}"), result.clone()).await?;
+            result.map_err(anyhow::Error::msg)?;
             println!("token `{name}` revoked");
         }
     }
@@ -340,9 +350,15 @@ fn main() -> std::process::ExitCode {
             Command::Labels {
                 command: LabelsCommand::Import { endpoint, file, key, label, row_index, data_dir },
             } => {
-                let labels = inferlog_labels::read_file(&file, key, &label, row_index.as_deref()).await?;
                 let source = file.display().to_string();
-                let report = inferlog_labels::import(&data_dir, &endpoint, labels, &source, 100).await?;
+                let imported = async {
+                    let labels = inferlog_labels::read_file(&file, key, &label, row_index.as_deref()).await?;
+                    inferlog_labels::import(&data_dir, &endpoint, labels, &source, 100).await
+                }
+                .await;
+                let result = imported.as_ref().map(|_| ()).map_err(|e| e.to_string());
+                audit_cli(&data_dir, "labels.import", Some(&endpoint), source.clone(), result).await?;
+                let report = imported?;
                 println!(
                     "{} labels merged into {endpoint}_labels ({} replaced an earlier label; table version {})",
                     report.labels, report.replaced, report.version
@@ -417,7 +433,7 @@ fn main() -> std::process::ExitCode {
                 );
                 Ok(())
             }
-            Command::Token { command } => token_command(command),
+            Command::Token { command } => token_command(command).await,
             Command::Demo { data_dir, requests } => demo::run(&data_dir, requests).await,
             Command::IrisModel { listen } => {
                 init_logging();

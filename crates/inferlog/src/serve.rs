@@ -277,6 +277,9 @@ pub async fn run(
     }
 
     let auth = Arc::new(inferlog_proxy::auth::Authenticator::new(config.auth_enabled, &config.data_dir));
+    // Administrative actions go to the `_audit` table, written in the background.
+    let (audit, audit_events) = tokio::sync::mpsc::channel(10_000);
+    let audit_writer = background_runtime.handle().spawn(write_audit(config.data_dir.clone(), audit_events));
     if config.auth_enabled && inferlog_proxy::auth::TokenStore::new(&config.data_dir).list()?.is_empty() {
         tracing::warn!("authentication is on and there are no tokens yet: create one with `inferlog token create`");
     }
@@ -286,6 +289,7 @@ pub async fn run(
             upstream_timeout: config.upstream_timeout,
             max_request_bytes: config.max_request_bytes,
             metadata_headers: config.metadata_headers.clone(),
+            audit: Some(audit.clone()),
         },
         state_store,
         traffic_store,
@@ -318,6 +322,7 @@ pub async fn run(
             })
             .collect(),
         auth,
+        audit,
     });
     let extra = axum::Router::new()
         .route("/metrics", get(metrics_page))
@@ -389,6 +394,20 @@ pub async fn run(
     for task in unpackers {
         let _ = task.await;
     }
+    // Every sender went with the router and the gateway: the writer drains and ends.
+    if tokio::time::timeout(Duration::from_secs(10), audit_writer).await.is_err() {
+        tracing::warn!("the audit writer did not finish in time");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn write_audit(data_dir: std::path::PathBuf, mut events: tokio::sync::mpsc::Receiver<inferlog_core::record::AuditEvent>) {
+    let mut batch = Vec::new();
+    while events.recv_many(&mut batch, 1000).await > 0 {
+        if let Err(e) = inferlog_table::audit::append(&data_dir, &batch).await {
+            tracing::error!(error = %e, events = batch.len(), "cannot write to the _audit table");
+        }
+        batch.clear();
+    }
 }

@@ -179,4 +179,31 @@ fn every_api_answers_each_role_on_own_and_other_endpoints_as_documented() {
     assert!(tokens.iter().all(|(_, _, secret)| !listed.contains(secret.as_str())));
     let stored = std::fs::read_to_string(d.join("state/tokens.json")).unwrap();
     assert!(tokens.iter().all(|(_, _, secret)| !stored.contains(secret.as_str())), "secrets are stored hashed");
+
+    // Every administrative action is in `_audit`: who, what, on which endpoint, how it went.
+    drop(gateway);
+    let audit = query(d, "SELECT who, action, endpoint, result FROM _audit ORDER BY at");
+    let has = |who: &str, action: &str, endpoint: Option<&str>, result: &str| {
+        audit.iter().any(|r| {
+            r["who"].as_str().is_some_and(|w| w.starts_with(who))
+                && r["action"] == action
+                && r["endpoint"].as_str() == endpoint
+                && r["result"].as_str().is_some_and(|x| x.contains(result))
+        })
+    };
+    for (who, action, endpoint, result) in [
+        ("owner", "capture.change", Some("iris"), "ok"),
+        ("owner", "traffic.change", Some("iris"), "ok"),
+        ("admin", "capture.change", Some("other"), "ok"),
+        ("owner", "labels.import", Some("iris"), "ok"),
+        ("owner", "monitor.run", Some("iris"), "no baseline"),
+        ("admin", "capture.change", Some("ghost"), "no endpoint named `ghost`"),
+        ("cli:", "token.create", Some("iris"), "ok"),
+        ("cli:", "token.create", Some("*"), "ok"),
+        ("cli:", "token.revoke", None, "ok"),
+    ] {
+        assert!(has(who, action, endpoint, result), "no {who} {action} {endpoint:?} {result} in {audit:?}");
+    }
+    // Refused callers changed nothing, and are not in the audit trail as having done so.
+    assert!(!audit.iter().any(|r| r["who"] == "reader" || r["who"] == "invoker"), "{audit:?}");
 }
