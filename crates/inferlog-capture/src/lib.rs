@@ -18,6 +18,7 @@
 //! - A segment is deleted only after a commit holding all of its records has succeeded.
 
 pub mod queue;
+pub mod redact;
 pub mod wal;
 
 pub use queue::{start_log_writer, CaptureHandle, LogWriterHandle, SubmitOutcome};

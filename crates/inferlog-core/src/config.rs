@@ -89,6 +89,8 @@ pub struct ConfigFile {
     pub metadata_headers: Option<Vec<String>>,
     #[serde(default)]
     pub auth: AuthFile,
+    /// The key of `hash` redactions (HMAC-SHA256); better set as INFERLOG_REDACTION_KEY.
+    pub redaction_key: Option<String>,
     #[serde(default)]
     pub endpoints: Vec<EndpointFile>,
 }
@@ -126,6 +128,42 @@ pub struct EndpointFile {
     pub monitor: Option<MonitorFile>,
     /// With authentication on, anyone may invoke the endpoint without a token.
     pub public: Option<bool>,
+    /// Personal data taken out of bodies before they are written anywhere.
+    #[serde(default)]
+    pub redact: Vec<RedactFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactFile {
+    /// A JSON path into request and response bodies: `$.a.b[*].c`.
+    pub path: Option<String>,
+    /// email, phone, credit_card, iban or ipv4.
+    pub detector: Option<String>,
+    pub regex: Option<String>,
+    /// mask (default), hash or drop.
+    pub action: Option<RedactAction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedactAction {
+    Mask,
+    Hash,
+    Drop,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RedactTarget {
+    Path(String),
+    Detector(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedactRule {
+    pub target: RedactTarget,
+    pub action: RedactAction,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,6 +254,7 @@ pub struct Config {
     pub metadata_headers: Vec<String>,
     /// Whether the APIs and non-public endpoints require tokens.
     pub auth_enabled: bool,
+    pub redaction_key: Option<String>,
     pub endpoints: Vec<EndpointSettings>,
 }
 
@@ -233,6 +272,7 @@ pub struct EndpointSettings {
     pub unpack: bool,
     pub monitor: Option<MonitorSettings>,
     pub public: bool,
+    pub redact: Vec<RedactRule>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -403,6 +443,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "unpack_interval_ms",
     "query_max_rows",
     "query_timeout_ms",
+    "redaction_key",
 ];
 /// Variables with the prefix that are not configuration keys.
 const ENV_NOT_CONFIG: &[&str] = &["INFERLOG_LOG", "INFERLOG_LOG_FORMAT"];
@@ -643,6 +684,20 @@ impl ConfigFile {
                 unpack: ep.unpack.unwrap_or(false),
                 monitor: ep.monitor.map(|m| monitor_settings(m, key)).transpose()?,
                 public: ep.public.unwrap_or(false),
+                redact: ep
+                    .redact
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, r)| {
+                        let target = match (r.path, r.detector, r.regex) {
+                            (Some(p), None, None) => RedactTarget::Path(p),
+                            (None, Some(d), None) => RedactTarget::Detector(d),
+                            (None, None, Some(x)) => RedactTarget::Regex(x),
+                            _ => return Err(invalid(key(&format!("redact[{j}]")), "give exactly one of path, detector, regex")),
+                        };
+                        Ok(RedactRule { target, action: r.action.unwrap_or(RedactAction::Mask) })
+                    })
+                    .collect::<Result<_, _>>()?,
             });
         }
 
@@ -665,6 +720,7 @@ impl ConfigFile {
             metadata_headers,
             // A gateway reachable from other machines requires tokens unless told otherwise.
             auth_enabled: self.auth.enabled.unwrap_or(!listen.ip().is_loopback()),
+            redaction_key: self.redaction_key,
             endpoints,
         })
     }

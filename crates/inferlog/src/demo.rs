@@ -112,6 +112,7 @@ pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {
             unpack: Some(true),
             monitor: None,
             public: None,
+            redact: Vec::new(),
         }],
         ..Default::default()
     }

@@ -187,6 +187,8 @@ pub async fn run(
             }
         };
         let log_dir = config.data_dir.join("wal").join(&name);
+        let redactor = inferlog_capture::redact::Redactor::new(&settings.redact, config.redaction_key.as_deref())
+            .map_err(|e| anyhow::anyhow!("endpoint `{name}`: {e}"))?;
         let (capture, log, writer_thread) = start_log_writer(
             &name,
             &log_dir,
@@ -195,6 +197,7 @@ pub async fn run(
             config.queue_capacity,
             config.queue_max_bytes,
             config.log_max_bytes,
+            (!redactor.is_empty()).then(|| Arc::new(redactor)),
         )
         .with_context(|| format!("cannot open the capture log {}", log_dir.display()))?;
         let log = Arc::new(log);

@@ -12,5 +12,6 @@ mod e2e;
 mod interop;
 mod llm;
 mod monitoring;
+mod redaction;
 mod streaming;
 mod tables;
