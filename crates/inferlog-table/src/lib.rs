@@ -16,6 +16,7 @@
 pub mod audit;
 pub mod committer;
 pub mod compaction;
+pub mod maintenance;
 pub mod schema;
 pub mod table;
 

@@ -114,6 +114,26 @@ enum Command {
         #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Delete an endpoint's rows older than a duration from all its tables, and their files.
+    Retention {
+        endpoint: String,
+        /// 30d, 12h, ...
+        #[arg(long, value_parser = parse_window)]
+        older_than: i64,
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Remove one caller's (or one exchange's) rows from all of an endpoint's tables, and their
+    /// files (right to erasure).
+    Erase {
+        endpoint: String,
+        #[arg(long, required_unless_present = "request_id")]
+        client_request_id: Option<String>,
+        #[arg(long)]
+        request_id: Option<String>,
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
     /// API tokens: who may invoke endpoints, read their tables and change their settings.
     Token {
         #[command(subcommand)]
@@ -300,6 +320,15 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_deleted(deleted: &[inferlog_table::maintenance::Deleted]) {
+    if deleted.is_empty() {
+        println!("no tables to delete from");
+    }
+    for d in deleted {
+        println!("{}: {} rows deleted, {} files removed", d.table, d.rows, d.files_removed);
+    }
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     // Delta's kernel logs every snapshot load at info: too much for a gateway's log.
@@ -434,6 +463,41 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Token { command } => token_command(command).await,
+            Command::Retention { endpoint, older_than, data_dir } => {
+                let cutoff = chrono::Utc::now().timestamp_millis() - older_than;
+                let predicates = inferlog_table::maintenance::retention_predicates(&endpoint, cutoff);
+                let result = inferlog_table::maintenance::delete_where(&data_dir, &predicates).await;
+                let detail = format!("older than {} ms (before {cutoff})", older_than);
+                audit_cli(&data_dir, "retention", Some(&endpoint), detail, result.as_ref().map(|_| ()).map_err(|e| e.to_string())).await?;
+                print_deleted(&result?);
+                Ok(())
+            }
+            Command::Erase { endpoint, client_request_id, request_id, data_dir } => {
+                // The exchanges' request ids, so labels keyed by them and shadows go too.
+                let mut ids: Vec<String> = request_id.clone().into_iter().collect();
+                if let Some(client) = &client_request_id {
+                    let sql = format!(
+                        "SELECT request_id FROM \"{endpoint}_payload\" WHERE client_request_id = '{}'",
+                        client.replace('\'', "''")
+                    );
+                    if let Ok(ctx) = inferlog_query::session(&data_dir, None).await {
+                        if let Ok(result) = inferlog_query::run_sql(&ctx, &sql).await {
+                            let text = inferlog_query::format(&result.batches, inferlog_query::OutputFormat::Json)?;
+                            ids.extend(text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["request_id"].as_str().map(str::to_string)));
+                        }
+                    }
+                }
+                let predicates = inferlog_table::maintenance::erasure_predicates(&endpoint, client_request_id.as_deref(), &ids);
+                let result = inferlog_table::maintenance::delete_where(&data_dir, &predicates).await;
+                let detail = match (&client_request_id, &request_id) {
+                    (Some(c), _) => format!("client_request_id={c}"),
+                    (None, Some(r)) => format!("request_id={r}"),
+                    _ => String::new(),
+                };
+                audit_cli(&data_dir, "erase", Some(&endpoint), detail, result.as_ref().map(|_| ()).map_err(|e| e.to_string())).await?;
+                print_deleted(&result?);
+                Ok(())
+            }
             Command::Demo { data_dir, requests } => demo::run(&data_dir, requests).await,
             Command::IrisModel { listen } => {
                 init_logging();

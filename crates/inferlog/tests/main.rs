@@ -13,5 +13,6 @@ mod interop;
 mod llm;
 mod monitoring;
 mod redaction;
+mod retention;
 mod streaming;
 mod tables;
