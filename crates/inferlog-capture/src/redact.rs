@@ -39,11 +39,18 @@ struct Rule {
 pub struct Redactor {
     rules: Vec<Rule>,
     key: Option<Vec<u8>>,
+    /// `capture.bodies = false`: bodies are not written at all.
+    drop_bodies: bool,
 }
 
 impl Redactor {
     /// Compiles the rules; `key` is needed by `hash` rules.
     pub fn new(rules: &[RedactRule], key: Option<&str>) -> Result<Self, String> {
+        Self::with_bodies(rules, key, true)
+    }
+
+    /// As [`Redactor::new`]; with `bodies` false, no body is written (metadata only).
+    pub fn with_bodies(rules: &[RedactRule], key: Option<&str>, bodies: bool) -> Result<Self, String> {
         let mut compiled = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             let matcher = match &rule.target {
@@ -59,15 +66,27 @@ impl Redactor {
             }
             compiled.push(Rule { matcher, action: rule.action });
         }
-        Ok(Redactor { rules: compiled, key: key.map(|k| k.as_bytes().to_vec()) })
+        Ok(Redactor { rules: compiled, key: key.map(|k| k.as_bytes().to_vec()), drop_bodies: !bodies })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && !self.drop_bodies
     }
 
     /// Redacts the record's bodies in place.
     pub fn apply(&self, record: &mut Record) {
+        if self.drop_bodies {
+            // Sizes, types, status, timings and token counts stay (read before the body goes).
+            record.fill_llm_facts();
+            for (body, encoding) in [
+                (&mut record.request, &mut record.request_encoding),
+                (&mut record.response, &mut record.response_encoding),
+            ] {
+                *body = None;
+                *encoding = None;
+            }
+            record.response_stream = None;
+        }
         if self.rules.is_empty() {
             return;
         }

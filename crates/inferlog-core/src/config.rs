@@ -229,6 +229,8 @@ pub struct CaptureFile {
     pub enabled: Option<bool>,
     pub sampling_fraction: Option<f64>,
     pub max_payload_bytes: Option<usize>,
+    /// `false` records metadata only: no request or response bodies.
+    pub bodies: Option<bool>,
     /// Seed for the sampling decisions, for reproducible tests.
     pub sampling_seed: Option<u64>,
 }
@@ -397,6 +399,7 @@ pub struct CaptureSettings {
     pub enabled: bool,
     pub sampling_fraction: f64,
     pub max_payload_bytes: usize,
+    pub bodies: bool,
     pub sampling_seed: Option<u64>,
 }
 
@@ -679,6 +682,7 @@ impl ConfigFile {
                     enabled: ep.capture.enabled.unwrap_or(true),
                     sampling_fraction: fraction,
                     max_payload_bytes,
+                    bodies: ep.capture.bodies.unwrap_or(true),
                     sampling_seed: ep.capture.sampling_seed,
                 },
                 unpack: ep.unpack.unwrap_or(false),

@@ -187,7 +187,7 @@ pub async fn run(
             }
         };
         let log_dir = config.data_dir.join("wal").join(&name);
-        let redactor = inferlog_capture::redact::Redactor::new(&settings.redact, config.redaction_key.as_deref())
+        let redactor = inferlog_capture::redact::Redactor::with_bodies(&settings.redact, config.redaction_key.as_deref(), settings.capture.bodies)
             .map_err(|e| anyhow::anyhow!("endpoint `{name}`: {e}"))?;
         let (capture, log, writer_thread) = start_log_writer(
             &name,

@@ -102,3 +102,32 @@ fn bad_redaction_rules_stop_the_start_with_a_clear_error() {
         assert!(!out.status.success() && err.contains(reason), "{rule}: {err}");
     }
 }
+
+#[test]
+fn metadata_only_capture_writes_no_body() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut gateway = Gateway::start(d, &format!("commit_interval_ms = 200\n{}", endpoint_toml("llm", &upstream.url(), "bodies = false")));
+    let r = client().post(gateway.url("/endpoints/llm/v1/chat/completions")).json(&serde_json::json!({"model": "fake-model", "secret": EMAIL})).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("Hello"));
+    assert_eq!(wait_rows(d, "llm_payload", 1, Duration::from_secs(30)), 1);
+    gateway.terminate();
+    let row = &query(d, "SELECT request, response, request_bytes, response_bytes, status_code, total_tokens FROM llm_payload")[0];
+    assert!(row["request"].is_null() && row["response"].is_null(), "{row}");
+    assert!(row["request_bytes"].as_i64().unwrap() > 0 && row["response_bytes"].as_i64().unwrap() > 0);
+    assert_eq!((row["status_code"].as_i64(), row["total_tokens"].as_i64()), (Some(200), Some(17)), "token counts are kept");
+    let mut stack = vec![d.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(!bytes.windows(EMAIL.len()).any(|w| w == EMAIL.as_bytes()), "body text in {}", path.display());
+            }
+        }
+    }
+}
