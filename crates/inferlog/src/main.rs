@@ -123,6 +123,13 @@ enum Command {
         #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Compact an endpoint's payload and unpacked tables now (every date partition with more
+    /// than one file) and remove the files they no longer use.
+    Optimize {
+        endpoint: String,
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
     /// Remove one caller's (or one exchange's) rows from all of an endpoint's tables, and their
     /// files (right to erasure).
     Erase {
@@ -463,6 +470,37 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Token { command } => token_command(command).await,
+            Command::Optimize { endpoint, data_dir } => {
+                let options = inferlog_table::CompactionOptions {
+                    min_files: 1,
+                    vacuum_retention: std::time::Duration::ZERO,
+                    ..Default::default()
+                };
+                let mut lines = Vec::new();
+                let mut failure = None;
+                for table in [format!("{endpoint}_payload"), format!("{endpoint}_unpacked")] {
+                    if !data_dir.join("tables").join(&table).join("_delta_log").is_dir() {
+                        continue;
+                    }
+                    let url = inferlog_table::table_url(&data_dir, &table)?;
+                    match inferlog_table::compact_once(&url, &options).await {
+                        Ok(r) => lines.push(format!("{table}: {} files merged into {}, {} removed from disk", r.files_removed, r.files_added, r.files_vacuumed)),
+                        Err(e) => failure = Some(format!("{table}: {e}")),
+                    }
+                }
+                let result = failure.clone().map_or(Ok(()), Err);
+                audit_cli(&data_dir, "optimize", Some(&endpoint), lines.join("; "), result).await?;
+                if let Some(f) = failure {
+                    anyhow::bail!(f);
+                }
+                if lines.is_empty() {
+                    println!("no tables to optimize");
+                }
+                for line in lines {
+                    println!("{line}");
+                }
+                Ok(())
+            }
             Command::Retention { endpoint, older_than, data_dir } => {
                 let cutoff = chrono::Utc::now().timestamp_millis() - older_than;
                 let predicates = inferlog_table::maintenance::retention_predicates(&endpoint, cutoff);

@@ -39,6 +39,14 @@ fn erase_and_retention_remove_rows_everywhere_and_their_files() {
     assert!(of_client >= 1);
     assert!(parquet_text(&d.join("tables")).contains(&request_id));
 
+    // Optimize: the three payload commits of each day become one file, nothing lost.
+    let files = |table: &str| walk_parquet(&d.join("tables").join(table));
+    let before = files("iris_payload");
+    let out = inferlog(&["optimize", "iris", "--data-dir", dd]);
+    assert!(out.contains("iris_payload:") && out.contains("iris_unpacked:"), "{out}");
+    assert!(files("iris_payload") < before, "{before} files before, {} after: {out}", files("iris_payload"));
+    assert_eq!(count("SELECT count(*) AS n FROM iris_payload"), payload_before);
+
     // Erasure: the caller's exchanges, their unpacked rows and their labels.
     let out = inferlog(&["erase", "iris", "--client-request-id", &client, "--data-dir", dd]);
     assert!(out.contains(&format!("iris_payload: {of_client} rows deleted")), "{out}");
@@ -61,11 +69,27 @@ fn erase_and_retention_remove_rows_everywhere_and_their_files() {
     assert!(count("SELECT count(*) AS n FROM iris_payload") > 0, "newer rows stay");
     let audit = query(d, "SELECT action, endpoint, result FROM _audit ORDER BY at");
     let actions: Vec<&str> = audit.iter().filter_map(|r| r["action"].as_str()).collect();
-    assert_eq!(actions, ["labels.import", "erase", "retention"], "{audit:?}");
+    assert_eq!(actions, ["labels.import", "optimize", "erase", "retention"], "{audit:?}");
     assert!(audit.iter().all(|r| r["result"] == "ok" && r["endpoint"] == "iris"));
 
     // Nothing to delete from an endpoint without tables; a bad duration is refused.
     assert!(inferlog(&["erase", "nope", "--request-id", "x", "--data-dir", dd]).contains("no tables"));
     let out = Command::new(bin()).args(["retention", "iris", "--older-than", "soon", "--data-dir", dd]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not a duration"));
+}
+
+fn walk_parquet(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                n += 1;
+            }
+        }
+    }
+    n
 }
