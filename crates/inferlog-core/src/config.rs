@@ -63,6 +63,8 @@ pub struct ConfigFile {
     pub durability: Option<Durability>,
     /// Upstream response deadline in milliseconds.
     pub upstream_timeout_ms: Option<u64>,
+    /// A request body that has not fully arrived by then is answered 408.
+    pub request_body_timeout_ms: Option<u64>,
     /// Largest request body the gateway accepts (413 above it).
     pub max_request_bytes: Option<usize>,
     /// Bounded queue between the request path and the write-ahead log, in records.
@@ -242,6 +244,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub durability: Durability,
     pub upstream_timeout: Duration,
+    pub request_body_timeout: Duration,
     pub max_request_bytes: usize,
     pub queue_capacity: usize,
     pub queue_max_bytes: u64,
@@ -435,6 +438,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir",
     "durability",
     "upstream_timeout_ms",
+    "request_body_timeout_ms",
     "max_request_bytes",
     "queue_capacity",
     "queue_max_bytes",
@@ -559,6 +563,7 @@ impl ConfigFile {
             }
         };
         let upstream_timeout_ms = positive("upstream_timeout_ms", self.upstream_timeout_ms, 60_000)?;
+        let request_body_timeout_ms = positive("request_body_timeout_ms", self.request_body_timeout_ms, 30_000)?;
         let max_request_bytes =
             positive("max_request_bytes", self.max_request_bytes.map(|v| v as u64), 16 << 20)? as usize;
         let queue_capacity = positive("queue_capacity", self.queue_capacity.map(|v| v as u64), 65_536)? as usize;
@@ -710,6 +715,7 @@ impl ConfigFile {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             durability: self.durability.unwrap_or_default(),
             upstream_timeout: Duration::from_millis(upstream_timeout_ms),
+            request_body_timeout: Duration::from_millis(request_body_timeout_ms),
             max_request_bytes,
             queue_capacity,
             queue_max_bytes,

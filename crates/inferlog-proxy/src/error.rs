@@ -14,6 +14,8 @@ pub enum GatewayError {
     RequestTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
     BadRequestBody(String),
+    #[error("the request body did not arrive within {timeout_ms} ms")]
+    RequestBodyTimeout { timeout_ms: u128 },
     #[error("upstream {upstream} is unreachable: {reason}")]
     UpstreamUnreachable { upstream: String, reason: String },
     #[error("upstream {upstream} did not answer within {timeout_ms} ms")]
@@ -51,7 +53,7 @@ impl GatewayError {
             GatewayError::AdminForbidden | GatewayError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             GatewayError::Unauthenticated => StatusCode::UNAUTHORIZED,
             GatewayError::BadQuery(_) => StatusCode::BAD_REQUEST,
-            GatewayError::QueryTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::QueryTimeout { .. } | GatewayError::RequestBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::RouteNotFound => StatusCode::NOT_FOUND,
@@ -71,6 +73,7 @@ impl GatewayError {
             GatewayError::Unauthenticated => "UNAUTHENTICATED",
             GatewayError::BadQuery(_) => "INVALID_QUERY",
             GatewayError::QueryTimeout { .. } => "QUERY_TIMEOUT",
+            GatewayError::RequestBodyTimeout { .. } => "REQUEST_TIMEOUT",
             GatewayError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             GatewayError::Internal(_) => "INTERNAL_ERROR",
             GatewayError::RouteNotFound => "NOT_FOUND",

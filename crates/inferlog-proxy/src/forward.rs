@@ -141,6 +141,8 @@ impl Endpoint {
 
 pub struct GatewayOptions {
     pub upstream_timeout: Duration,
+    /// A request body must have arrived by then (a slow sender cannot hold a request open).
+    pub request_body_timeout: Duration,
     pub max_request_bytes: usize,
     pub metadata_headers: Vec<String>,
     /// Where administrative actions are reported, for the `_audit` table.
@@ -289,12 +291,14 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
     let body = if declared_too_large {
         Err(GatewayError::RequestTooLarge { limit })
     } else {
-        match Limited::new(body, limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        let timeout = gw.options.request_body_timeout;
+        match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+            Err(_) => Err(GatewayError::RequestBodyTimeout { timeout_ms: timeout.as_millis() }),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 Err(GatewayError::RequestTooLarge { limit })
             }
-            Err(e) => Err(GatewayError::BadRequestBody(e.to_string())),
+            Ok(Err(e)) => Err(GatewayError::BadRequestBody(e.to_string())),
         }
     };
 
@@ -441,7 +445,7 @@ async fn gateway_error(
             let _ = rx.await;
         }
     }
-    let unread_body = matches!(err, GatewayError::RequestTooLarge { .. });
+    let unread_body = matches!(err, GatewayError::RequestTooLarge { .. } | GatewayError::RequestBodyTimeout { .. });
     let mut response = with_request_id(err.into_response(), request_id);
     if unread_body {
         // The rest of the body was never read, so this connection cannot carry another request.

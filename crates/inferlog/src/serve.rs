@@ -290,6 +290,7 @@ pub async fn run(
         endpoints,
         GatewayOptions {
             upstream_timeout: config.upstream_timeout,
+            request_body_timeout: config.request_body_timeout,
             max_request_bytes: config.max_request_bytes,
             metadata_headers: config.metadata_headers.clone(),
             audit: Some(audit.clone()),
