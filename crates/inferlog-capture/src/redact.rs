@@ -18,6 +18,9 @@ use serde_json::Value;
 use sha2::Sha256;
 
 const MASK: &str = "***";
+/// Logging error code: a body (or a stream's raw events) was not kept because the redaction
+/// rules could not be applied to it.
+pub const BODY_NOT_REDACTABLE: &str = "BODY_NOT_REDACTABLE";
 
 enum Matcher {
     Path(Vec<Step>),
@@ -73,7 +76,9 @@ impl Redactor {
         self.rules.is_empty() && !self.drop_bodies
     }
 
-    /// Redacts the record's bodies in place.
+    /// Redacts the record's bodies (and the other fields text rules apply to) in place.
+    /// What cannot be checked is not kept: a body that is not text, a body path rules cannot
+    /// read (not JSON, or cut at the size limit), and with path rules a stream's raw events.
     pub fn apply(&self, record: &mut Record) {
         if self.drop_bodies {
             // Sizes, types, status, timings and token counts stay (read before the body goes).
@@ -90,41 +95,60 @@ impl Redactor {
         if self.rules.is_empty() {
             return;
         }
-        let request_text = record.request_encoding.as_deref() == Some(ENCODING_UTF8);
-        let response_text = record.response_encoding.as_deref() == Some(ENCODING_UTF8) || record.stream_status.is_some();
-        if request_text {
-            if let Some(body) = record.request.take() {
-                record.request = Some(self.body(body));
+        let mut dropped = false;
+        // A stream's assembled response is JSON text whatever the raw stream's encoding.
+        let response_is_text = record.stream_status.is_some() || record.response_encoding.as_deref() == Some(ENCODING_UTF8);
+        for (body, encoding, is_text) in [
+            (&mut record.request, &mut record.request_encoding, None),
+            (&mut record.response, &mut record.response_encoding, Some(response_is_text)),
+        ] {
+            let Some(text) = body.take() else { continue };
+            let is_text = is_text.unwrap_or(encoding.as_deref() == Some(ENCODING_UTF8));
+            *body = if is_text { self.body(text) } else { None };
+            if body.is_none() {
+                *encoding = None;
+                dropped = true;
             }
         }
-        if response_text {
-            if let Some(body) = record.response.take() {
-                record.response = Some(self.body(body));
-            }
-            if let Some(stream) = record.response_stream.take() {
+        if let Some(stream) = record.response_stream.take() {
+            if self.has_paths() || record.response_encoding.is_none() && record.stream_status.is_none() {
+                dropped = true;
+            } else {
                 record.response_stream = Some(self.text(stream));
             }
         }
         if let Some(id) = record.client_request_id.take() {
             record.client_request_id = Some(self.text(id));
         }
+        record.path = self.text(std::mem::take(&mut record.path));
+        for value in record.request_metadata.values_mut() {
+            *value = self.text(std::mem::take(value));
+        }
+        if dropped {
+            record.logging_error_codes.push(BODY_NOT_REDACTABLE.to_string());
+        }
     }
 
-    /// A body: path rules when it is JSON, then text rules.
-    fn body(&self, body: String) -> String {
-        let has_paths = self.rules.iter().any(|r| matches!(r.matcher, Matcher::Path(_)));
-        let body = match serde_json::from_str::<Value>(&body) {
-            Ok(mut json) if has_paths => {
+    fn has_paths(&self) -> bool {
+        self.rules.iter().any(|r| matches!(r.matcher, Matcher::Path(_)))
+    }
+
+    /// A body: parsed and written again when it is JSON (so escapes such as `\u0040` cannot
+    /// hide a match), path rules, then text rules. `None` when path rules apply but the body is
+    /// not JSON: it is not kept.
+    fn body(&self, body: String) -> Option<String> {
+        match serde_json::from_str::<Value>(&body) {
+            Ok(mut json) => {
                 for rule in &self.rules {
                     if let Matcher::Path(steps) = &rule.matcher {
                         self.at_path(&mut json, steps, rule.action);
                     }
                 }
-                json.to_string()
+                Some(self.text(json.to_string()))
             }
-            _ => body,
-        };
-        self.text(body)
+            Err(_) if self.has_paths() => None,
+            Err(_) => Some(self.text(body)),
+        }
     }
 
     fn text(&self, mut text: String) -> String {
@@ -359,12 +383,30 @@ mod tests {
         assert!(row.get("ssn").is_none());
         let note = row["note"].as_str().unwrap();
         assert!(note.starts_with("card hmac:") && note.ends_with(" from "), "{note}");
-        let response = rec.response.unwrap();
-        assert!(response.contains("hmac:") && !response.contains("4111111111111111"), "{response}");
-        assert!(response.contains("1234567890123"), "fails the Luhn check: not a card");
+        // The response is not JSON, and path rules exist: it is not kept.
+        assert!(rec.response.is_none() && rec.logging_error_codes == [BODY_NOT_REDACTABLE], "{rec:?}");
         // Equal values hash equally, so joins still work.
         assert_eq!(r.hash("x"), r.hash("x"));
         assert_ne!(r.hash("x"), Redactor::new(&[], Some("other")).unwrap().hash("x"));
+    }
+
+    #[test]
+    fn text_rules_reach_every_text_field_and_escapes_do_not_hide_matches() {
+        let r = Redactor::new(&[rule(RedactTarget::Detector("email".into()), RedactAction::Mask)], None).unwrap();
+        let mut rec = record(r#"{"who": "jane\u0040example.org"}"#, "plain jane@example.org");
+        rec.path = "/users/jane@example.org".into();
+        rec.request_metadata.insert("x-user".into(), "jane@example.org".into());
+        rec.response_stream = Some("data: jane@example.org".into());
+        r.apply(&mut rec);
+        let all = format!("{rec:?}");
+        assert!(!all.contains("jane@example.org") && !all.contains("jane\\u0040"), "{all}");
+        assert_eq!(rec.request.as_deref(), Some(r#"{"who":"***"}"#));
+        // Bytes that are not text cannot be checked: not kept.
+        let mut binary = record("x", "y");
+        binary.request_encoding = Some("base64".into());
+        r.apply(&mut binary);
+        assert!(binary.request.is_none() && binary.request_encoding.is_none());
+        assert_eq!(binary.logging_error_codes, [BODY_NOT_REDACTABLE]);
     }
 
     #[test]

@@ -98,7 +98,8 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
         .unwrap_or_else(|| chrono::Utc::now().timestamp_millis().div_euclid(window) * window + window);
     let dir = baseline_dir(data_dir, endpoint);
     let constraints: Constraints = read_baseline_file(data_dir, endpoint, "constraints.json")?;
-    let ctx = inferlog_query::session(data_dir, None).await?;
+    // Only this endpoint's tables: slice expressions are SQL and must not reach others.
+    let ctx = endpoint_session(data_dir, endpoint).await?;
     let table = format!("{endpoint}_unpacked");
     let present: Vec<String> = match ctx.table(table.as_str()).await {
         Ok(df) => df.schema().fields().iter().map(|f| f.name().clone()).collect(),
@@ -111,6 +112,12 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     };
     if since >= until {
         return Err(MonitorError::Input("--since must be before --until".into()));
+    }
+    if (until - since) / window > MAX_WINDOWS {
+        return Err(MonitorError::Input(format!(
+            "{} windows of {window} ms from --since to --until; at most {MAX_WINDOWS} per run (use a longer window)",
+            (until - since) / window
+        )));
     }
     let monitored: Vec<&FeatureConstraints> = constraints
         .features
@@ -302,6 +309,15 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
     quality_metrics(&ctx, endpoint, &constraints, &present, since, until, window, &options.slices, &mut report).await?;
     write_tables(data_dir, endpoint, since, until, &report).await?;
     Ok(report)
+}
+
+/// Windows one run computes at most.
+const MAX_WINDOWS: i64 = 100_000;
+
+/// A session with only `endpoint`'s own tables.
+pub(crate) async fn endpoint_session(data_dir: &Path, endpoint: &str) -> Result<deltalake::datafusion::prelude::SessionContext, MonitorError> {
+    let own = ["payload", "unpacked", "labels"].map(|suffix| format!("{endpoint}_{suffix}"));
+    Ok(inferlog_query::session_with(data_dir, None, &|table| own.iter().any(|t| t == table)).await?)
 }
 
 /// The time of the table's first instance row.

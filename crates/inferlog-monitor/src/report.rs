@@ -47,7 +47,10 @@ pub async fn build(data_dir: &Path, endpoint: &str, options: &ReportOptions) -> 
     let dir = baseline_dir(data_dir, endpoint);
     let constraints: Constraints = read_baseline_file(data_dir, endpoint, "constraints.json")?;
     let statistics: Statistics = read_baseline_file(data_dir, endpoint, "statistics.json")?;
-    let ctx = inferlog_query::session(data_dir, None).await?;
+    let ctx = inferlog_query::session_with(data_dir, None, &|table| table.strip_prefix(endpoint).is_some_and(|rest| {
+        ["_payload", "_unpacked", "_labels", "_profile_metrics", "_drift_metrics", "_violations"].contains(&rest)
+    }))
+    .await?;
     let unpacked = format!("{endpoint}_unpacked");
     let present: Vec<String> = match ctx.table(unpacked.as_str()).await {
         Ok(df) => df.schema().fields().iter().map(|f| f.name().clone()).collect(),

@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 
 /// A grant on every endpoint.
 pub const ANY_ENDPOINT: &str = "*";
-const TOKEN_PREFIX: &str = "ilg_";
+pub(crate) const TOKEN_PREFIX: &str = "ilg_";
 /// Failed attempts from one address within `FAILURE_WINDOW` before answers slow down.
 const FREE_FAILURES: u32 = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);

@@ -651,6 +651,14 @@ fn forwarded_headers(incoming: &HeaderMap) -> HeaderMap {
     let mut headers = incoming.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
+    // The gateway's own tokens are for the gateway: a model server never sees them.
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().strip_prefix("Bearer ").is_some_and(|t| t.trim_start().starts_with(crate::auth::TOKEN_PREFIX)))
+    {
+        headers.remove(header::AUTHORIZATION);
+    }
     headers
 }
 

@@ -518,11 +518,13 @@ fn main() -> std::process::ExitCode {
                         "SELECT request_id FROM \"{endpoint}_payload\" WHERE client_request_id = '{}'",
                         client.replace('\'', "''")
                     );
-                    if let Ok(ctx) = inferlog_query::session(&data_dir, None).await {
-                        if let Ok(result) = inferlog_query::run_sql(&ctx, &sql).await {
-                            let text = inferlog_query::format(&result.batches, inferlog_query::OutputFormat::Json)?;
-                            ids.extend(text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["request_id"].as_str().map(str::to_string)));
-                        }
+                    // No payload table: nothing to find. Any other failure stops the erasure,
+                    // which would otherwise leave the labels keyed by these request ids.
+                    if data_dir.join("tables").join(format!("{endpoint}_payload")).is_dir() {
+                        let ctx = inferlog_query::session(&data_dir, None).await?;
+                        let result = inferlog_query::run_sql(&ctx, &sql).await?;
+                        let text = inferlog_query::format(&result.batches, inferlog_query::OutputFormat::Json)?;
+                        ids.extend(text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["request_id"].as_str().map(str::to_string)));
                     }
                 }
                 let predicates = inferlog_table::maintenance::erasure_predicates(&endpoint, client_request_id.as_deref(), &ids);

@@ -119,10 +119,19 @@ struct EndpointRuntime {
 
 struct MetricsState {
     handle: PrometheusHandle,
+    auth: Arc<inferlog_proxy::auth::Authenticator>,
     endpoints: Vec<(String, CaptureHandle, Arc<AtomicU64>)>,
 }
 
-async fn metrics_page(State(state): State<Arc<MetricsState>>) -> String {
+async fn metrics_page(
+    State(state): State<Arc<MetricsState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Result<String, inferlog_proxy::GatewayError> {
+    // Metrics name every endpoint: with authentication on they need `read` on `*`.
+    if state.auth.enabled() {
+        state.auth.authorize(peer, &headers, Some(inferlog_proxy::auth::ANY_ENDPOINT), inferlog_proxy::auth::Role::Read).await?;
+    }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -136,7 +145,7 @@ async fn metrics_page(State(state): State<Arc<MetricsState>>) -> String {
                 .set(now_ms.saturating_sub(last) as f64 / 1000.0);
         }
     }
-    state.handle.render()
+    Ok(state.handle.render())
 }
 
 /// Runs the gateway until `shutdown` resolves. `ready` receives the bound address.
@@ -301,6 +310,7 @@ pub async fn run(
     ));
     let metrics_state = Arc::new(MetricsState {
         handle: metrics_handle,
+        auth: auth.clone(),
         endpoints: runtimes
             .iter()
             .map(|r| (r.name.clone(), r.capture.clone(), r.last_commit_ms.clone()))

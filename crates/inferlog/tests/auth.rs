@@ -147,6 +147,12 @@ fn every_api_answers_each_role_on_own_and_other_endpoints_as_documented() {
     }
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 
+    // The gateway's tokens never reach the model server.
+    assert!(upstream.seen.requests.lock().unwrap().iter().all(|(_, _, h)| h.get("authorization").is_none()));
+    // Metrics name every endpoint: only for `read` on `*`.
+    assert_eq!(fresh_client().get(gateway.url("/metrics")).send().unwrap().status(), 401);
+    assert_eq!(http.get(gateway.url("/metrics")).bearer_auth(&tokens[2].2).send().unwrap().status(), 403);
+    assert_eq!(http.get(gateway.url("/metrics")).bearer_auth(&admin).send().unwrap().status(), 200);
     // A public endpoint needs no token.
     assert_eq!(send(&fresh_client(), &gateway, "invoke", "open", None).0, 200);
     // Rows name the token that made them.
