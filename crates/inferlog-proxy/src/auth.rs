@@ -201,6 +201,17 @@ impl TokenStore {
     }
 }
 
+/// Whether the request names this machine in `Host` (`localhost`, a loopback address, any
+/// port), or names nothing.
+fn local_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return true };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn digest_hex(secret: &str) -> String {
     Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -244,7 +255,9 @@ impl Authenticator {
         role: Role,
     ) -> Result<Caller, GatewayError> {
         if !self.enabled {
-            if role != Role::Invoke && !peer.ip().is_loopback() {
+            // A web page whose name was rebound to 127.0.0.1 reaches loopback too, but with
+            // its own name in `Host`.
+            if role != Role::Invoke && (!peer.ip().is_loopback() || !local_host(headers)) {
                 return Err(GatewayError::AdminForbidden);
             }
             return Ok(Caller::unrestricted());
@@ -356,5 +369,17 @@ mod tests {
         let reader = Caller { name: None, grants: Some(vec![Grant { endpoint: ANY_ENDPOINT.into(), role: Role::Read }]) };
         assert!(reader.may("anything", Role::Read) && !reader.may("anything", Role::Invoke) && !reader.may("x", Role::Owner));
         assert!(store.revoke("alice").unwrap() && !store.revoke("alice").unwrap());
+    }
+
+    #[test]
+    fn without_authentication_only_local_names_reach_the_data_apis() {
+        let host = |h: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, h.parse().unwrap());
+            local_host(&headers)
+        };
+        assert!(host("localhost:8080") && host("127.0.0.1:8080") && host("[::1]:8080") && host("LOCALHOST"));
+        assert!(!host("evil.example:8080") && !host("127.0.0.1.evil.example") && !host("[2001:db8::1]:80"));
+        assert!(local_host(&HeaderMap::new()));
     }
 }
