@@ -15,15 +15,7 @@ cd "$(dirname "$0")/.."
 rows="${1:-1000000}"
 reference_rows="${2:-100000}"
 
-if [ -n "${BENCH_INFERLOG:-}" ]; then
-  INFERLOG="$BENCH_INFERLOG"
-  build_label="${BENCH_LABEL:-the binary $INFERLOG}"
-else
-  build_label="release build"
-  cargo build --release --locked --workspace
-  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-  INFERLOG="$target_dir/release/inferlog"
-fi
+. bench/inferlog-binary.sh
 python=$(scripts/python-env)
 [ -x /usr/bin/time ] || { echo "bench/monitor.sh needs /usr/bin/time (Debian package time)"; exit 1; }
 

@@ -10,15 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-50}"
-if [ -n "${BENCH_INFERLOG:-}" ]; then
-  INFERLOG="$BENCH_INFERLOG"
-  build_label="${BENCH_LABEL:-the binary $INFERLOG}"
-else
-  build_label="release build"
-  cargo build --release --locked --workspace
-  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-  INFERLOG="$target_dir/release/inferlog"
-fi
+. bench/inferlog-binary.sh
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

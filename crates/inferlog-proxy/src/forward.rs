@@ -151,12 +151,29 @@ pub struct GatewayOptions {
 
 pub type AuditSender = tokio::sync::mpsc::Sender<inferlog_core::record::AuditEvent>;
 
-/// Reports an administrative action; never waits (a full channel drops the event, logged).
-pub fn send_audit(sender: Option<&AuditSender>, event: inferlog_core::record::AuditEvent) {
-    if let Some(sender) = sender {
-        if let Err(e) = sender.try_send(event) {
-            tracing::warn!(error = %e, "audit event dropped");
-        }
+/// Most of a request body an audit event keeps.
+const AUDIT_DETAIL_BYTES: usize = 4096;
+
+/// Reports an administrative action by `caller`, what it asked (the request body, cut) and how
+/// it went. Never waits: a full channel drops the event, logged.
+pub fn audit<T>(
+    sender: Option<&AuditSender>,
+    caller: &crate::auth::Caller,
+    action: &str,
+    endpoint: Option<&str>,
+    body: &[u8],
+    result: &Result<T, GatewayError>,
+) {
+    let Some(sender) = sender else { return };
+    let event = inferlog_core::record::AuditEvent::now(
+        caller.who(),
+        action,
+        endpoint,
+        String::from_utf8_lossy(&body[..body.len().min(AUDIT_DETAIL_BYTES)]).into_owned(),
+        result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+    );
+    if let Err(e) = sender.try_send(event) {
+        tracing::warn!(error = %e, "audit event dropped");
     }
 }
 
@@ -216,14 +233,7 @@ impl Gateway {
 
     /// Reports an administrative action by `caller` and its outcome.
     pub(crate) fn audit<T>(&self, caller: &crate::auth::Caller, action: &str, endpoint: Option<&str>, body: &[u8], result: &Result<T, GatewayError>) {
-        let event = inferlog_core::record::AuditEvent::now(
-            caller.who(),
-            action,
-            endpoint,
-            String::from_utf8_lossy(body).into_owned(),
-            result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-        );
-        send_audit(self.options.audit.as_ref(), event);
+        audit(self.options.audit.as_ref(), caller, action, endpoint, body, result);
     }
 
 }
@@ -432,15 +442,7 @@ async fn gateway_error(
     endpoint.count_request(status.as_u16());
     tracing::debug!(endpoint = %endpoint.settings.name, request_id, error = %err, "gateway error");
     if let (Some(mut record), Some(handle)) = (record, endpoint.capture.as_ref()) {
-        let body = err.body();
-        record.status_code = status.as_u16() as i32;
-        record.error = Some(err.to_string());
-        record.response_bytes = body.len() as i64;
-        record.response = Some(body);
-        record.response_content_type = Some("application/json".into());
-        record.response_encoding = Some(inferlog_core::record::ENCODING_UTF8.into());
-        record.execution_time_ms = forwarded_at.map(|t| t.elapsed().as_millis() as i64);
-        record.latency_ms = received_at.elapsed().as_millis() as i64;
+        set_gateway_error(&mut record, &err, received_at, forwarded_at);
         if let SubmitOutcome::AwaitLog(rx) = handle.submit(record) {
             let _ = rx.await;
         }
@@ -452,6 +454,19 @@ async fn gateway_error(
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// The response side of a record whose answer is the gateway's own error.
+fn set_gateway_error(record: &mut Record, err: &GatewayError, received_at: Instant, forwarded_at: Option<Instant>) {
+    let body = err.body();
+    record.status_code = err.status().as_u16() as i32;
+    record.error = Some(err.to_string());
+    record.response_bytes = body.len() as i64;
+    record.response = Some(body);
+    record.response_content_type = Some("application/json".into());
+    record.response_encoding = Some(inferlog_core::record::ENCODING_UTF8.into());
+    record.execution_time_ms = forwarded_at.map(|t| t.elapsed().as_millis() as i64);
+    record.latency_ms = received_at.elapsed().as_millis() as i64;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -562,15 +577,7 @@ async fn shadow_exchange(
     record.served_target = Some(shadow.name.clone());
     record.model_version = shadow.model_version.clone();
     let fail = |mut record: Record, err: GatewayError, forwarded_at: Option<Instant>| {
-        let body = err.body();
-        record.status_code = err.status().as_u16() as i32;
-        record.error = Some(err.to_string());
-        record.response_bytes = body.len() as i64;
-        record.response = Some(body);
-        record.response_content_type = Some("application/json".into());
-        record.response_encoding = Some(inferlog_core::record::ENCODING_UTF8.into());
-        record.execution_time_ms = forwarded_at.map(|t| t.elapsed().as_millis() as i64);
-        record.latency_ms = received_at.elapsed().as_millis() as i64;
+        set_gateway_error(&mut record, &err, received_at, forwarded_at);
         let _ = handle.submit(record);
     };
     let uri = match upstream_uri(&shadow.upstream, &copy.rest, copy.query.as_deref()) {

@@ -23,7 +23,7 @@ mod tap;
 
 pub use admin::{CaptureState, CaptureStateStore, TrafficChange, TrafficState, TrafficStateStore};
 pub use error::GatewayError;
-pub use forward::{send_audit, AuditSender, Endpoint, Gateway, GatewayOptions};
+pub use forward::{audit, AuditSender, Endpoint, Gateway, GatewayOptions};
 
 use axum::routing::{any, get};
 use axum::Router;

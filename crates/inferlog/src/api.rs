@@ -63,14 +63,7 @@ pub struct ApiState {
 
 impl ApiState {
     fn audit<T>(&self, caller: &Caller, action: &str, endpoint: &str, body: &[u8], result: &Result<T, GatewayError>) {
-        let event = inferlog_core::record::AuditEvent::now(
-            caller.who(),
-            action,
-            Some(endpoint),
-            String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned(),
-            result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-        );
-        inferlog_proxy::send_audit(Some(&self.audit), event);
+        inferlog_proxy::audit(Some(&self.audit), caller, action, Some(endpoint), body, result);
     }
 }
 
