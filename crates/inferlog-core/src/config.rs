@@ -91,6 +91,8 @@ pub struct ConfigFile {
     pub metadata_headers: Option<Vec<String>>,
     #[serde(default)]
     pub auth: AuthFile,
+    #[serde(default)]
+    pub tls: TlsFile,
     /// The key of `hash` redactions (HMAC-SHA256); better set as INFERLOG_REDACTION_KEY.
     pub redaction_key: Option<String>,
     #[serde(default)]
@@ -102,6 +104,17 @@ pub struct ConfigFile {
 pub struct AuthFile {
     /// Require tokens (default: only when the listener is not on loopback).
     pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM certificate chain of the listener; with `key`, the gateway speaks HTTPS only.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert`.
+    pub key: Option<PathBuf>,
+    /// PEM certificates trusted for https upstreams and webhooks, besides the system's roots.
+    pub upstream_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +146,17 @@ pub struct EndpointFile {
     /// Personal data taken out of bodies before they are written anywhere.
     #[serde(default)]
     pub redact: Vec<RedactFile>,
+    /// Rows older than this are deleted from all of the endpoint's tables on a schedule.
+    pub retention: Option<RetentionFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    /// Age of the rows to delete, e.g. `30d`.
+    pub older_than: String,
+    /// How often to run: a duration or a cron expression (default `1h`).
+    pub schedule: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +257,10 @@ pub struct CaptureFile {
     pub max_payload_bytes: Option<usize>,
     /// `false` records metadata only: no request or response bodies.
     pub bodies: Option<bool>,
+    /// A body over max_payload_bytes is `truncate`d (default) or `offload`ed whole to a side file.
+    pub oversize: Option<Oversize>,
+    /// Largest body kept whole for offloading (default 64 MiB); a larger one is cut.
+    pub offload_max_bytes: Option<usize>,
     /// Seed for the sampling decisions, for reproducible tests.
     pub sampling_seed: Option<u64>,
 }
@@ -260,6 +288,10 @@ pub struct Config {
     /// Whether the APIs and non-public endpoints require tokens.
     pub auth_enabled: bool,
     pub redaction_key: Option<String>,
+    /// Serve HTTPS instead of HTTP.
+    pub tls: Option<ListenerTls>,
+    /// Extra roots for https upstreams and webhooks.
+    pub upstream_ca: Option<PathBuf>,
     pub endpoints: Vec<EndpointSettings>,
 }
 
@@ -278,6 +310,7 @@ pub struct EndpointSettings {
     pub monitor: Option<MonitorSettings>,
     pub public: bool,
     pub redact: Vec<RedactRule>,
+    pub retention: Option<RetentionSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -403,12 +436,41 @@ pub struct CaptureSettings {
     pub sampling_fraction: f64,
     pub max_payload_bytes: usize,
     pub bodies: bool,
+    pub oversize: Oversize,
+    pub offload_max_bytes: usize,
     pub sampling_seed: Option<u64>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./inferlog-data";
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_OFFLOAD_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// What happens to a body larger than `max_payload_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Oversize {
+    /// The row keeps the first max_payload_bytes and a `*_SIZE_EXCEEDED` code.
+    #[default]
+    Truncate,
+    /// The whole body goes to a file under the table's `_offload` folder; the row keeps a
+    /// prefix and the file's path.
+    Offload,
+}
+
+/// When a scheduled retention runs and what it deletes.
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    pub older_than_ms: i64,
+    pub schedule: Schedule,
+}
+
+/// HTTPS on the listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 /// Headers recorded in `request_metadata` unless configured otherwise. Credentials
 /// (`authorization`, `cookie`, ...) are never recorded, whatever the configuration says.
 pub const DEFAULT_METADATA_HEADERS: &[&str] = &[
@@ -452,6 +514,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "query_timeout_ms",
     "redaction_key",
 ];
+/// Top-level tables whose keys `INFERLOG_<SECTION>__<KEY>` sets (`INFERLOG_TLS__CERT`).
+const SECTIONS: &[&str] = &["auth", "tls"];
 /// Variables with the prefix that are not configuration keys.
 const ENV_NOT_CONFIG: &[&str] = &["INFERLOG_LOG", "INFERLOG_LOG_FORMAT"];
 
@@ -485,6 +549,15 @@ pub fn apply_env(
             }
             [key] if TOP_LEVEL_KEYS.contains(&key.as_str()) => {
                 tree.insert(key.clone(), value);
+            }
+            [section, key] if SECTIONS.contains(&section.as_str()) => {
+                let table = tree
+                    .entry(section.clone())
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                let toml::Value::Table(table) = table else {
+                    return Err(invalid(section.as_str(), "must be a table"));
+                };
+                table.insert(key.clone(), value);
             }
             [section, endpoint, path @ ..] if section == "endpoints" && !path.is_empty() => {
                 let endpoints = tree
@@ -688,11 +761,28 @@ impl ConfigFile {
                     sampling_fraction: fraction,
                     max_payload_bytes,
                     bodies: ep.capture.bodies.unwrap_or(true),
+                    oversize: ep.capture.oversize.unwrap_or_default(),
+                    offload_max_bytes: {
+                        let limit = ep.capture.offload_max_bytes.unwrap_or(DEFAULT_OFFLOAD_MAX_BYTES.max(max_payload_bytes));
+                        if limit < max_payload_bytes {
+                            return Err(invalid(key("capture.offload_max_bytes"), format!("{limit} is below max_payload_bytes ({max_payload_bytes})")));
+                        }
+                        limit
+                    },
                     sampling_seed: ep.capture.sampling_seed,
                 },
                 unpack: ep.unpack.unwrap_or(false),
                 monitor: ep.monitor.map(|m| monitor_settings(m, key)).transpose()?,
                 public: ep.public.unwrap_or(false),
+                retention: ep
+                    .retention
+                    .map(|r| -> Result<RetentionSettings, ConfigError> {
+                        Ok(RetentionSettings {
+                            older_than_ms: parse_duration_ms(&r.older_than).map_err(|e| invalid(key("retention.older_than"), e))?,
+                            schedule: Schedule::parse(r.schedule.as_deref().unwrap_or("1h")).map_err(|e| invalid(key("retention.schedule"), e))?,
+                        })
+                    })
+                    .transpose()?,
                 redact: ep
                     .redact
                     .into_iter()
@@ -731,6 +821,13 @@ impl ConfigFile {
             // A gateway reachable from other machines requires tokens unless told otherwise.
             auth_enabled: self.auth.enabled.unwrap_or(!listen.ip().is_loopback()),
             redaction_key: self.redaction_key,
+            tls: match (self.tls.cert, self.tls.key) {
+                (Some(cert), Some(key)) => Some(ListenerTls { cert, key }),
+                (None, None) => None,
+                (Some(_), None) => return Err(invalid("tls.key", "is required with tls.cert")),
+                (None, Some(_)) => return Err(invalid("tls.cert", "is required with tls.key")),
+            },
+            upstream_ca: self.tls.upstream_ca,
             endpoints,
         })
     }
@@ -741,11 +838,11 @@ fn is_header_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Upstreams are plain `http://host:port[/base]` URLs; the request's path is appended to the base.
+/// Upstreams are `http(s)://host:port[/base]` URLs; the request's path is appended to the base.
 pub fn parse_upstream(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
-    if url.scheme() != "http" {
-        return Err(format!("`{raw}`: only http:// upstreams are supported"));
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("`{raw}`: only http:// and https:// upstreams are supported"));
     }
     if url.host_str().is_none() {
         return Err(format!("`{raw}` has no host"));

@@ -36,6 +36,8 @@ pub struct ScheduledMonitor {
     pub settle: Duration,
     /// Held during a run, so scheduled and on-demand runs of one endpoint never overlap.
     pub lock: Arc<Mutex<()>>,
+    /// Trust for an https webhook (the gateway's upstream trust); default: no roots.
+    pub webhook_tls: Option<rustls::ClientConfig>,
 }
 
 /// What a scheduled run did.
@@ -74,7 +76,7 @@ impl ScheduleState {
 impl ScheduledMonitor {
     /// Runs on the schedule until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let alerts = AlertSender::new(self.settings.webhook.clone());
+        let alerts = AlertSender::new(self.settings.webhook.clone(), self.webhook_tls.clone());
         loop {
             let now = chrono::Utc::now();
             let wait = (self.settings.schedule.next_after(now) - now).to_std().unwrap_or_default();
@@ -205,8 +207,15 @@ pub struct AlertSender {
 }
 
 impl AlertSender {
-    pub fn new(webhook: Option<WebhookSettings>) -> Self {
-        let client = reqwest::Client::builder().timeout(WEBHOOK_TIMEOUT).build().unwrap_or_default();
+    pub fn new(webhook: Option<WebhookSettings>, tls: Option<rustls::ClientConfig>) -> Self {
+        let mut builder = reqwest::Client::builder().timeout(WEBHOOK_TIMEOUT);
+        if let Some(tls) = tls {
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let client = builder.build().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot build the webhook client; https webhooks will fail");
+            reqwest::Client::default()
+        });
         AlertSender { webhook, client }
     }
 
@@ -269,7 +278,7 @@ mod tests {
     #[tokio::test]
     async fn unreachable_webhook_fails_after_every_attempt() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let sender = AlertSender::new(webhook(&format!("http://127.0.0.1:{port}/hook"), 3));
+        let sender = AlertSender::new(webhook(&format!("http://127.0.0.1:{port}/hook"), 3), None);
         match sender.send(&serde_json::json!({"alert_id": "a"})).await {
             Delivery::Failed { attempts, reason } => {
                 assert_eq!(attempts, 3);
@@ -282,17 +291,17 @@ mod tests {
     #[tokio::test]
     async fn client_errors_are_not_retried_and_server_errors_are() {
         let (url, count) = answering("400 Bad Request");
-        let sender = AlertSender::new(webhook(&url, 4));
+        let sender = AlertSender::new(webhook(&url, 4), None);
         let delivery = sender.send(&serde_json::json!({"alert_id": "a"})).await;
         assert!(matches!(&delivery, Delivery::Failed { attempts: 1, reason } if reason.contains("400")), "{delivery:?}");
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
 
         let (url, count) = answering("503 Service Unavailable");
-        let sender = AlertSender::new(webhook(&url, 4));
+        let sender = AlertSender::new(webhook(&url, 4), None);
         let delivery = sender.send(&serde_json::json!({"alert_id": "a"})).await;
         assert!(matches!(&delivery, Delivery::Failed { attempts: 4, reason } if reason.contains("503")), "{delivery:?}");
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 4);
 
-        assert_eq!(AlertSender::new(None).send(&serde_json::json!({})).await, Delivery::NotConfigured);
+        assert_eq!(AlertSender::new(None, None).send(&serde_json::json!({})).await, Delivery::NotConfigured);
     }
 }

@@ -5,11 +5,11 @@
 
 use crate::error::GatewayError;
 use crate::forward::Gateway;
+use crate::tls::ClientAddr;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -132,7 +132,7 @@ impl<T: Serialize + serde::de::DeserializeOwned> StateStore<T> {
 
 pub(crate) async fn get_capture(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     Path(name): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<CaptureState>, GatewayError> {
@@ -144,7 +144,7 @@ pub(crate) async fn get_capture(
 
 pub(crate) async fn put_capture(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     Path(name): Path<String>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
@@ -194,7 +194,7 @@ async fn save_blocking(save: impl FnOnce() -> std::io::Result<()> + Send + 'stat
 
 pub(crate) async fn get_traffic(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     Path(name): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<TrafficState>, GatewayError> {
@@ -206,7 +206,7 @@ pub(crate) async fn get_traffic(
 
 pub(crate) async fn put_traffic(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     Path(name): Path<String>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
@@ -248,4 +248,96 @@ async fn change_traffic(gw: &Arc<Gateway>, name: &str, body: &[u8]) -> Result<Tr
     *endpoint.traffic.write().expect("traffic lock") = new_state.clone();
     tracing::info!(endpoint = %name, weights = ?new_state.weights, shadow_fraction = new_state.shadow_fraction, "traffic settings changed");
     Ok(new_state)
+}
+
+/// One token's role on an endpoint, as the grants API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GrantView {
+    pub token: String,
+    /// The endpoint, or `*` for a grant on every endpoint.
+    pub endpoint: String,
+    pub role: crate::auth::Role,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantChange {
+    role: crate::auth::Role,
+}
+
+/// Who holds which role on the endpoint: its own grants and those on `*`.
+pub(crate) async fn get_grants(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Vec<GrantView>>, GatewayError> {
+    gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
+    gw.endpoint(&name).ok_or_else(|| GatewayError::EndpointNotFound(name.clone()))?;
+    let tokens = gw.auth.store().list().map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let grants = tokens
+        .iter()
+        .flat_map(|t| {
+            t.grants
+                .iter()
+                .filter(|g| g.endpoint == name || g.endpoint == crate::auth::ANY_ENDPOINT)
+                .map(|g| GrantView { token: t.name.clone(), endpoint: g.endpoint.clone(), role: g.role })
+        })
+        .collect();
+    Ok(Json(grants))
+}
+
+/// `PUT /admin/endpoints/{name}/grants/{token}` with `{"role": "read"}`.
+pub(crate) async fn put_grant(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
+    Path((name, token)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<GrantView>, GatewayError> {
+    let caller = gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
+    let result = match serde_json::from_slice::<GrantChange>(&body) {
+        Ok(change) => change_grant(&gw, &name, &token, Some(change.role))
+            .await
+            .map(|()| GrantView { token: token.clone(), endpoint: name.clone(), role: change.role }),
+        Err(e) => Err(GatewayError::BadAdminRequest(format!("invalid grant (send {{\"role\": \"invoke|read|owner\"}}): {e}"))),
+    };
+    gw.audit(&caller, "grant", Some(&name), format!("token={token} {}", String::from_utf8_lossy(&body)).as_bytes(), &result);
+    result.map(Json)
+}
+
+/// `DELETE /admin/endpoints/{name}/grants/{token}`: the token keeps any grant on `*`.
+pub(crate) async fn delete_grant(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
+    Path((name, token)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::http::StatusCode, GatewayError> {
+    let caller = gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
+    let result = change_grant(&gw, &name, &token, None).await;
+    gw.audit(&caller, "ungrant", Some(&name), format!("token={token}").as_bytes(), &result);
+    result.map(|_| axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Sets (`Some(role)`) or removes (`None`) the token's role on the endpoint.
+async fn change_grant(gw: &Arc<Gateway>, name: &str, token: &str, role: Option<crate::auth::Role>) -> Result<(), GatewayError> {
+    gw.endpoint(name).ok_or_else(|| GatewayError::EndpointNotFound(name.to_string()))?;
+    let (auth, endpoint, holder) = (gw.auth.clone(), name.to_string(), token.to_string());
+    // Some(true): done; Some(false): the token held no role there; None: no such token.
+    let outcome = tokio::task::spawn_blocking(move || match role {
+        Some(role) => auth.store().grant(&holder, &endpoint, role).map(|t| t.map(|_| true)),
+        None => auth.store().ungrant(&holder, &endpoint),
+    })
+    .await
+    .map_err(|e| GatewayError::Internal(e.to_string()))?
+    .map_err(GatewayError::Internal)?;
+    gw.auth.invalidate();
+    match outcome {
+        None => Err(GatewayError::TokenNotFound(token.to_string())),
+        Some(false) => Err(GatewayError::GrantNotFound { token: token.to_string(), endpoint: name.to_string() }),
+        Some(true) => {
+            tracing::info!(endpoint = %name, token, role = ?role, "grant changed");
+            Ok(())
+        }
+    }
 }

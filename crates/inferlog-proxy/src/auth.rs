@@ -166,38 +166,80 @@ impl TokenStore {
         Ok(self.load()?.tokens)
     }
 
+    /// Runs a read-modify-write of the token file under an exclusive lock, so the CLI and a
+    /// gateway granting through the API never lose each other's changes.
+    fn modify<T>(&self, change: impl FnOnce(&mut TokenFile) -> Result<(T, bool), String>) -> Result<T, String> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let lock_path = self.path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        lock.lock().map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+        let mut file = self.load().map_err(|e| e.to_string())?;
+        let (result, changed) = change(&mut file)?;
+        if changed {
+            self.save(&file).map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        }
+        Ok(result)
+    }
+
     /// Makes a token; returns its secret, which is not kept anywhere.
     pub fn create(&self, name: &str, grants: Vec<Grant>) -> Result<String, String> {
         if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b)) {
             return Err(format!("`{name}` must be 1-64 letters, digits, `_`, `-`, `.` or `@`"));
         }
-        let mut file = self.load().map_err(|e| e.to_string())?;
-        if file.tokens.iter().any(|t| t.name == name) {
-            return Err(format!("a token named `{name}` exists; revoke it first"));
-        }
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let secret = format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
-        file.tokens.push(StoredToken {
-            name: name.to_string(),
-            sha256: digest_hex(&secret),
-            grants,
-            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        });
-        self.save(&file).map_err(|e| e.to_string())?;
-        Ok(secret)
+        self.modify(|file| {
+            if file.tokens.iter().any(|t| t.name == name) {
+                return Err(format!("a token named `{name}` exists; revoke it first"));
+            }
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let secret = format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+            file.tokens.push(StoredToken {
+                name: name.to_string(),
+                sha256: digest_hex(&secret),
+                grants,
+                created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+            Ok((secret, true))
+        })
     }
 
     /// Removes a token; whether it existed.
-    pub fn revoke(&self, name: &str) -> std::io::Result<bool> {
-        let mut file = self.load()?;
-        let before = file.tokens.len();
-        file.tokens.retain(|t| t.name != name);
-        let removed = file.tokens.len() < before;
-        if removed {
-            self.save(&file)?;
-        }
-        Ok(removed)
+    pub fn revoke(&self, name: &str) -> Result<bool, String> {
+        self.modify(|file| {
+            let before = file.tokens.len();
+            file.tokens.retain(|t| t.name != name);
+            let removed = file.tokens.len() < before;
+            Ok((removed, removed))
+        })
+    }
+
+    /// Gives the token `name` the role `role` on `endpoint` (or `*`), replacing the role it
+    /// held there. `None` if there is no such token; else its grants afterwards.
+    pub fn grant(&self, name: &str, endpoint: &str, role: Role) -> Result<Option<Vec<Grant>>, String> {
+        self.modify(|file| {
+            let Some(token) = file.tokens.iter_mut().find(|t| t.name == name) else { return Ok((None, false)) };
+            token.grants.retain(|g| g.endpoint != endpoint);
+            token.grants.push(Grant { endpoint: endpoint.to_string(), role });
+            Ok((Some(token.grants.clone()), true))
+        })
+    }
+
+    /// Takes the token's role on `endpoint` away (a grant on `*` stays). `None` if there is
+    /// no such token; else whether it held a role there.
+    pub fn ungrant(&self, name: &str, endpoint: &str) -> Result<Option<bool>, String> {
+        self.modify(|file| {
+            let Some(token) = file.tokens.iter_mut().find(|t| t.name == name) else { return Ok((None, false)) };
+            let before = token.grants.len();
+            token.grants.retain(|g| g.endpoint != endpoint);
+            let removed = token.grants.len() < before;
+            Ok((Some(removed), removed))
+        })
     }
 }
 
@@ -296,6 +338,17 @@ impl Authenticator {
         found.map(|t| Caller { name: Some(t.name.clone()), grants: Some(t.grants.clone()) })
     }
 
+    /// The token file changed here: read it again on the next request.
+    pub fn invalidate(&self) {
+        let mut loaded = self.tokens.write().expect("token lock");
+        loaded.checked = None;
+        loaded.modified = None;
+    }
+
+    pub fn store(&self) -> &TokenStore {
+        &self.store
+    }
+
     fn refresh(&self) {
         let stale = {
             let loaded = self.tokens.read().expect("token lock");
@@ -368,6 +421,12 @@ mod tests {
 
         let reader = Caller { name: None, grants: Some(vec![Grant { endpoint: ANY_ENDPOINT.into(), role: Role::Read }]) };
         assert!(reader.may("anything", Role::Read) && !reader.may("anything", Role::Invoke) && !reader.may("x", Role::Owner));
+        assert_eq!(store.grant("alice", "other", Role::Read).unwrap().unwrap().len(), 2);
+        assert_eq!(store.grant("alice", "other", Role::Invoke).unwrap().unwrap().len(), 2, "a grant replaces the role there");
+        assert_eq!(store.ungrant("alice", "other").unwrap(), Some(true));
+        assert_eq!(store.ungrant("alice", "other").unwrap(), Some(false));
+        assert_eq!(store.grant("nobody", "iris", Role::Read).unwrap(), None);
+        assert_eq!(store.list().unwrap()[0].grants, vec![Grant { endpoint: "iris".into(), role: Role::Owner }]);
         assert!(store.revoke("alice").unwrap() && !store.revoke("alice").unwrap());
     }
 

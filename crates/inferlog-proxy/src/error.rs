@@ -22,6 +22,10 @@ pub enum GatewayError {
     UpstreamTimeout { upstream: String, timeout_ms: u128 },
     #[error("{0}")]
     BadAdminRequest(String),
+    #[error("no token named `{0}`")]
+    TokenNotFound(String),
+    #[error("the token `{token}` holds no role on `{endpoint}` (a grant on `*` is changed with `inferlog token`)")]
+    GrantNotFound { token: String, endpoint: String },
     #[error("the admin, query and label APIs answer loopback clients only")]
     AdminForbidden,
     #[error("send a valid token: Authorization: Bearer <token>")]
@@ -45,7 +49,9 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::EndpointNotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::EndpointNotFound(_) | GatewayError::TokenNotFound(_) | GatewayError::GrantNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequestBody(_) | GatewayError::BadAdminRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
@@ -64,6 +70,8 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::EndpointNotFound(_) => "ENDPOINT_NOT_FOUND",
+            GatewayError::TokenNotFound(_) => "TOKEN_NOT_FOUND",
+            GatewayError::GrantNotFound { .. } => "GRANT_NOT_FOUND",
             GatewayError::RequestTooLarge { .. } => "REQUEST_TOO_LARGE",
             GatewayError::BadRequestBody(_) => "BAD_REQUEST_BODY",
             GatewayError::UpstreamUnreachable { .. } => "UPSTREAM_UNREACHABLE",

@@ -14,6 +14,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnector;
 use hyper_util::rt::TokioExecutor;
 use inferlog_capture::{CaptureHandle, SubmitOutcome};
 use inferlog_core::record::MAX_REQUEST_SIZE_EXCEEDED;
@@ -147,6 +148,8 @@ pub struct GatewayOptions {
     pub metadata_headers: Vec<String>,
     /// Where administrative actions are reported, for the `_audit` table.
     pub audit: Option<AuditSender>,
+    /// Trust for https upstreams and shadows ([`crate::tls::client_config`]).
+    pub upstream_tls: rustls::ClientConfig,
 }
 
 pub type AuditSender = tokio::sync::mpsc::Sender<inferlog_core::record::AuditEvent>;
@@ -179,7 +182,7 @@ pub fn audit<T>(
 
 pub struct Gateway {
     endpoints: HashMap<String, Arc<Endpoint>>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     options: GatewayOptions,
     metadata_headers: Vec<HeaderName>,
     pub(crate) state_store: CaptureStateStore,
@@ -203,6 +206,13 @@ impl Gateway {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        // The TLS layer above decides the scheme; this one only connects.
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(options.upstream_tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(1024)
@@ -277,7 +287,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
     let timestamp_ms = now_ms();
     let request_id = uuid::Uuid::now_v7().to_string();
     // Who calls, before whether the endpoint exists: a caller without rights learns nothing.
-    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<crate::tls::ClientAddr>>().map(|c| c.0 .0);
     let public = gw.endpoints.get(&name).is_some_and(|e| e.settings.public);
     let requester = if public || !gw.auth.enabled() {
         gw.auth.caller(req.headers()).and_then(|c| c.name)

@@ -20,8 +20,9 @@ mod error;
 mod forward;
 mod record;
 mod tap;
+pub mod tls;
 
-pub use admin::{CaptureState, CaptureStateStore, TrafficChange, TrafficState, TrafficStateStore};
+pub use admin::{GrantView, CaptureState, CaptureStateStore, TrafficChange, TrafficState, TrafficStateStore};
 pub use error::GatewayError;
 pub use forward::{audit, AuditSender, Endpoint, Gateway, GatewayOptions};
 
@@ -45,6 +46,11 @@ pub fn router(gateway: Arc<Gateway>, extra: Router) -> Router {
         .route(
             "/admin/endpoints/{name}/traffic",
             get(admin::get_traffic).put(admin::put_traffic),
+        )
+        .route("/admin/endpoints/{name}/grants", get(admin::get_grants))
+        .route(
+            "/admin/endpoints/{name}/grants/{token}",
+            axum::routing::put(admin::put_grant).delete(admin::delete_grant),
         )
         .with_state(gateway)
         .merge(extra)

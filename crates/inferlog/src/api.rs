@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use inferlog_proxy::auth::{Authenticator, Caller, Role, ANY_ENDPOINT};
+use inferlog_proxy::tls::ClientAddr;
 use inferlog_proxy::GatewayError;
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,7 +126,7 @@ impl Drop for AbortOnDrop {
 
 async fn query(
     State(api): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
@@ -205,7 +205,7 @@ fn truncate(batches: &mut Vec<inferlog_query::RecordBatch>, max_rows: usize) -> 
 
 async fn labels(
     State(api): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -259,7 +259,7 @@ const MAX_VIOLATIONS_IN_RESPONSE: usize = 100;
 
 async fn monitor(
     State(api): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,

@@ -113,6 +113,7 @@ pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {
             monitor: None,
             public: None,
             redact: Vec::new(),
+            retention: None,
         }],
         ..Default::default()
     }

@@ -3,6 +3,7 @@
 mod api;
 mod demo;
 mod iris;
+mod retention;
 mod serve;
 mod synth;
 
@@ -196,6 +197,26 @@ enum TokenCommand {
         #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Give a token a role on an endpoint (or `*`), replacing its role there.
+    Grant {
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: inferlog_proxy::auth::Role,
+        #[arg(long)]
+        endpoint: String,
+    },
+    /// Take a token's role on an endpoint (or `*`) away.
+    Ungrant {
+        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        endpoint: String,
+    },
     /// Remove a token; a running gateway refuses it within a second.
     Revoke {
         #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
@@ -300,9 +321,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     use inferlog_proxy::auth::{Grant, TokenStore};
     match command {
         TokenCommand::Create { data_dir, name, role, endpoint } => {
-            if endpoint != inferlog_proxy::auth::ANY_ENDPOINT && !inferlog_core::is_valid_endpoint_name(&endpoint) {
-                anyhow::bail!("`{endpoint}` is not an endpoint name or `*`");
-            }
+            check_grant_target(&endpoint)?;
             let created = TokenStore::new(&data_dir).create(&name, vec![Grant { endpoint: endpoint.clone(), role }]);
             let detail = format!("name={name} role={role}");
             audit_cli(&data_dir, "token.create", Some(&endpoint), detail, created.as_ref().map(|_| ()).map_err(Clone::clone)).await?;
@@ -316,13 +335,42 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
                 println!("{}\t{}\tcreated {}", t.name, grants.join(", "), t.created_at);
             }
         }
+        TokenCommand::Grant { data_dir, name, role, endpoint } => {
+            check_grant_target(&endpoint)?;
+            let result = match TokenStore::new(&data_dir).grant(&name, &endpoint, role) {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(format!("no token named `{name}`")),
+                Err(e) => Err(e),
+            };
+            audit_cli(&data_dir, "grant", Some(&endpoint), format!("name={name} role={role}"), result.clone()).await?;
+            result.map_err(anyhow::Error::msg)?;
+            println!("token `{name}` holds `{role}` on `{endpoint}`");
+        }
+        TokenCommand::Ungrant { data_dir, name, endpoint } => {
+            let result = match TokenStore::new(&data_dir).ungrant(&name, &endpoint) {
+                Ok(Some(true)) => Ok(()),
+                Ok(Some(false)) => Err(format!("token `{name}` holds no role on `{endpoint}`")),
+                Ok(None) => Err(format!("no token named `{name}`")),
+                Err(e) => Err(e),
+            };
+            audit_cli(&data_dir, "ungrant", Some(&endpoint), format!("name={name}"), result.clone()).await?;
+            result.map_err(anyhow::Error::msg)?;
+            println!("token `{name}` holds no role on `{endpoint}` now");
+        }
         TokenCommand::Revoke { data_dir, name } => {
-            let revoked = TokenStore::new(&data_dir).revoke(&name)?;
+            let revoked = TokenStore::new(&data_dir).revoke(&name).map_err(anyhow::Error::msg)?;
             let result = if revoked { Ok(()) } else { Err(format!("no token named `{name}`")) };
             audit_cli(&data_dir, "token.revoke", None, format!("name={name}"), result.clone()).await?;
             result.map_err(anyhow::Error::msg)?;
             println!("token `{name}` revoked");
         }
+    }
+    Ok(())
+}
+
+fn check_grant_target(endpoint: &str) -> anyhow::Result<()> {
+    if endpoint != inferlog_proxy::auth::ANY_ENDPOINT && !inferlog_core::is_valid_endpoint_name(endpoint) {
+        anyhow::bail!("`{endpoint}` is not an endpoint name or `*`");
     }
     Ok(())
 }

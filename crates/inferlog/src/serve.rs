@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::routing::get;
 use inferlog_capture::{start_log_writer, CaptureHandle};
 use inferlog_core::config::{self, Config};
+use inferlog_proxy::tls::ClientAddr;
 use inferlog_proxy::{CaptureState, CaptureStateStore, Endpoint, Gateway, GatewayOptions, TrafficStateStore};
 use inferlog_table::{Committer, CommitterOptions, CompactionOptions, Compactor};
 use inferlog_monitor::ScheduledMonitor;
@@ -125,7 +126,7 @@ struct MetricsState {
 
 async fn metrics_page(
     State(state): State<Arc<MetricsState>>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    axum::extract::ConnectInfo(ClientAddr(peer)): axum::extract::ConnectInfo<ClientAddr>,
     headers: axum::http::HeaderMap,
 ) -> Result<String, inferlog_proxy::GatewayError> {
     // Metrics name every endpoint: with authentication on they need `read` on `*`.
@@ -169,6 +170,13 @@ pub async fn run(
     let mut unpackers = Vec::new();
     let mut monitor_locks = std::collections::HashMap::new();
 
+    // Read before anything starts, so a bad certificate stops the start with its path.
+    let upstream_tls = inferlog_proxy::tls::client_config(config.upstream_ca.as_deref())
+        .context("tls.upstream_ca")?;
+    let listener_tls = match &config.tls {
+        Some(tls) => Some(inferlog_proxy::tls::server_config(&tls.cert, &tls.key).context("tls")?),
+        None => None,
+    };
     let mut runtimes = Vec::new();
     let mut endpoints = Vec::new();
     let mut background = Vec::new();
@@ -274,6 +282,7 @@ pub async fn run(
                 // an unpack interval; a second more for the work itself.
                 settle: config.upstream_timeout + config.commit_interval + config.unpack_interval + Duration::from_secs(1),
                 lock: monitor_lock,
+                webhook_tls: Some(upstream_tls.clone()),
             };
             background_runtime.handle().spawn(scheduled.run(stop_rx.clone()));
         }
@@ -292,6 +301,18 @@ pub async fn run(
     // Administrative actions go to the `_audit` table, written in the background.
     let (audit, audit_events) = tokio::sync::mpsc::channel(10_000);
     let audit_writer = background_runtime.handle().spawn(write_audit(config.data_dir.clone(), audit_events));
+    let mut retention_tasks = Vec::new();
+    for settings in &config.endpoints {
+        if let Some(retention) = &settings.retention {
+            let scheduled = crate::retention::ScheduledRetention {
+                data_dir: config.data_dir.clone(),
+                endpoint: settings.name.clone(),
+                settings: retention.clone(),
+                audit: audit.clone(),
+            };
+            retention_tasks.push(background_runtime.handle().spawn(scheduled.run(stop_rx.clone())));
+        }
+    }
     if config.auth_enabled && inferlog_proxy::auth::TokenStore::new(&config.data_dir).list()?.is_empty() {
         tracing::warn!("authentication is on and there are no tokens yet: create one with `inferlog token create`");
     }
@@ -303,6 +324,7 @@ pub async fn run(
             max_request_bytes: config.max_request_bytes,
             metadata_headers: config.metadata_headers.clone(),
             audit: Some(audit.clone()),
+            upstream_tls,
         },
         state_store,
         traffic_store,
@@ -348,17 +370,11 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    // Responses are written in parts (head, body frames, a held-back last frame in `sync`
-    // durability): without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    tracing::info!(listen = %addr, data_dir = %config.data_dir.display(), durability = ?config.durability,
+    let scheme = if listener_tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %addr, %scheme, data_dir = %config.data_dir.display(), durability = ?config.durability,
         endpoints = ?config.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), "inferlog gateway ready");
     // Tools that start the gateway on port 0 read the address from this line.
-    println!("inferlog listening on http://{addr}");
+    println!("inferlog listening on {scheme}://{addr}");
     if let Some(ready) = ready {
         let _ = ready.send(addr);
     }
@@ -368,13 +384,22 @@ pub async fn run(
         let _ = signal_tx.send(true);
     });
     let mut server_signal = signal_rx.clone();
-    let mut server = tokio::spawn(
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = server_signal.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    let stopped = async move {
+        let _ = server_signal.wait_for(|stop| *stop).await;
+    };
+    let service = app.into_make_service_with_connect_info::<ClientAddr>();
+    let mut server = match listener_tls {
+        Some(tls) => tokio::spawn(
+            axum::serve(inferlog_proxy::tls::TlsListener::new(listener, tls)?, service)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+        None => tokio::spawn(
+            axum::serve(inferlog_proxy::tls::PlainListener(listener), service)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+    };
     let mut drain_signal = signal_rx.clone();
     let drained = tokio::select! {
         result = &mut server => {
@@ -407,6 +432,12 @@ pub async fn run(
     let _ = unpack_stop_tx.send(true);
     for task in unpackers {
         let _ = task.await;
+    }
+    for task in retention_tasks {
+        // A run in progress finishes its table; the rest waits for the next start.
+        if tokio::time::timeout(Duration::from_secs(30), task).await.is_err() {
+            tracing::warn!("a retention run did not finish in time");
+        }
     }
     // Every sender went with the router and the gateway: the writer drains and ends.
     if tokio::time::timeout(Duration::from_secs(10), audit_writer).await.is_err() {

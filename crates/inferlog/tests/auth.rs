@@ -37,16 +37,26 @@ fn call(api: &str, endpoint: &str) -> (&'static str, String, String) {
         "query" => ("POST", "/api/query".into(), format!(r#"{{"sql": "SELECT count(*) AS n FROM {endpoint}_payload"}}"#)),
         "labels" => ("POST", format!("/api/endpoints/{endpoint}/labels"), r#"[{"client_request_id": "c1", "label": "setosa"}]"#.into()),
         "monitor" => ("POST", format!("/api/endpoints/{endpoint}/monitor"), "{}".into()),
+        "grants get" => ("GET", format!("/admin/endpoints/{endpoint}/grants"), String::new()),
+        "grants put" => ("PUT", format!("/admin/endpoints/{endpoint}/grants/guest"), r#"{"role": "read"}"#.into()),
+        "grants delete" => ("DELETE", format!("/admin/endpoints/{endpoint}/grants/guest"), String::new()),
         _ => unreachable!(),
     }
 }
 
-const APIS: [&str; 8] = ["invoke", "capture get", "capture put", "traffic get", "traffic put", "query", "labels", "monitor"];
+const APIS: [&str; 11] = [
+    "invoke", "capture get", "capture put", "traffic get", "traffic put", "query", "labels", "monitor", "grants get", "grants put",
+    "grants delete",
+];
 
 /// What a permitted call answers (the monitor has no baseline, a valid refusal after the
 /// check).
 fn permitted(api: &str) -> u16 {
-    if api == "monitor" { 400 } else { 200 }
+    match api {
+        "monitor" => 400,
+        "grants delete" => 204,
+        _ => 200,
+    }
 }
 
 fn send(client: &reqwest::blocking::Client, gateway: &Gateway, api: &str, endpoint: &str, token: Option<&str>) -> (u16, Value) {
@@ -54,6 +64,7 @@ fn send(client: &reqwest::blocking::Client, gateway: &Gateway, api: &str, endpoi
     let mut request = match method {
         "GET" => client.get(gateway.url(&path)),
         "PUT" => client.put(gateway.url(&path)),
+        "DELETE" => client.delete(gateway.url(&path)),
         _ => client.post(gateway.url(&path)),
     };
     if !body.is_empty() {
@@ -78,6 +89,8 @@ fn every_api_answers_each_role_on_own_and_other_endpoints_as_documented() {
         ("owner", "owner", create_token(d, "owner", "owner", "iris")),
     ];
     let admin = create_token(d, "admin", "owner", "*");
+    // The token the grants API hands roles to and takes them from.
+    create_token(d, "guest", "invoke", "open");
     let toml = format!(
         "commit_interval_ms = 200\n[auth]\nenabled = true\n{}{}[[endpoints]]\nname = \"open\"\nupstream = \"{}\"\npublic = true\n",
         endpoint_toml("iris", &upstream.url(), ""),
@@ -115,6 +128,10 @@ fn every_api_answers_each_role_on_own_and_other_endpoints_as_documented() {
                     _ => "owner",
                 };
                 let holds = *role == needed || *role == "owner";
+                if api == "grants delete" {
+                    // Something to take away, whoever asks.
+                    send(&http, &gateway, "grants put", endpoint, Some(&admin));
+                }
                 let expected = match (api, endpoint) {
                     // The query API needs `read` somewhere; other endpoints' tables are not
                     // visible to it, as if they did not exist.
@@ -129,6 +146,9 @@ fn every_api_answers_each_role_on_own_and_other_endpoints_as_documented() {
                 if status == 403 && body["error_code"] != "PERMISSION_DENIED" {
                     failures.push(format!("{api} on {endpoint} as {name}: {body}"));
                 }
+            }
+            if api == "grants delete" {
+                send(&http, &gateway, "grants put", endpoint, Some(&admin));
             }
             let (status, body) = send(&http, &gateway, api, endpoint, Some(&admin));
             if status != permitted(api) {
@@ -204,6 +224,8 @@ fn every_api_answers_each_role_on_own_and_other_endpoints_as_documented() {
         ("owner", "labels.import", Some("iris"), "ok"),
         ("owner", "monitor.run", Some("iris"), "no baseline"),
         ("admin", "capture.change", Some("ghost"), "no endpoint named `ghost`"),
+        ("owner", "grant", Some("iris"), "ok"),
+        ("owner", "ungrant", Some("iris"), "ok"),
         ("cli:", "token.create", Some("iris"), "ok"),
         ("cli:", "token.create", Some("*"), "ok"),
         ("cli:", "token.revoke", None, "ok"),
@@ -212,4 +234,87 @@ fn every_api_answers_each_role_on_own_and_other_endpoints_as_documented() {
     }
     // Refused callers changed nothing, and are not in the audit trail as having done so.
     assert!(!audit.iter().any(|r| r["who"] == "reader" || r["who"] == "invoker"), "{audit:?}");
+}
+
+#[test]
+fn owners_grant_and_take_back_roles_on_their_endpoints_with_immediate_effect() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let alice = create_token(d, "alice", "owner", "iris");
+    let bob = create_token(d, "bob", "invoke", "other");
+    let toml = format!(
+        "[auth]\nenabled = true\n{}{}",
+        endpoint_toml("iris", &upstream.url(), ""),
+        endpoint_toml("other", &upstream.url(), "")
+    );
+    let gateway = Gateway::start(d, &toml);
+    let http = client();
+    let grants = |endpoint: &str, token: &str| gateway.url(&format!("/admin/endpoints/{endpoint}/grants/{token}"));
+    assert_eq!(send(&http, &gateway, "invoke", "iris", Some(&bob)).0, 403);
+
+    // Alice owns iris: she lets bob invoke it, and he can at once (no wait for a reload).
+    let resp = http.put(grants("iris", "bob")).bearer_auth(&alice).json(&serde_json::json!({"role": "invoke"})).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().unwrap(), serde_json::json!({"token": "bob", "endpoint": "iris", "role": "invoke"}));
+    assert_eq!(send(&http, &gateway, "invoke", "iris", Some(&bob)).0, 200);
+    let listed: Value = http.get(gateway.url("/admin/endpoints/iris/grants")).bearer_auth(&alice).send().unwrap().json().unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([
+            {"token": "alice", "endpoint": "iris", "role": "owner"},
+            {"token": "bob", "endpoint": "iris", "role": "invoke"}
+        ])
+    );
+    // Bob's grant on `other` is his own business.
+    assert_eq!(send(&http, &gateway, "invoke", "other", Some(&bob)).0, 200);
+
+    // What alice may not do, and bad requests.
+    let put = |endpoint: &str, token: &str, as_token: &str, body: &str| {
+        let resp = http.put(grants(endpoint, token)).bearer_auth(as_token).header("content-type", "application/json").body(body.to_string()).send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().unwrap_or(Value::Null)["error_code"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(put("other", "alice", &alice, r#"{"role": "owner"}"#), (403, "PERMISSION_DENIED".into()));
+    assert_eq!(put("iris", "bob", &bob, r#"{"role": "owner"}"#), (403, "PERMISSION_DENIED".into()), "invoke cannot grant");
+    assert_eq!(put("iris", "nobody", &alice, r#"{"role": "read"}"#), (404, "TOKEN_NOT_FOUND".into()));
+    assert_eq!(put("iris", "bob", &alice, r#"{"role": "admin"}"#), (400, "INVALID_PARAMETER_VALUE".into()));
+    assert_eq!(put("iris", "bob", &alice, "not json"), (400, "INVALID_PARAMETER_VALUE".into()));
+    assert_eq!(http.put(grants("iris", "bob")).json(&serde_json::json!({"role": "read"})).send().unwrap().status(), 401);
+
+    // Taking it back is as immediate; a second time there is nothing to take.
+    assert_eq!(http.delete(grants("iris", "bob")).bearer_auth(&alice).send().unwrap().status(), 204);
+    assert_eq!(send(&http, &gateway, "invoke", "iris", Some(&bob)).0, 403);
+    let again = http.delete(grants("iris", "bob")).bearer_auth(&alice).send().unwrap();
+    assert_eq!(again.status(), 404);
+    assert_eq!(again.json::<Value>().unwrap()["error_code"], "GRANT_NOT_FOUND");
+
+    // The CLI grants too (on `*` as well), and takes effect on the running gateway.
+    let cli = |args: &[&str]| Command::new(bin()).args(args).args(["--data-dir", d.to_str().unwrap()]).output().unwrap();
+    assert!(cli(&["token", "grant", "--name", "bob", "--role", "read", "--endpoint", "*"]).status.success());
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(http.get(gateway.url("/admin/endpoints/iris/capture")).bearer_auth(&bob).send().unwrap().status(), 200);
+    let out = cli(&["token", "ungrant", "--name", "bob", "--endpoint", "iris"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("holds no role on `iris`"));
+
+    drop(gateway);
+    let audit = query(d, "SELECT who, action, endpoint, detail, result FROM _audit WHERE action IN ('grant', 'ungrant') ORDER BY at");
+    let summary: Vec<String> = audit
+        .iter()
+        .map(|r| format!("{} {} {} {}", r["who"].as_str().unwrap().split(':').next().unwrap(), r["action"].as_str().unwrap(), r["endpoint"].as_str().unwrap(), r["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "alice grant iris ok",
+            "alice grant iris no token named `nobody`",
+            "alice grant iris invalid grant (send {\"role\": \"invoke|read|owner\"}): unknown variant `admin`, expected one of `invoke`, `read`, `owner` at line 1 column 16",
+            "alice grant iris invalid grant (send {\"role\": \"invoke|read|owner\"}): expected ident at line 1 column 2",
+            "alice ungrant iris ok",
+            "alice ungrant iris the token `bob` holds no role on `iris` (a grant on `*` is changed with `inferlog token`)",
+            "cli grant * ok",
+            "cli ungrant iris token `bob` holds no role on `iris`",
+        ],
+        "{audit:?}"
+    );
 }

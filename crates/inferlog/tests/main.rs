@@ -17,3 +17,4 @@ mod redaction;
 mod retention;
 mod streaming;
 mod tables;
+mod tls;

@@ -201,6 +201,8 @@ pub fn closed_port() -> u16 {
 pub struct Gateway {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// `http` or `https` (with `[tls]` configured).
+    pub scheme: String,
     pub stderr_path: PathBuf,
 }
 
@@ -232,23 +234,23 @@ impl Gateway {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("inferlog listening on http://") {
-                    let _ = tx.send(addr.trim().to_string());
+                if let Some((scheme, addr)) = line.strip_prefix("inferlog listening on ").and_then(|l| l.split_once("://")) {
+                    let _ = tx.send((scheme.to_string(), addr.trim().to_string()));
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a.parse().unwrap(),
+        let (scheme, addr) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((scheme, a)) => (scheme, a.parse().unwrap()),
             Err(_) => {
                 let _ = child.kill();
                 panic!("gateway did not start: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
             }
         };
-        Gateway { child: Some(child), addr, stderr_path }
+        Gateway { child: Some(child), addr, scheme, stderr_path }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// Peak resident memory of the gateway process so far, in KiB (Linux).

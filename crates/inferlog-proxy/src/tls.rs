@@ -1,0 +1,222 @@
+//! HTTPS: the listener's TLS (rustls) and the trust the gateway places in https upstreams.
+//!
+//! Handshakes run in their own tasks, bounded in number and time, so a client that opens a
+//! connection and sends nothing (or trickles a ClientHello) holds neither the accept loop nor
+//! other clients back.
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// A handshake not finished by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at most; further connections wait to be accepted.
+const MAX_HANDSHAKES: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} {path}: {reason}")]
+    Read { what: &'static str, path: PathBuf, reason: String },
+    #[error("{path} holds no PEM {what}")]
+    Empty { what: &'static str, path: PathBuf },
+    #[error("the certificate {cert} and key {key} do not make a TLS identity: {reason}")]
+    Identity { cert: PathBuf, key: PathBuf, reason: String },
+}
+
+/// The crypto provider is named explicitly: more than one is compiled in.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read_error = |reason: String| TlsError::Read { what, path: path.to_path_buf(), reason };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| read_error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty { what, path: path.to_path_buf() });
+    }
+    Ok(certs)
+}
+
+/// The listener's identity from PEM files (`tls.cert`, `tls.key`), HTTP/1.1 over TLS 1.2/1.3.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = certificates("certificate", cert)?;
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read {
+        what: "private key",
+        path: key.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let identity_error = |reason: String| TlsError::Identity { cert: cert.to_path_buf(), key: key.to_path_buf(), reason };
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| identity_error(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .map_err(|e| identity_error(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Trust for https upstreams and webhooks: the system's roots plus the certificates in
+/// `extra_ca` (`tls.upstream_ca`), for models behind a private CA.
+pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let system = rustls_native_certs::load_native_certs();
+    for error in &system.errors {
+        tracing::debug!(error = %error, "a system root certificate could not be loaded");
+    }
+    let (_, ignored) = roots.add_parsable_certificates(system.certs);
+    if ignored > 0 {
+        tracing::debug!(ignored, "system root certificates rustls cannot use were skipped");
+    }
+    if let Some(path) = extra_ca {
+        for cert in certificates("CA certificate", path)? {
+            roots.add(cert).map_err(|e| TlsError::Read {
+                what: "CA certificate",
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    if roots.is_empty() {
+        tracing::warn!("no trusted root certificates: https upstreams will be refused (set tls.upstream_ca)");
+    }
+    // No ALPN here: the HTTP client using the config sets the protocols it speaks.
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the default provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The peer's address, for the listeners the gateway serves on (plain or TLS).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// A plain TCP listener that sets `TCP_NODELAY` on every connection: responses are written
+/// in parts, and Nagle's algorithm with delayed ACKs would add ~40 ms.
+pub struct PlainListener(pub TcpListener);
+
+impl Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (mut tcp, peer) = Listener::accept(&mut self.0).await;
+        set_nodelay(&mut tcp);
+        (tcp, peer)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+fn set_nodelay(tcp: &mut TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
+impl Connected<IncomingStream<'_, PlainListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// Accepts TCP connections and hands on those whose TLS handshake succeeded.
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local_addr: SocketAddr,
+    acceptor_task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let (sender, ready) = mpsc::channel(64);
+        let acceptor_task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), sender));
+        Ok(TlsListener { ready, local_addr, acceptor_task })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        // The accept loop owns the socket: stopping it closes the port.
+        self.acceptor_task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>) {
+    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let (mut tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        set_nodelay(&mut tcp);
+        let acceptor = acceptor.clone();
+        let handed_on = ready.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let _ = handed_on.send((tls, peer)).await;
+                }
+                Ok(Err(e)) => {
+                    metrics::counter!("inferlog_tls_handshake_failures_total").increment(1);
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics::counter!("inferlog_tls_handshake_failures_total").increment(1);
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
+            }
+        });
+        if ready.is_closed() {
+            return;
+        }
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop only ends when this listener goes.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local_addr)
+    }
+}
