@@ -17,9 +17,10 @@
 //!   Delta table as an application transaction, which is how a replay is recognised.
 //! - A segment is deleted only after a commit holding all of its records has succeeded.
 
+pub mod offload;
 pub mod queue;
 pub mod redact;
 pub mod wal;
 
-pub use queue::{start_log_writer, CaptureHandle, LogWriterHandle, SubmitOutcome};
+pub use queue::{start_log_writer, CaptureHandle, LogWriterHandle, Prepare, SubmitOutcome};
 pub use wal::{WalReader, WalWriter};

@@ -135,6 +135,13 @@ impl LogWriterHandle {
 /// Opens the endpoint's log (recovering it) and starts its writer thread. The thread ends
 /// once every [`CaptureHandle`] is dropped and the queue is drained.
 #[allow(clippy::too_many_arguments)]
+/// What the log writer does to records before writing them.
+#[derive(Default)]
+pub struct Prepare {
+    pub redactor: Option<Arc<crate::redact::Redactor>>,
+    pub offloader: Option<crate::offload::Offloader>,
+}
+
 pub fn start_log_writer(
     endpoint: &str,
     dir: &Path,
@@ -143,7 +150,7 @@ pub fn start_log_writer(
     queue_capacity: usize,
     queue_max_bytes: u64,
     log_max_bytes: u64,
-    redactor: Option<Arc<crate::redact::Redactor>>,
+    prepare: Prepare,
 ) -> std::io::Result<(CaptureHandle, LogWriterHandle, std::thread::JoinHandle<()>)> {
     let log_bytes = Arc::new(AtomicU64::new(0));
     // Segments are sealed well before the cap, so committed ones can be deleted in time.
@@ -191,8 +198,12 @@ pub fn start_log_writer(
                     }
                     payloads.clear();
                     // Redaction happens here, before the first byte of a record is written.
-                    if let Some(redactor) = &redactor {
+                    if let Some(redactor) = &prepare.redactor {
                         group.iter_mut().for_each(|p| redactor.apply(&mut p.record));
+                    }
+                    // Then oversize bodies, already redacted, go to their side files.
+                    if let Some(offloader) = &prepare.offloader {
+                        group.iter_mut().for_each(|p| offloader.apply(&mut p.record));
                     }
                     payloads.extend(group.iter().map(|p| serde_json::to_vec(&p.record).expect("records serialize")));
                     let written = wal
@@ -284,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn sync_submit_resolves_after_the_record_is_readable_from_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, u64::MAX, u64::MAX, None).unwrap();
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, u64::MAX, u64::MAX, Prepare::default()).unwrap();
         for i in 0..5 {
             match handle.submit(record(&format!("r{i}"))) {
                 SubmitOutcome::AwaitLog(rx) => rx.await.unwrap(),
@@ -309,7 +320,7 @@ mod tests {
     #[tokio::test]
     async fn full_log_drops_until_committed_segments_are_released() {
         let dir = tempfile::tempdir().unwrap();
-        let (handle, log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, u64::MAX, 1, None).unwrap();
+        let (handle, log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, u64::MAX, 1, Prepare::default()).unwrap();
         assert!(logged(&handle, "a").await);
         assert!(handle.log_bytes() >= 1);
         assert!(!logged(&handle, "b").await, "over the cap: dropped, and the caller is not kept waiting");
@@ -333,7 +344,7 @@ mod tests {
     #[test]
     fn queue_is_bounded_in_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Async, 1000, 10_000, u64::MAX, None).unwrap();
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Async, 1000, 10_000, u64::MAX, Prepare::default()).unwrap();
         let mut big = record("big");
         big.request = Some("x".repeat(20_000));
         assert!(matches!(handle.submit(big), SubmitOutcome::Dropped("queue_full")));
@@ -349,7 +360,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // No runtime drives the writer here, but try_send never waits: once the queue is full
         // submissions are dropped at once.
-        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Async, 1, u64::MAX, u64::MAX, None).unwrap();
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Async, 1, u64::MAX, u64::MAX, Prepare::default()).unwrap();
         let mut dropped = 0;
         for i in 0..10_000 {
             if let SubmitOutcome::Dropped(reason) = handle.submit(record(&format!("r{i}"))) {

@@ -441,6 +441,17 @@ pub struct CaptureSettings {
     pub sampling_seed: Option<u64>,
 }
 
+impl CaptureSettings {
+    /// How much of a body the gateway keeps for the record: all of it (up to
+    /// `offload_max_bytes`) when oversize bodies are offloaded, else `max_payload_bytes`.
+    pub fn kept_body_bytes(&self) -> usize {
+        match self.oversize {
+            Oversize::Truncate => self.max_payload_bytes,
+            Oversize::Offload => self.offload_max_bytes,
+        }
+    }
+}
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./inferlog-data";
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;

@@ -71,7 +71,17 @@ pub struct Record {
     /// For a shadow exchange, the request id of the primary one it copies.
     #[serde(default)]
     pub shadow_of: Option<String>,
+    /// With `oversize = "offload"`: the file holding the whole request body, relative to the
+    /// payload table's folder (`_offload/{date}/{request_id}.request`); `request` keeps a prefix.
+    #[serde(default)]
+    pub request_offload: Option<String>,
+    #[serde(default)]
+    pub response_offload: Option<String>,
 }
+
+/// Logging error code: an oversize body could not be written to its side file; the row keeps
+/// the prefix, as with `truncate`.
+pub const OFFLOAD_FAILED: &str = "OFFLOAD_FAILED";
 
 /// Values of `stream_status`.
 pub const STREAM_COMPLETED: &str = "completed";

@@ -332,7 +332,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
     });
     if let Some(r) = record.as_mut() {
         match body.as_ref() {
-            Ok(bytes) => set_request(r, bytes, &parts.headers, endpoint.settings.capture.max_payload_bytes),
+            Ok(bytes) => set_request(r, bytes, &parts.headers, endpoint.settings.capture.kept_body_bytes()),
             // The body was refused: keep what is known of it.
             Err(_) => {
                 r.request_bytes = declared_length(&parts.headers).unwrap_or(0) as i64;
@@ -410,15 +410,16 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
         (Some(mut record), Some(handle)) => {
             record.status_code = resp_parts.status.as_u16() as i32;
             record.response_content_type = header_string(&resp_parts.headers, header::CONTENT_TYPE.as_str());
+            let stream = assembler_for(&resp_parts.headers, endpoint.settings.capture.max_payload_bytes);
             Some(InFlight {
                 record,
                 handle,
-                limit: endpoint.settings.capture.max_payload_bytes,
+                limit: response_limit(&endpoint.settings.capture, stream.is_some()),
                 received_at,
                 forwarded_at,
                 body: Vec::new(),
                 total: 0,
-                stream: assembler_for(&resp_parts.headers, endpoint.settings.capture.max_payload_bytes),
+                stream,
                 cancelled_because: CLIENT_LEFT,
             })
         }
@@ -545,6 +546,16 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// An SSE assembler for an event-stream response whose bytes are the events themselves (a
 /// compressed stream is recorded as it is, not assembled).
+/// How much of a response body the record keeps. A stream's raw events are never offloaded:
+/// its row holds the assembled answer.
+fn response_limit(capture: &inferlog_core::CaptureSettings, is_stream: bool) -> usize {
+    if is_stream {
+        capture.max_payload_bytes
+    } else {
+        capture.kept_body_bytes()
+    }
+}
+
 fn assembler_for(headers: &HeaderMap, limit: usize) -> Option<inferlog_core::llm::StreamAssembler> {
     let content_type = header_string(headers, header::CONTENT_TYPE.as_str());
     let encoded = headers
@@ -616,12 +627,12 @@ async fn shadow_exchange(
     let (parts, incoming) = response.into_parts();
     record.status_code = parts.status.as_u16() as i32;
     record.response_content_type = header_string(&parts.headers, header::CONTENT_TYPE.as_str());
-    let limit = endpoint.settings.capture.max_payload_bytes;
+    let stream = assembler_for(&parts.headers, endpoint.settings.capture.max_payload_bytes);
     let inflight = InFlight {
-        stream: assembler_for(&parts.headers, limit),
+        limit: response_limit(&endpoint.settings.capture, stream.is_some()),
+        stream,
         record,
         handle,
-        limit,
         received_at,
         forwarded_at,
         body: Vec::new(),

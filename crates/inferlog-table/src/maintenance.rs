@@ -7,6 +7,11 @@ use crate::table::table_url;
 use deltalake::datafusion::prelude::{col, lit, Expr};
 use deltalake::datafusion::scalar::ScalarValue;
 use crate::TableError;
+use deltalake::arrow::array::{Array, StringArray};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::DataType;
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::DeltaTableError;
 use std::path::Path;
 
 /// What one table lost.
@@ -28,6 +33,8 @@ pub async fn delete_where(data_dir: &Path, predicates: &[(String, Expr)]) -> Res
         let url = table_url(data_dir, name)?;
         let err = |e| TableError::Delta { url: url.to_string(), source: e };
         let table = deltalake::open_table(url.clone()).await.map_err(err)?;
+        // Offloaded bodies of the rows about to go: removed once the delete is committed.
+        let side_files = offloaded_files(&table, predicate).await.map_err(err)?;
         let (table, metrics) = table.delete().with_predicate(predicate.clone()).await.map_err(err)?;
         let (_, vacuumed) = table
             .vacuum()
@@ -35,10 +42,58 @@ pub async fn delete_where(data_dir: &Path, predicates: &[(String, Expr)]) -> Res
             .with_enforce_retention_duration(false)
             .await
             .map_err(err)?;
-        out.push(Deleted { table: name.clone(), rows: metrics.num_deleted_rows.unwrap_or(0), files_removed: vacuumed.files_deleted.len() });
+        let table_dir = data_dir.join("tables").join(name);
+        let mut side_files_removed = 0;
+        // Only paths of the shape the log writer makes; a row never names anything else.
+        for relative in side_files.iter().filter(|p| p.starts_with("_offload/") && !p.contains("..")) {
+            match std::fs::remove_file(table_dir.join(relative)) {
+                Ok(()) => side_files_removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err(DeltaTableError::Generic(format!("cannot remove the offloaded body {relative}: {e}")))),
+            }
+        }
+        out.push(Deleted {
+            table: name.clone(),
+            rows: metrics.num_deleted_rows.unwrap_or(0),
+            files_removed: vacuumed.files_deleted.len() + side_files_removed,
+        });
     }
     Ok(out)
 }
+
+/// The side files (`request_offload`, `response_offload`) of the rows `predicate` selects;
+/// none for tables without those columns.
+async fn offloaded_files(table: &deltalake::DeltaTable, predicate: &Expr) -> Result<Vec<String>, DeltaTableError> {
+    let generic = |e: deltalake::datafusion::error::DataFusionError| DeltaTableError::Generic(e.to_string());
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    let frame = ctx.read_table(table.table_provider().await?).map_err(generic)?;
+    let columns: Vec<&str> = OFFLOAD_COLUMNS
+        .into_iter()
+        .filter(|c| frame.schema().has_column_with_unqualified_name(c))
+        .collect();
+    if columns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batches = frame
+        .filter(predicate.clone())
+        .and_then(|f| f.select_columns(&columns))
+        .map_err(generic)?
+        .collect()
+        .await
+        .map_err(generic)?;
+    let mut files = Vec::new();
+    for batch in batches {
+        for column in batch.columns() {
+            let text = cast(column, &DataType::Utf8).map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+            let Some(text) = text.as_any().downcast_ref::<StringArray>() else { continue };
+            files.extend(text.iter().flatten().map(str::to_string));
+        }
+    }
+    Ok(files)
+}
+
+const OFFLOAD_COLUMNS: [&str; 2] = ["request_offload", "response_offload"];
 
 /// The predicates of a retention run: every table of `endpoint`, rows older than `cutoff_ms`.
 pub fn retention_predicates(endpoint: &str, cutoff_ms: i64) -> Vec<(String, Expr)> {

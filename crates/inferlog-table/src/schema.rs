@@ -79,6 +79,8 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         string("llm_model"),
         string("served_target"),
         string("shadow_of"),
+        string("request_offload"),
+        string("response_offload"),
     ]))
 });
 
@@ -174,6 +176,8 @@ pub fn records_to_batch(records: &[Record]) -> Result<RecordBatch, deltalake::ar
         strings(&|r| r.llm_model.as_deref()),
         strings(&|r| r.served_target.as_deref()),
         strings(&|r| r.shadow_of.as_deref()),
+        strings(&|r| r.request_offload.as_deref()),
+        strings(&|r| r.response_offload.as_deref()),
     ];
     RecordBatch::try_new(payload_schema(), columns)
 }

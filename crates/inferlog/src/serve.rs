@@ -214,7 +214,14 @@ pub async fn run(
             config.queue_capacity,
             config.queue_max_bytes,
             config.log_max_bytes,
-            (!redactor.is_empty()).then(|| Arc::new(redactor)),
+            inferlog_capture::Prepare {
+                redactor: (!redactor.is_empty()).then(|| Arc::new(redactor)),
+                offloader: (settings.capture.oversize == inferlog_core::config::Oversize::Offload).then(|| inferlog_capture::offload::Offloader {
+                    table_dir: config.data_dir.join("tables").join(format!("{name}_payload")),
+                    inline_max: settings.capture.max_payload_bytes,
+                    fsync: config.durability == inferlog_core::Durability::Fsync,
+                }),
+            },
         )
         .with_context(|| format!("cannot open the capture log {}", log_dir.display()))?;
         let log = Arc::new(log);

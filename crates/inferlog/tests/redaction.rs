@@ -131,3 +131,63 @@ fn metadata_only_capture_writes_no_body() {
         }
     }
 }
+
+#[test]
+fn oversize_bodies_are_offloaded_whole_redacted_and_erased_with_their_rows() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let toml = format!(
+        "redaction_key = \"k\"\ncommit_interval_ms = 200\n{}[[endpoints.redact]]\ndetector = \"email\"\naction = \"mask\"\n{}",
+        endpoint_toml("docs", &upstream.url(), "max_payload_bytes = 1000\noversize = \"offload\""),
+        endpoint_toml("blobs", &upstream.url(), "max_payload_bytes = 1000\noversize = \"offload\""),
+    );
+    let gateway = Gateway::start(d, &toml);
+    let http = client();
+    // 50 kB of JSON with an address at the end; a small body; 5,000 bytes that are not text.
+    let big = format!("{{\"text\": \"{}\", \"contact\": \"jane.doe@example.com\"}}", "x".repeat(50_000));
+    let send = |endpoint: &str, body: Vec<u8>| {
+        let resp = http.post(gateway.url(&format!("/endpoints/{endpoint}/echo"))).header("content-type", "application/octet-stream").body(body.clone()).send().unwrap();
+        assert_eq!(resp.status(), 200);
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(resp.bytes().unwrap().as_ref(), body.as_slice(), "the caller gets the whole answer");
+        id
+    };
+    let big_id = send("docs", big.clone().into_bytes());
+    let small_id = send("docs", b"{\"a\": 1}".to_vec());
+    let binary: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let blob_id = send("blobs", binary.clone());
+    assert_eq!(wait_rows(d, "docs_payload", 2, Duration::from_secs(30)), 2);
+    assert_eq!(wait_rows(d, "blobs_payload", 1, Duration::from_secs(30)), 1);
+
+    let row = row(d, "docs_payload", &big_id);
+    let pointer = row["request_offload"].as_str().unwrap().to_string();
+    assert!(pointer.starts_with("_offload/") && pointer.ends_with(&format!("{big_id}.request")), "{pointer}");
+    assert_eq!(row["request_bytes"], big.len());
+    assert_eq!(row["logging_error_codes"], serde_json::json!([]), "nothing was lost");
+    // The side file holds the whole body, redacted like the row.
+    let table = d.join("tables/docs_payload");
+    let stored = std::fs::read_to_string(table.join(&pointer)).unwrap();
+    assert_eq!(row["request"].as_str().unwrap(), &stored[..1000], "the row keeps a prefix of the redacted body");
+    let masked: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(masked["text"].as_str().unwrap().len(), 50_000);
+    assert!(!stored.contains("jane.doe@example.com") && masked["contact"] != "jane.doe@example.com", "{}", masked["contact"]);
+    let response_file = table.join(row["response_offload"].as_str().unwrap());
+    assert_eq!(std::fs::read_to_string(&response_file).unwrap(), stored);
+    let small = crate::support::row(d, "docs_payload", &small_id);
+    assert!(small["request_offload"].is_null() && small["request"] == "{\"a\":1}");
+    // Bytes that are not text are stored as they came.
+    let blob = crate::support::row(d, "blobs_payload", &blob_id);
+    assert_eq!(blob["request_encoding"], "base64");
+    assert_eq!(std::fs::read(d.join("tables/blobs_payload").join(blob["request_offload"].as_str().unwrap())).unwrap(), binary);
+
+    // Erasing the exchange removes its side files with its row.
+    drop(gateway);
+    let out = std::process::Command::new(bin())
+        .args(["erase", "docs", "--request-id", &big_id, "--data-dir", d.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!table.join(&pointer).exists() && !response_file.exists());
+    assert_eq!(count(d, "docs_payload"), 1);
+}
