@@ -422,4 +422,49 @@ mod tests {
         assert!(Redactor::new(&[rule(RedactTarget::Path("a.b".into()), RedactAction::Mask)], None).is_err());
         assert!(Redactor::new(&[rule(RedactTarget::Regex("x".into()), RedactAction::Hash)], None).err().unwrap().contains("redaction_key"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        static CORPUS: std::sync::LazyLock<Vec<(String, Vec<u8>)>> =
+            std::sync::LazyLock::new(|| inferlog_core::fuzz_corpus::load("redact"));
+
+        fn masking() -> Redactor {
+            let rules: Vec<RedactRule> = ["email", "phone", "credit_card", "iban", "ipv4"]
+                .into_iter()
+                .map(|d| rule(RedactTarget::Detector(d.into()), RedactAction::Mask))
+                .chain([rule(RedactTarget::Path("$.a[*].b.c[*]".into()), RedactAction::Drop)])
+                .collect();
+            Redactor::new(&rules, None).unwrap()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            /// Whatever the body, redaction does not panic, and what it leaves has nothing left
+            /// to redact: a second pass changes nothing.
+            #[test]
+            fn redaction_leaves_nothing_to_redact(
+                seed in 0..CORPUS.len(),
+                edits in proptest::collection::vec((any::<usize>(), "[ -~]{0,3}|\\\\u0040|@|\\.|[0-9]{1,4}"), 0..5),
+            ) {
+                let mut body = String::from_utf8_lossy(&CORPUS[seed].1).into_owned();
+                for (at, text) in edits {
+                    let mut at = at % (body.len() + 1);
+                    while !body.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    body.insert_str(at, &text);
+                }
+                let redactor = masking();
+                let mut once = record(&body, &body);
+                redactor.apply(&mut once);
+                let mut twice = once.clone();
+                redactor.apply(&mut twice);
+                prop_assert_eq!(&twice.request, &once.request);
+                prop_assert_eq!(&twice.response, &once.response);
+            }
+        }
+    }
 }

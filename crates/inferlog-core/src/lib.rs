@@ -2,6 +2,8 @@
 //! validation. No I/O happens here, so every other crate can depend on it cheaply.
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz_corpus;
 pub mod llm;
 pub mod record;
 

@@ -582,4 +582,56 @@ mod tests {
         assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (Some(3), Some(4), None), "a missing total stays missing");
         assert!(is_event_stream(Some("text/event-stream; charset=utf-8")) && !is_event_stream(Some("application/json")));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        static CORPUS: std::sync::LazyLock<Vec<(String, Vec<u8>)>> =
+            std::sync::LazyLock::new(|| crate::fuzz_corpus::load("sse"));
+
+        fn feed_in(stream: &[u8], cuts: &[usize], limit: usize) -> Assembled {
+            let mut assembler = StreamAssembler::new(limit);
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                assembler.feed(&stream[start..cut]);
+                start = cut;
+            }
+            assembler.finish()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            /// However the network cuts a stream into frames, the assembled answer is the same,
+            /// and it is always JSON.
+            #[test]
+            fn framing_never_changes_the_assembled_answer(
+                seed in 0..CORPUS.len(),
+                flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+                cuts in proptest::collection::vec(any::<usize>(), 0..12),
+                limit in prop_oneof![Just(1usize << 20), 1usize..200],
+            ) {
+                let mut stream = CORPUS[seed].1.clone();
+                for (at, byte) in flips {
+                    if !stream.is_empty() {
+                        let at = at % stream.len();
+                        stream[at] = byte;
+                    }
+                }
+                let whole = feed_in(&stream, &[], limit);
+                prop_assert_eq!(&feed_in(&stream, &cuts, limit), &whole);
+                if let Some(response) = &whole.response {
+                    prop_assert!(serde_json::from_str::<Value>(response).is_ok(), "not JSON: {}", response);
+                }
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(stream in proptest::collection::vec(any::<u8>(), 0..600), cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+                feed_in(&stream, &cuts, 256);
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 
 use super::*;
+use proptest::prelude::*;
 use Value::{Bool, Bytes, Float, Int, Json, Null, Str};
 
 const JSON: Option<&str> = Some("application/json");
@@ -734,145 +735,111 @@ fn error_messages_stay_on_one_short_line() {
 
 // ------------------------------------------------------------ robustness
 
-/// Tiny deterministic PRNG so the mutation test needs no extra dependency.
-struct XorShift(u64);
+/// Pieces a mutation splices in: the syntax and the keys the parsers branch on.
+const TOKENS: &[&str] = &[
+    "[", "]", "{", "}", ",", ":", "\"", "null", "true", "-1", "0", "1e400", "18446744073709551615",
+    r#"{"b64": "!!"}"#, r#"{"b64": "aGk="}"#, r#""shape": [1000000000000, 1000000000000]"#, r#""shape": []"#,
+    r#""datatype": "UINT8""#, r#""name": "x""#, r#""data": ["#, r#""inputs": "#, r#""instances": "#,
+    r#""predictions": "#, r#""outputs": "#, r#""dataframe_split": "#, r#""columns": "#, "\n", "\r\n",
+    "\u{feff}", "\u{e9}", "\\u0000",
+];
 
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        // n is small and non-zero at every call site.
-        (self.next() % n.max(1) as u64) as usize
-    }
+/// One edit of a corpus input; positions are taken modulo the body's length.
+#[derive(Debug, Clone)]
+enum Mutation {
+    FlipBit(usize, u8),
+    Insert(usize, u8),
+    Delete(usize, usize),
+    Token(usize, usize),
+    Duplicate(usize, usize, usize),
+    Truncate(usize),
 }
 
-const SEEDS: &[&str] = &[
-    r#"{"dataframe_split": {"columns": ["a b", "c"], "data": [[5.1, 3.5], [6.2, null]]}, "client_request_id": "x"}"#,
-    r#"{"dataframe_records": [{"a": 1, "b": "x"}, {"c": [1, {"b64": "aGk="}]}]}"#,
-    r#"{"instances": [{"b64": "aGVsbG8="}, {"b64": "aGk="}]}"#,
-    r#"{"instances": [[1, 2], [3]], "signature_name": "s"}"#,
-    r#"{"inputs": {"a": [1, 2], "b": [[3], [4]]}}"#,
-    r#"{"inputs": [{"name": "in-0", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]}], "outputs": []}"#,
-    r#"{"inputs": [{"name": "s", "shape": [1], "datatype": "BYTES", "data": [{"b64": "aGk="}]},
-                   {"name": "b", "shape": [1], "datatype": "BOOL", "data": [true]}]}"#,
-    r#"{"predictions": [{"label": "setosa", "score": 0.93}], "model_version": "1"}"#,
-    r#"{"outputs": [{"name": "o", "shape": [1, 3], "datatype": "INT64", "data": [1, 2, 3]}]}"#,
-    r#"{"outputs": {"scores": [[0.1, 0.9]], "classes": [1]}}"#,
-    "[1.5, 2.5, null]",
-    "[[0.1, 0.9], [0.5]]",
-    "a,b,c\n1,2.5,true\n,x,\"q,\"\"\"\n",
-];
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit(at, bit)),
+        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Insert(at, byte)),
+        (any::<usize>(), 0usize..16).prop_map(|(at, len)| Mutation::Delete(at, len)),
+        (any::<usize>(), 0..TOKENS.len()).prop_map(|(at, token)| Mutation::Token(at, token)),
+        (any::<usize>(), 0usize..32, any::<usize>()).prop_map(|(at, len, to)| Mutation::Duplicate(at, len, to)),
+        any::<usize>().prop_map(Mutation::Truncate),
+    ]
+}
 
-const TOKENS: &[&str] = &[
-    "[",
-    "]",
-    "{",
-    "}",
-    ",",
-    ":",
-    "\"",
-    "null",
-    "true",
-    "-1",
-    "0",
-    "1e400",
-    "18446744073709551615",
-    r#"{"b64": "!!"}"#,
-    r#"{"b64": "aGk="}"#,
-    r#""shape": [1000000000000, 1000000000000]"#,
-    r#""shape": []"#,
-    r#""datatype": "UINT8""#,
-    r#""name": "x""#,
-    r#""data": ["#,
-    r#""inputs": "#,
-    r#""instances": "#,
-    r#""predictions": "#,
-    r#""outputs": "#,
-    r#""dataframe_split": "#,
-    r#""columns": "#,
-    "\n",
-    "\r\n",
-    "\u{feff}",
-    "\u{e9}",
-    "\\u0000",
-];
-
-fn mutate(rng: &mut XorShift, body: &mut Vec<u8>) {
-    let at = rng.below(body.len() + 1);
-    match rng.below(6) {
-        0 if !body.is_empty() => {
-            let i = rng.below(body.len());
-            body[i] ^= 1 << rng.below(8);
+fn apply(body: &mut Vec<u8>, mutation: &Mutation) {
+    let at = |i: usize, body: &Vec<u8>| i % (body.len() + 1);
+    match *mutation {
+        Mutation::FlipBit(i, bit) if !body.is_empty() => {
+            let i = i % body.len();
+            body[i] ^= 1 << bit;
         }
-        1 => body.insert(at, rng.next() as u8),
-        2 => {
-            let end = (at + rng.below(16)).min(body.len());
-            body.drain(at..end);
+        Mutation::FlipBit(..) => {}
+        Mutation::Insert(i, byte) => body.insert(at(i, body), byte),
+        Mutation::Delete(i, len) => {
+            let start = at(i, body);
+            body.drain(start..(start + len).min(body.len()));
         }
-        3 => {
-            let token = TOKENS[rng.below(TOKENS.len())].as_bytes();
-            body.splice(at..at, token.iter().copied());
+        Mutation::Token(i, token) => {
+            let start = at(i, body);
+            body.splice(start..start, TOKENS[token].bytes());
         }
-        4 => {
-            let end = (at + rng.below(32)).min(body.len());
-            let copy = body[at..end].to_vec();
-            let to = rng.below(body.len() + 1);
+        Mutation::Duplicate(i, len, to) => {
+            let start = at(i, body);
+            let copy = body[start..(start + len).min(body.len())].to_vec();
+            let to = at(to, body);
             body.splice(to..to, copy);
         }
-        _ => body.truncate(at),
+        Mutation::Truncate(i) => body.truncate(at(i, body)),
     }
 }
 
-/// Set `PAYLOAD_FUZZ_ROUNDS` (e.g. 300000, with `--release`) for a longer run.
-#[test]
-fn random_and_mutated_bodies_never_panic() {
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let content_types = [None, JSON, CSV, Some("text/plain")];
+fn check_both_parsers(body: &[u8], content_type: Option<&str>) -> usize {
     let mut parsed = 0;
-    let rounds: usize = std::env::var("PAYLOAD_FUZZ_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(4_000);
-    for round in 0..rounds {
-        let body: Vec<u8> = if round % 8 == 0 {
-            (0..rng.below(64)).map(|_| rng.next() as u8).collect()
-        } else {
-            let mut body = SEEDS[rng.below(SEEDS.len())].as_bytes().to_vec();
-            for _ in 0..=rng.below(4) {
-                mutate(&mut rng, &mut body);
-            }
-            body
-        };
-        let content_type = content_types[rng.below(content_types.len())];
-        if let Ok(instances) = parse_request(&body, content_type) {
-            assert_invariants(&instances, "");
-            parsed += 1;
-        }
-        if let Ok(instances) = parse_response(&body, content_type) {
-            assert_invariants(&instances, "prediction");
-            parsed += 1;
-        }
+    if let Ok(instances) = parse_request(body, content_type) {
+        assert_invariants(&instances, "");
+        parsed += 1;
     }
-    // The mutations are mild enough that a fair share still parses, so the
-    // success paths get exercised too, not only the error paths.
-    assert!(parsed > 400, "only {parsed} bodies parsed");
+    if let Ok(instances) = parse_response(body, content_type) {
+        assert_invariants(&instances, "prediction");
+        parsed += 1;
+    }
+    parsed
+}
+
+static CORPUS: std::sync::LazyLock<Vec<(String, Vec<u8>)>> =
+    std::sync::LazyLock::new(|| inferlog_core::fuzz_corpus::load("payload"));
+const CONTENT_TYPES: [Option<&str>; 4] = [None, JSON, CSV, Some("text/plain")];
+
+proptest! {
+    // `PROPTEST_CASES=200000 cargo test --release -p inferlog-payload` for a longer run;
+    // failures are kept in proptest-regressions/ and replayed first.
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_corpus_inputs_never_panic(
+        seed in 0..CORPUS.len(),
+        mutations in proptest::collection::vec(mutation(), 0..6),
+        content_type in 0..CONTENT_TYPES.len(),
+    ) {
+        let mut body = CORPUS[seed].1.clone();
+        for m in &mutations {
+            apply(&mut body, m);
+        }
+        check_both_parsers(&body, CONTENT_TYPES[content_type]);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512), content_type in 0..CONTENT_TYPES.len()) {
+        check_both_parsers(&body, CONTENT_TYPES[content_type]);
+    }
 }
 
 #[test]
-fn seeds_parse() {
-    for (i, seed) in SEEDS.iter().enumerate() {
-        let content_type = if seed.starts_with(['{', '[']) {
-            JSON
-        } else {
-            CSV
-        };
-        let ok = parse_request(seed.as_bytes(), content_type).is_ok()
-            || parse_response(seed.as_bytes(), content_type).is_ok();
-        assert!(ok, "seed {i} does not parse");
+fn every_corpus_input_parses_or_fails_cleanly() {
+    for (name, body) in CORPUS.iter() {
+        let content_type = if name.ends_with(".csv") { CSV } else { JSON };
+        let parsed = check_both_parsers(body, content_type);
+        // The valid ones must stay valid: they are the seeds the mutations start from.
+        assert!(!name.starts_with("valid-") || parsed > 0, "{name} does not parse");
     }
 }

@@ -1,0 +1,22 @@
+//! The kept fuzzing corpus (`fuzz/corpus/{target}/` at the repository root): inputs the
+//! parsers' property tests start from and mutate — valid payloads of every format, and the
+//! hostile ones that once needed care (deep nesting, huge numbers, invalid UTF-8, ...). A
+//! failing case found by a property test is added here, so it is replayed on every run.
+
+use std::path::PathBuf;
+
+/// The corpus of one fuzzing target, by file name, sorted.
+pub fn load(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read the fuzzing corpus {}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.expect("corpus entry").path();
+            let name = path.file_name().expect("file name").to_string_lossy().into_owned();
+            (name, std::fs::read(&path).expect("corpus file"))
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "the fuzzing corpus {} is empty", dir.display());
+    files
+}
