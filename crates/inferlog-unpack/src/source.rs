@@ -18,6 +18,8 @@ use deltalake::DeltaTable;
 use futures::{StreamExt, TryStreamExt};
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
 
 /// Columns of the payload table an unpack reads.
 const SOURCE_COLUMNS: [&str; 11] = [
@@ -33,6 +35,9 @@ const SOURCE_COLUMNS: [&str; 11] = [
     "request_encoding",
     "response_encoding",
 ];
+
+/// Pointers to offloaded bodies (`oversize = "offload"`); older tables lack them.
+const OFFLOAD_COLUMNS: [&str; 2] = ["request_offload", "response_offload"];
 
 /// Shadow exchanges (rows with `shadow_of`) are not unpacked: the unpacked table, monitoring
 /// and `labeled()` describe the traffic callers were answered with. Older tables may lack the
@@ -58,17 +63,47 @@ pub struct SourceRow {
     pub response_content_type: Option<String>,
     pub request_encoding: Option<String>,
     pub response_encoding: Option<String>,
+    /// Side files holding the whole bodies, relative to `table_dir`.
+    pub request_offload: Option<String>,
+    pub response_offload: Option<String>,
+    /// The payload table's folder, where offloaded bodies are (local tables only).
+    pub table_dir: Option<Arc<Path>>,
 }
 
 impl SourceRow {
-    /// The request body's bytes; `None` when the exchange had none.
+    /// The request body's bytes (the whole offloaded body when there is one, read only now so
+    /// a chunk never holds many large bodies at once); `None` when the exchange had none.
     pub fn request_body(&self) -> Option<Result<Cow<'_, [u8]>, String>> {
-        decode(self.request.as_deref(), self.request_encoding.as_deref())
+        self.offloaded(self.request_offload.as_deref())
+            .or_else(|| decode(self.request.as_deref(), self.request_encoding.as_deref()))
     }
 
     pub fn response_body(&self) -> Option<Result<Cow<'_, [u8]>, String>> {
-        decode(self.response.as_deref(), self.response_encoding.as_deref())
+        self.offloaded(self.response_offload.as_deref())
+            .or_else(|| decode(self.response.as_deref(), self.response_encoding.as_deref()))
     }
+
+    fn offloaded(&self, pointer: Option<&str>) -> Option<Result<Cow<'_, [u8]>, String>> {
+        let pointer = pointer?;
+        let dir = self.table_dir.as_ref()?;
+        // Only what the log writer makes: `_offload/{date}/{request_id}.{kind}`.
+        if !pointer.starts_with("_offload/") || pointer.contains("..") {
+            return Some(Err(format!("`{pointer}` is not an offloaded body's path")));
+        }
+        Some(std::fs::read(dir.join(pointer)).map(Cow::Owned).map_err(|e| format!("cannot read the offloaded body {pointer}: {e}")))
+    }
+}
+
+/// The folder of a table on local disk; `None` for other stores.
+fn local_dir(table: &DeltaTable) -> Option<Arc<Path>> {
+    table.table_url().to_file_path().ok().map(Arc::from)
+}
+
+/// The columns to read from a payload table with this schema.
+fn columns_to_read(schema: &deltalake::datafusion::common::DFSchema) -> Vec<&'static str> {
+    let mut columns = SOURCE_COLUMNS.to_vec();
+    columns.extend(OFFLOAD_COLUMNS.into_iter().filter(|c| schema.has_column_with_unqualified_name(c)));
+    columns
 }
 
 fn decode<'a>(text: Option<&'a str>, encoding: Option<&str>) -> Option<Result<Cow<'a, [u8]>, String>> {
@@ -192,7 +227,7 @@ impl NewRequests {
                     let Some(s) = stream.as_mut() else { continue };
                     while pending.len() < self.rows_per_chunk {
                         match s.try_next().await? {
-                            Some(batch) => pending.extend(source_rows(&batch)?),
+                            Some(batch) => pending.extend(source_rows(&batch, &local_dir(source))?),
                             None => {
                                 let rows = std::mem::take(pending);
                                 let reached = Some(*latest);
@@ -288,10 +323,12 @@ async fn read_files(source: &DeltaTable, files: &[AddedFile]) -> Result<Vec<Sour
     } else {
         files
     };
-    let batches = primaries.select_columns(&SOURCE_COLUMNS)?.collect().await?;
+    let columns = columns_to_read(primaries.schema());
+    let batches = primaries.select_columns(&columns)?.collect().await?;
+    let table_dir = local_dir(source);
     let mut rows = Vec::new();
     for batch in &batches {
-        rows.extend(source_rows(batch)?);
+        rows.extend(source_rows(batch, &table_dir)?);
     }
     Ok(rows)
 }
@@ -305,14 +342,16 @@ async fn missing_rows(source: &DeltaTable, target: &DeltaTable) -> Result<Sendab
             .map_err(|e| UnpackError::delta(table.table_url(), e))?;
         ctx.register_table(name, table.table_provider().await?)?;
     }
-    let shadows = if ctx.table("source").await?.schema().has_column_with_unqualified_name(SHADOW_OF) {
+    let source_frame = ctx.table("source").await?;
+    let columns = columns_to_read(source_frame.schema());
+    let shadows = if source_frame.schema().has_column_with_unqualified_name(SHADOW_OF) {
         format!(" AND {SHADOW_OF} IS NULL")
     } else {
         String::new()
     };
     let sql = format!(
         "SELECT {} FROM source WHERE request_id NOT IN (SELECT request_id FROM target){shadows}",
-        SOURCE_COLUMNS.join(", ")
+        columns.join(", ")
     );
     Ok(ctx.sql(&sql).await?.execute_stream().await?)
 }
@@ -326,7 +365,7 @@ fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, Unpac
     Ok((0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i).to_string())).collect())
 }
 
-fn source_rows(batch: &RecordBatch) -> Result<Vec<SourceRow>, UnpackError> {
+fn source_rows(batch: &RecordBatch, table_dir: &Option<Arc<Path>>) -> Result<Vec<SourceRow>, UnpackError> {
     let column = |name: &str| {
         batch
             .column_by_name(name)
@@ -350,6 +389,15 @@ fn source_rows(batch: &RecordBatch) -> Result<Vec<SourceRow>, UnpackError> {
     ] {
         text.push(strings(batch, name)?.into_iter());
     }
+    let optional = |name: &str| -> Result<Vec<Option<String>>, UnpackError> {
+        if batch.column_by_name(name).is_some() {
+            strings(batch, name)
+        } else {
+            Ok(vec![None; batch.num_rows()])
+        }
+    };
+    let mut request_offloads = optional(OFFLOAD_COLUMNS[0])?.into_iter();
+    let mut response_offloads = optional(OFFLOAD_COLUMNS[1])?.into_iter();
     let mut rows = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let mut next = |c: usize| text[c].next().flatten();
@@ -365,6 +413,9 @@ fn source_rows(batch: &RecordBatch) -> Result<Vec<SourceRow>, UnpackError> {
             response_encoding: next(8),
             timestamp_ms: timestamps.is_valid(i).then(|| timestamps.value(i)).unwrap_or_default(),
             status_code: statuses.is_valid(i).then(|| statuses.value(i)),
+            request_offload: request_offloads.next().flatten(),
+            response_offload: response_offloads.next().flatten(),
+            table_dir: table_dir.clone(),
         });
     }
     Ok(rows)

@@ -267,10 +267,10 @@ impl AlertReceiver {
 }
 
 /// The built-in iris model on a free port.
-struct IrisModel(std::process::Child, String);
+pub(crate) struct IrisModel(std::process::Child, pub(crate) String);
 
 impl IrisModel {
-    fn start() -> IrisModel {
+    pub(crate) fn start() -> IrisModel {
         let port = crate::support::closed_port();
         let child = Command::new(bin())
             .args(["iris-model", "--listen", &format!("127.0.0.1:{port}")])

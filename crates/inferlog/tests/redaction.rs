@@ -191,3 +191,43 @@ fn oversize_bodies_are_offloaded_whole_redacted_and_erased_with_their_rows() {
     assert!(!table.join(&pointer).exists() && !response_file.exists());
     assert_eq!(count(d, "docs_payload"), 1);
 }
+
+#[test]
+fn offloaded_bodies_are_unpacked_whole() {
+    let model = crate::monitoring::IrisModel::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let toml = format!(
+        "{}{}",
+        endpoint_toml("whole", &model.1, "max_payload_bytes = 300\noversize = \"offload\""),
+        endpoint_toml("cut", &model.1, "max_payload_bytes = 300"),
+    );
+    let gateway = Gateway::start(d, &toml);
+    // 60 instances: about 2 kB of request and 1 kB of predictions, both over the limit.
+    let rows: Vec<[f64; 4]> = (0..60).map(|i| [5.0 + (i % 10) as f64 / 10.0, 3.0, 1.4 + (i % 30) as f64 / 10.0, 0.2]).collect();
+    let body = serde_json::json!({"dataframe_split": {
+        "columns": ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"],
+        "data": rows,
+    }});
+    let http = client();
+    for endpoint in ["whole", "cut"] {
+        let resp = http.post(gateway.url(&format!("/endpoints/{endpoint}/invocations"))).json(&body).send().unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(wait_rows(d, "whole_payload", 1, Duration::from_secs(30)), 1);
+    assert_eq!(wait_rows(d, "cut_payload", 1, Duration::from_secs(30)), 1);
+    drop(gateway);
+    for endpoint in ["whole", "cut"] {
+        let out = Command::new(bin()).args(["unpack", endpoint, "--data-dir", d.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // From the side files: every instance, with its prediction.
+    let whole = query(d, "SELECT count(*) AS n, count(prediction) AS predicted, min(sepal_length_cm) AS lo, max(sepal_length_cm) AS hi FROM whole_unpacked");
+    assert_eq!(whole[0]["n"], 60, "{whole:?}");
+    assert_eq!(whole[0]["predicted"], 60);
+    assert_eq!((whole[0]["lo"].as_f64(), whole[0]["hi"].as_f64()), (Some(5.0), Some(5.9)));
+    // From a cut body: nothing to unpack, and the row says why.
+    let cut = query(d, "SELECT count(sepal_length_cm) AS features, max(unpack_error) AS error FROM cut_unpacked");
+    assert_eq!(cut[0]["features"], 0, "{cut:?}");
+    assert!(cut[0]["error"].as_str().is_some_and(|e| e.contains("not JSON")), "{cut:?}");
+}
