@@ -861,6 +861,10 @@ pub fn parse_upstream(raw: &str) -> Result<Url, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("`{raw}` must not carry a query or fragment"));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        // They would end up in every error row and log line naming the upstream.
+        return Err(format!("`{}`: credentials in upstream URLs are not supported", url.host_str().unwrap_or_default()));
+    }
     Ok(url)
 }
 
@@ -1026,11 +1030,41 @@ fraction = 0.25
     }
 
     #[test]
+    fn retention_and_oversize_settings_are_checked() {
+        let c = load(&format!("{EXAMPLE}oversize = \"offload\"\n[endpoints.retention]\nolder_than = \"30d\"\n"), &[]).unwrap();
+        let e = &c.endpoints[0];
+        assert_eq!((e.capture.oversize, e.capture.offload_max_bytes, e.capture.kept_body_bytes()), (Oversize::Offload, DEFAULT_OFFLOAD_MAX_BYTES, DEFAULT_OFFLOAD_MAX_BYTES));
+        let retention = e.retention.as_ref().unwrap();
+        assert_eq!(retention.older_than_ms, 30 * 86_400_000);
+        assert!(matches!(retention.schedule, Schedule::Every(d) if d == Duration::from_secs(3600)));
+        let plain = load(EXAMPLE, &[]).unwrap();
+        assert_eq!((plain.endpoints[0].capture.oversize, plain.endpoints[0].capture.kept_body_bytes()), (Oversize::Truncate, 1 << 20));
+        for (extra, key) in [
+            ("oversize = \"spill\"\n", "endpoints[0].capture.oversize"),
+            ("offload_max_bytes = 10\n", "endpoints[0].capture.offload_max_bytes"),
+            ("[endpoints.retention]\nolder_than = \"soon\"\n", "endpoints[0].retention.older_than"),
+            ("[endpoints.retention]\nolder_than = \"1d\"\nschedule = \"61 * * * *\"\n", "endpoints[0].retention.schedule"),
+            ("[endpoints.retention]\nschedule = \"1h\"\n", "endpoints[0].retention"),
+        ] {
+            let err = load(&format!("{EXAMPLE}{extra}"), &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+    }
+
+    #[test]
     fn invalid_values_are_named_with_reason() {
         let err = load(&EXAMPLE.replace("1.0\n", "1.5\n"), &[]).unwrap_err().to_string();
         assert!(err.contains("endpoints[0].capture.sampling_fraction") && err.contains("1.5"), "{err}");
         let err = load(&EXAMPLE.replace("http://127.0.0.1:5001", "ftp://x"), &[]).unwrap_err().to_string();
         assert!(err.contains("endpoints[0].upstream"), "{err}");
+        let err = load(&EXAMPLE.replace("http://127.0.0.1:5001", "https://svc:s3cret@models.internal"), &[]).unwrap_err().to_string();
+        assert!(err.contains("credentials in upstream URLs") && !err.contains("s3cret"), "{err}");
+        let tls = "[tls]\ncert = \"c.pem\"\n";
+        let err = load(&format!("{EXAMPLE}{tls}"), &[]).unwrap_err().to_string();
+        assert!(err.contains("tls.key"), "{err}");
+        let c = load(&EXAMPLE.replace("http://127.0.0.1:5001", "https://models.internal/v1"), &[("INFERLOG_TLS__UPSTREAM_CA", "/etc/ca.pem")]).unwrap();
+        assert_eq!(c.endpoints[0].targets[0].upstream.scheme(), "https");
+        assert_eq!(c.upstream_ca.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
         let err = load(&format!("durability = \"later\"\n{EXAMPLE}"), &[]).unwrap_err().to_string();
         assert!(err.contains("durability"), "{err}");
     }

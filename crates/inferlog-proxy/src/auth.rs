@@ -254,6 +254,21 @@ fn local_host(headers: &HeaderMap) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whose failures count together: an IPv4 address, or an IPv6 client's /64 (one host usually
+/// holds a whole /64, so counting single addresses would not slow it down).
+fn failure_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 fn digest_hex(secret: &str) -> String {
     Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -375,6 +390,7 @@ impl Authenticator {
 
     /// Counts a failed attempt; past a few in a minute from one address, answers slow down.
     async fn failed(&self, ip: IpAddr) {
+        let ip = failure_key(ip);
         let delay = {
             let mut failures = self.failures.lock().expect("failure lock");
             if failures.len() >= MAX_TRACKED_ADDRESSES {
@@ -428,6 +444,15 @@ mod tests {
         assert_eq!(store.grant("nobody", "iris", Role::Read).unwrap(), None);
         assert_eq!(store.list().unwrap()[0].grants, vec![Grant { endpoint: "iris".into(), role: Role::Owner }]);
         assert!(store.revoke("alice").unwrap() && !store.revoke("alice").unwrap());
+    }
+
+    #[test]
+    fn failures_of_one_ipv6_host_count_together() {
+        let key = |a: &str| failure_key(a.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
     }
 
     #[test]

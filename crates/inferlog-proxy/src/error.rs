@@ -89,8 +89,18 @@ impl GatewayError {
         }
     }
 
+    /// What the caller is told: everything but where the model servers are (the row's
+    /// `error` and the gateway's log keep the upstream's address).
+    pub fn public_message(&self) -> String {
+        match self {
+            GatewayError::UpstreamUnreachable { reason, .. } => format!("the model server is unreachable: {reason}"),
+            GatewayError::UpstreamTimeout { timeout_ms, .. } => format!("the model server did not answer within {timeout_ms} ms"),
+            other => other.to_string(),
+        }
+    }
+
     pub fn body(&self) -> String {
-        serde_json::json!({"error_code": self.code(), "message": self.to_string()}).to_string()
+        serde_json::json!({"error_code": self.code(), "message": self.public_message()}).to_string()
     }
 }
 

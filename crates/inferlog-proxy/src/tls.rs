@@ -8,12 +8,14 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
@@ -52,22 +54,97 @@ fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
 }
 
 /// The listener's identity from PEM files (`tls.cert`, `tls.key`), HTTP/1.1 over TLS 1.2/1.3.
+/// The files are read again when they change (checked at most every few seconds, on a
+/// handshake), so a renewed certificate is served without a restart; a renewal that does not
+/// load keeps the previous identity and is logged.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let resolver = ReloadingIdentity::load(cert, key)?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Identity { cert: cert.to_path_buf(), key: key.to_path_buf(), reason: e.to_string() })?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// How often a handshake may look at the certificate files' modification times.
+const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+struct ReloadingIdentity {
+    cert: PathBuf,
+    key: PathBuf,
+    current: std::sync::RwLock<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    identity: Arc<CertifiedKey>,
+    modified: (Option<SystemTime>, Option<SystemTime>),
+    checked: Instant,
+}
+
+impl ReloadingIdentity {
+    fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let modified = (modified(cert), modified(key));
+        let identity = Arc::new(identity(cert, key)?);
+        Ok(ReloadingIdentity {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: std::sync::RwLock::new(Loaded { identity, modified, checked: Instant::now() }),
+        })
+    }
+
+    fn reload_if_changed(&self) {
+        {
+            let current = self.current.read().expect("identity lock");
+            if current.checked.elapsed() < RELOAD_CHECK_INTERVAL {
+                return;
+            }
+        }
+        let mut current = self.current.write().expect("identity lock");
+        if current.checked.elapsed() < RELOAD_CHECK_INTERVAL {
+            return;
+        }
+        current.checked = Instant::now();
+        let now = (modified(&self.cert), modified(&self.key));
+        if now == current.modified {
+            return;
+        }
+        match identity(&self.cert, &self.key) {
+            Ok(identity) => {
+                current.identity = Arc::new(identity);
+                current.modified = now;
+                tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+            }
+            // Half-renewed (the certificate written, not yet the key): tried again next time.
+            Err(e) => tracing::warn!(error = %e, "the changed TLS certificate does not load; serving the previous one"),
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingIdentity {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.reload_if_changed();
+        Some(self.current.read().expect("identity lock").identity.clone())
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// A certificate chain and its private key, checked to belong together.
+fn identity(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let chain = certificates("certificate", cert)?;
     let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read {
         what: "private key",
         path: key.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let identity_error = |reason: String| TlsError::Identity { cert: cert.to_path_buf(), key: key.to_path_buf(), reason };
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| identity_error(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, private_key)
-        .map_err(|e| identity_error(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    CertifiedKey::from_der(chain, private_key, &provider())
+        .map_err(|e| TlsError::Identity { cert: cert.to_path_buf(), key: key.to_path_buf(), reason: e.to_string() })
 }
 
 /// Trust for https upstreams and webhooks: the system's roots plus the certificates in

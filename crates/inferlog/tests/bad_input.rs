@@ -102,9 +102,10 @@ fn malformed_binary_empty_and_oversized_bodies_are_answered_and_recorded() {
 fn unreachable_and_slow_upstreams_answer_502_and_504_and_are_recorded() {
     let up = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
+    let down_address = format!("127.0.0.1:{}", closed_port());
     let toml = format!(
         "upstream_timeout_ms = 300\n{}{}",
-        endpoint_toml("down", &format!("http://127.0.0.1:{}", closed_port()), ""),
+        endpoint_toml("down", &format!("http://{down_address}"), ""),
         endpoint_toml("slow", &up.url(), "")
     );
     let gw = Gateway::start(dir.path(), &toml);
@@ -125,6 +126,11 @@ fn unreachable_and_slow_upstreams_answer_502_and_504_and_are_recorded() {
     assert_eq!(r["status_code"], 502);
     assert_eq!(r["request"], "{\"inputs\": [1]}");
     assert!(r["error"].as_str().unwrap().contains("unreachable"), "{r}");
+    // The caller (and the recorded answer) does not learn where the model server is; the
+    // row's error does.
+    assert!(!r["response"].as_str().unwrap().contains(&down_address), "{r}");
+    assert!(r["response"].as_str().unwrap().contains("the model server is unreachable"), "{r}");
+    assert!(r["error"].as_str().unwrap().contains(&down_address), "{r}");
     let r = row(dir.path(), "slow_payload", &slow);
     assert_eq!(r["status_code"], 504);
     assert!(r["error"].as_str().unwrap().contains("300 ms"), "{r}");

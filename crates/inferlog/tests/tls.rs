@@ -10,7 +10,8 @@ use std::time::Duration;
 /// Writes `{name}.pem` and `{name}.key` for 127.0.0.1 and localhost, signed by `ca` (or
 /// self-signed).
 fn issue(dir: &Path, name: &str, ca: Option<&CertifiedIssuer<'_, KeyPair>>) -> (PathBuf, PathBuf) {
-    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
     let key = KeyPair::generate().unwrap();
     let cert = match ca {
         Some(ca) => params.signed_by(&key, ca).unwrap(),
@@ -144,6 +145,24 @@ except urllib.error.URLError as e:
     let row = crate::support::row(&data, "rogue_payload", &rogue_id);
     assert_eq!(row["status_code"], 502);
     assert!(row["error"].as_str().unwrap().contains("UnknownIssuer"), "{row}");
+
+    // A renewed certificate is served without a restart.
+    let served_name = || {
+        let script = "import socket, ssl, sys\n\
+                      ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+                      s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(sys.argv[2]))), server_hostname='127.0.0.1')\n\
+                      print(dict(x[0] for x in s.getpeercert()['subject'])['commonName'])";
+        let out = Command::new(&python).args(["-c", script, ca_path.to_str().unwrap(), &gw.addr.port().to_string()]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(served_name(), "gateway");
+    let (renewed_cert, renewed_key) = issue(&pki, "renewed", Some(&ca));
+    std::fs::copy(&renewed_key, &gw_key).unwrap();
+    std::fs::copy(&renewed_cert, &gw_cert).unwrap();
+    std::thread::sleep(Duration::from_millis(5500));
+    assert_eq!(served_name(), "renewed");
+    assert!(gw.logs().contains("TLS certificate reloaded"));
 }
 
 /// The gateway's stderr if it exits (with a failure) within 30 s; `None` if it kept running.

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# What HTTPS costs through the gateway, on one machine over loopback: the gateway (capture
+# on, async) with a plain listener, with an HTTPS listener, and with an https upstream.
+# Upstream: nginx returning a fixed JSON body (over TLS for the https-upstream variant, with a
+# private CA given as tls.upstream_ca). Load: wrk, 1 thread, 32 connections, the 350-byte
+# JSON POST of bench/run.sh; once with keep-alive connections, once with a new connection
+# (and so a new handshake) per request.
+#
+#   bench/tls.sh [seconds-per-variant]      (default 10)
+#
+# Writes bench/TLS.md and prints the same table. BENCH_INFERLOG=path measures that binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration="${1:-10}"
+connections=32
+
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+command -v openssl >/dev/null || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} from Debian's packages"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+source bench/inferlog-binary.sh
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A private CA and one certificate for 127.0.0.1, used by both the gateway and nginx.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
+  -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+  -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$work/san.ext"
+openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 2 \
+  -extfile "$work/san.ext" -out "$work/server.pem" 2>/dev/null
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP_PORT=$(free_port)
+UP_TLS_PORT=$(free_port)
+mkdir -p "$work/nginx"
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  server {
+    listen 127.0.0.1:$UP_PORT;
+    listen 127.0.0.1:$UP_TLS_PORT ssl;
+    ssl_certificate $work/server.pem;
+    ssl_certificate_key $work/server.key;
+    keepalive_requests 1000000;
+    location / { default_type application/json; return 200 '{"predictions": [0]}'; }
+  }
+}
+CONF
+"$NGINX" -c "$work/nginx.conf" -p "$work"
+sleep 0.5
+
+body=$(python3 -c '
+import json
+rows=[[5.1,3.5,1.4,0.2],[6.2,2.9,4.3,1.3],[7.7,3.0,6.1,2.3],[5.0,3.4,1.5,0.2],[6.4,3.2,4.5,1.5],[6.3,3.3,6.0,2.5]]
+b=json.dumps({"client_request_id":"bench","dataframe_split":{"columns":["sepal length (cm)","sepal width (cm)","petal length (cm)","petal width (cm)"],"data":rows}})
+b+=" "*(350-len(b)); print(b)')
+for mode in keepalive close; do
+  {
+    echo 'wrk.method = "POST"'
+    echo 'wrk.headers["Content-Type"] = "application/json"'
+    [ "$mode" = close ] && echo 'wrk.headers["Connection"] = "close"'
+    echo "wrk.body = [[$body]]"
+  } > "$work/$mode.lua"
+done
+
+# run_wrk MODE URL: prints "req/s p50 p99 requests non2xx errors"
+run_wrk() {
+  wrk -t1 -c"$connections" -d"${duration}s" --latency -s "$work/$1.lua" "$2" > "$work/wrk.txt" 2>&1
+  python3 - "$work/wrk.txt" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(v):
+    n, u = float(re.match(r"([\d.]+)", v).group(1)), re.search(r"(us|ms|s)$", v).group(1)
+    return n / 1000 if u == "us" else n * 1000 if u == "s" else n
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p50 = ms(re.search(r"50%\s+(\S+)", t).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+total = int(re.search(r"(\d+) requests in", t).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {total} {non2xx.group(1) if non2xx else 0} {sum(map(int, errors.groups())) if errors else 0}")
+PY
+}
+
+start_gateway() { # start_gateway DATA_DIR UPSTREAM TLS_TOML
+  cat > "$1.toml" <<CONF
+listen = "127.0.0.1:0"
+data_dir = "$1"
+$3
+[[endpoints]]
+name = "bench"
+upstream = "$2"
+CONF
+  INFERLOG_LOG=warn "$INFERLOG" serve --config "$1.toml" > "$1.out" 2> "$1.err" &
+  gw_pid=$!
+  pids+=("$gw_pid")
+  gw_url=""
+  for _ in $(seq 100); do
+    gw_url=$(sed -n 's#^inferlog listening on ##p' "$1.out")
+    [ -n "$gw_url" ] && break
+    sleep 0.1
+  done
+  [ -n "$gw_url" ] || { cat "$1.err"; exit 1; }
+}
+
+echo "variant | connections | req/s | p50 ms | p99 ms | responses | non-2xx | socket errors | peak RSS MiB" > "$work/table"
+record() { echo "$*" >> "$work/table"; echo "$*"; }
+listener_tls=$(printf '[tls]\ncert = "%s"\nkey = "%s"\n' "$work/server.pem" "$work/server.key")
+upstream_ca=$(printf '[tls]\nupstream_ca = "%s"\n' "$work/ca.pem")
+for variant in "plain|http://127.0.0.1:$UP_PORT|" "https-listener|http://127.0.0.1:$UP_PORT|$listener_tls" \
+  "https-upstream|https://127.0.0.1:$UP_TLS_PORT|$upstream_ca"; do
+  IFS='|' read -r label upstream tls <<<"$variant"
+  for mode in keepalive close; do
+    dir="$work/data-$label-$mode"
+    start_gateway "$dir" "$upstream" "$tls"
+    wrk -t1 -c"$connections" -d1s -s "$work/$mode.lua" "$gw_url/endpoints/bench/invocations" >/dev/null 2>&1
+    read -r rps p50 p99 total bad errors < <(run_wrk "$mode" "$gw_url/endpoints/bench/invocations")
+    rss=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$gw_pid/status")
+    kill -TERM "$gw_pid"; wait "$gw_pid" 2>/dev/null || true
+    record "$label | $mode | $rps | $p50 | $p99 | $total | $bad | $errors | $rss"
+  done
+done
+
+{
+  echo "# HTTPS through the gateway"
+  echo
+  echo "bench/tls.sh on $(nproc) cores, $(date -u +%Y-%m-%d), $build_label, wrk 1 thread, $connections connections, ${duration}s per variant,"
+  echo "350-byte JSON POST, capture on (async). TLS 1.3 with a P-256 certificate from a private CA; \`close\` opens a new"
+  echo "connection (a full handshake, no resumption) per request. Upstream: nginx returning a fixed JSON body."
+  echo
+  echo "| $(head -1 "$work/table") |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  tail -n +2 "$work/table" | sed 's/^/| /; s/$/ |/'
+} > bench/TLS.md
+cat bench/TLS.md
