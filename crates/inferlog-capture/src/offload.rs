@@ -40,6 +40,13 @@ impl Offloader {
             if text.len() <= self.inline_max {
                 continue;
             }
+            let base64 = encoding.as_deref() == Some(ENCODING_BASE64);
+            // Already cut (over offload_max_bytes, or the memory budget was spent): a side file
+            // would pass for the whole body. The row keeps its prefix, as with `truncate`.
+            if record.logging_error_codes.iter().any(|c| c == cut_code) {
+                cut_text(text, self.inline_max, base64);
+                continue;
+            }
             let relative = format!("{OFFLOAD_DIR}/{date}/{id}.{kind}");
             let written = if encoding.as_deref() == Some(ENCODING_BASE64) {
                 base64::engine::general_purpose::STANDARD
@@ -49,8 +56,7 @@ impl Offloader {
             } else {
                 self.write(&relative, text.as_bytes())
             };
-            let base64 = encoding.as_deref() == Some(ENCODING_BASE64);
-            text.truncate(prefix_len(text, self.inline_max, base64));
+            cut_text(text, self.inline_max, base64);
             match written {
                 Ok(()) => *pointer = Some(relative),
                 Err(e) => {
@@ -83,6 +89,11 @@ impl Offloader {
         }
         Ok(())
     }
+}
+
+/// Cuts `text` to its longest valid prefix within `max` bytes.
+pub fn cut_text(text: &mut String, max: usize, base64: bool) {
+    text.truncate(prefix_len(text, max, base64));
 }
 
 /// The longest prefix of `text` within `max` bytes that is still valid: on a character
@@ -134,6 +145,12 @@ mod tests {
         let mut small = record("tiny", None);
         offloader.apply(&mut small);
         assert_eq!((small.request.as_deref(), small.request_offload), (Some("tiny"), None));
+
+        // A body cut before it got here is not passed off as whole.
+        let mut cut = record("0123456789", None);
+        cut.logging_error_codes.push(MAX_REQUEST_SIZE_EXCEEDED.into());
+        offloader.apply(&mut cut);
+        assert_eq!((cut.request.as_deref(), cut.request_offload), (Some("01234"), None));
     }
 
     #[test]

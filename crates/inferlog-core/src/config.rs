@@ -778,6 +778,13 @@ impl ConfigFile {
                         if limit < max_payload_bytes {
                             return Err(invalid(key("capture.offload_max_bytes"), format!("{limit} is below max_payload_bytes ({max_payload_bytes})")));
                         }
+                        // A record holds a request and a response: both must fit the queue.
+                        if ep.capture.oversize == Some(Oversize::Offload) && (limit as u64).saturating_mul(2) > queue_max_bytes {
+                            return Err(invalid(
+                                key("capture.offload_max_bytes"),
+                                format!("twice {limit} (a request and a response) exceeds queue_max_bytes ({queue_max_bytes})"),
+                            ));
+                        }
                         limit
                     },
                     sampling_seed: ep.capture.sampling_seed,
@@ -1042,6 +1049,7 @@ fraction = 0.25
         for (extra, key) in [
             ("oversize = \"spill\"\n", "endpoints[0].capture.oversize"),
             ("offload_max_bytes = 10\n", "endpoints[0].capture.offload_max_bytes"),
+            ("oversize = \"offload\"\noffload_max_bytes = 200000000\n", "endpoints[0].capture.offload_max_bytes"),
             ("[endpoints.retention]\nolder_than = \"soon\"\n", "endpoints[0].retention.older_than"),
             ("[endpoints.retention]\nolder_than = \"1d\"\nschedule = \"61 * * * *\"\n", "endpoints[0].retention.schedule"),
             ("[endpoints.retention]\nschedule = \"1h\"\n", "endpoints[0].retention"),

@@ -1,7 +1,9 @@
 //! The kept fuzzing corpus (`fuzz/corpus/{target}/` at the repository root): inputs the
 //! parsers' property tests start from and mutate — valid payloads of every format, and the
-//! hostile ones that once needed care (deep nesting, huge numbers, invalid UTF-8, ...). A
-//! failing case found by a property test is added here, so it is replayed on every run.
+//! hostile ones that once needed care (deep nesting, huge numbers, invalid UTF-8, ...).
+//! proptest keeps the failing cases it finds under `proptest-regressions/` and replays them
+//! first; an input worth keeping for good is added here. Only built for tests (the
+//! `fuzz-corpus` feature), as it reads files of the source tree.
 
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 //! validation. No I/O happens here, so every other crate can depend on it cheaply.
 
 pub mod config;
-#[doc(hidden)]
+#[cfg(any(test, feature = "fuzz-corpus"))]
 pub mod fuzz_corpus;
 pub mod llm;
 pub mod record;

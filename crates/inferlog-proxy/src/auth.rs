@@ -254,9 +254,9 @@ fn local_host(headers: &HeaderMap) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Whose failures count together: an IPv4 address, or an IPv6 client's /64 (one host usually
+/// Who counts as one client (for failed logins and TLS handshakes): an IPv4 address, or an IPv6 client's /64 (one host usually
 /// holds a whole /64, so counting single addresses would not slow it down).
-fn failure_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -390,7 +390,7 @@ impl Authenticator {
 
     /// Counts a failed attempt; past a few in a minute from one address, answers slow down.
     async fn failed(&self, ip: IpAddr) {
-        let ip = failure_key(ip);
+        let ip = client_key(ip);
         let delay = {
             let mut failures = self.failures.lock().expect("failure lock");
             if failures.len() >= MAX_TRACKED_ADDRESSES {
@@ -448,7 +448,7 @@ mod tests {
 
     #[test]
     fn failures_of_one_ipv6_host_count_together() {
-        let key = |a: &str| failure_key(a.parse().unwrap());
+        let key = |a: &str| client_key(a.parse().unwrap());
         assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
         assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));

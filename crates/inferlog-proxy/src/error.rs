@@ -93,7 +93,7 @@ impl GatewayError {
     /// `error` and the gateway's log keep the upstream's address).
     pub fn public_message(&self) -> String {
         match self {
-            GatewayError::UpstreamUnreachable { reason, .. } => format!("the model server is unreachable: {reason}"),
+            GatewayError::UpstreamUnreachable { reason, .. } => format!("the model server is unreachable: {}", failure_kind(reason)),
             GatewayError::UpstreamTimeout { timeout_ms, .. } => format!("the model server did not answer within {timeout_ms} ms"),
             other => other.to_string(),
         }
@@ -101,6 +101,27 @@ impl GatewayError {
 
     pub fn body(&self) -> String {
         serde_json::json!({"error_code": self.code(), "message": self.public_message()}).to_string()
+    }
+}
+
+/// A connection failure in a few words. The full reason may name the upstream (a URI that
+/// does not parse, the host a certificate was expected to name), so callers get only its kind.
+fn failure_kind(reason: &str) -> &'static str {
+    let has = |needles: &[&str]| needles.iter().any(|n| reason.contains(n));
+    if has(&["certificate", "Certificate", "UnknownIssuer", "NotValidForName"]) {
+        "its TLS certificate was rejected"
+    } else if has(&["tls", "TLS", "handshake", "AlertReceived"]) {
+        "the TLS handshake failed"
+    } else if has(&["Connection refused", "connection refused"]) {
+        "connection refused"
+    } else if has(&["dns error", "failed to lookup", "Name or service not known"]) {
+        "its name does not resolve"
+    } else if has(&["timed out", "deadline"]) {
+        "connecting timed out"
+    } else if has(&["reset", "closed", "Broken pipe", "IncompleteMessage"]) {
+        "the connection broke"
+    } else {
+        "the connection failed"
     }
 }
 
@@ -122,5 +143,29 @@ impl IntoResponse for GatewayError {
                 .insert(axum::http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callers_learn_the_kind_of_failure_not_where_the_upstream_is() {
+        let unreachable = |reason: &str| GatewayError::UpstreamUnreachable { upstream: "https://models.internal:8443/".into(), reason: reason.into() };
+        for (reason, kind) in [
+            ("client error (Connect): invalid peer certificate: UnknownIssuer", "TLS certificate was rejected"),
+            ("client error (Connect): certificate not valid for name \"models.internal\"", "TLS certificate was rejected"),
+            ("client error (Connect): tcp connect error: Connection refused (os error 111)", "connection refused"),
+            ("client error (Connect): dns error: failed to lookup address information", "does not resolve"),
+            ("cannot build the upstream URI https://models.internal:8443/aaaa: invalid uri", "the connection failed"),
+        ] {
+            let body = unreachable(reason).body();
+            assert!(body.contains(kind), "{reason}: {body}");
+            assert!(!body.contains("models.internal"), "{body}");
+        }
+        let timeout = GatewayError::UpstreamTimeout { upstream: "http://10.0.0.7:5001/".into(), timeout_ms: 300 };
+        assert!(!timeout.body().contains("10.0.0.7") && timeout.body().contains("300 ms"));
+        assert!(timeout.to_string().contains("10.0.0.7"), "the row's error keeps the upstream");
     }
 }

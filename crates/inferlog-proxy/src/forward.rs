@@ -4,7 +4,7 @@ use crate::admin::{CaptureState, CaptureStateStore, TrafficState, TrafficStateSt
 use crate::auth::{Authenticator, Role};
 use crate::error::GatewayError;
 use crate::record::{client_request_id_from_body, encode_body};
-use crate::tap::{InFlight, TapBody};
+use crate::tap::{OversizeAllowance, InFlight, TapBody};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -150,6 +150,8 @@ pub struct GatewayOptions {
     pub audit: Option<AuditSender>,
     /// Trust for https upstreams and shadows ([`crate::tls::client_config`]).
     pub upstream_tls: rustls::ClientConfig,
+    /// Memory the bodies kept for offloading may take over all exchanges in flight.
+    pub offload_memory_bytes: usize,
 }
 
 pub type AuditSender = tokio::sync::mpsc::Sender<inferlog_core::record::AuditEvent>;
@@ -190,6 +192,7 @@ pub struct Gateway {
     /// Bounds the shadow exchanges in flight, so a slow shadow cannot pile up work.
     shadow_permits: Arc<tokio::sync::Semaphore>,
     pub(crate) auth: Arc<Authenticator>,
+    offload_budget: Arc<crate::budget::OffloadBudget>,
 }
 
 /// Shadow exchanges in flight at most, over all endpoints; more are skipped and counted.
@@ -228,12 +231,13 @@ impl Gateway {
                 .map(|e| (e.settings.name.clone(), Arc::new(e)))
                 .collect(),
             client,
-            options,
             metadata_headers,
             state_store,
             traffic_store,
             shadow_permits: Arc::new(tokio::sync::Semaphore::new(MAX_SHADOWS_IN_FLIGHT)),
             auth,
+            offload_budget: crate::budget::OffloadBudget::new(options.offload_memory_bytes),
+            options,
         }
     }
 
@@ -330,9 +334,18 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
         r.served_target = Some(target.name.clone());
         r
     });
+    let capture = &endpoint.settings.capture;
+    let mut oversize = (capture.oversize == inferlog_core::config::Oversize::Offload)
+        .then(|| OversizeAllowance::new(capture.max_payload_bytes, gw.offload_budget.clone()));
     if let Some(r) = record.as_mut() {
         match body.as_ref() {
-            Ok(bytes) => set_request(r, bytes, &parts.headers, endpoint.settings.capture.kept_body_bytes()),
+            Ok(bytes) => {
+                // The record's text of the body: as long, or a third longer in base64.
+                let over_budget = bytes.len() > capture.max_payload_bytes
+                    && oversize.as_mut().is_some_and(|allowance| !allowance.grow(bytes.len() / 3 * 4 + 4));
+                let keep = if over_budget { capture.max_payload_bytes } else { capture.kept_body_bytes() };
+                set_request(r, bytes, &parts.headers, keep)
+            }
             // The body was refused: keep what is known of it.
             Err(_) => {
                 r.request_bytes = declared_length(&parts.headers).unwrap_or(0) as i64;
@@ -421,6 +434,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
                 total: 0,
                 stream,
                 cancelled_because: CLIENT_LEFT,
+                oversize,
             })
         }
         _ => None,
@@ -597,6 +611,14 @@ async fn shadow_exchange(
     record.request_id = uuid::Uuid::now_v7().to_string();
     record.served_target = Some(shadow.name.clone());
     record.model_version = shadow.model_version.clone();
+    // Shadow rows keep prefixes only: the primary's row has the whole request, and the
+    // shadows' bodies do not take from the offload budget.
+    let inline_max = endpoint.settings.capture.max_payload_bytes;
+    if let Some(request) = record.request.as_mut().filter(|r| r.len() > inline_max) {
+        let base64 = record.request_encoding.as_deref() == Some(inferlog_core::record::ENCODING_BASE64);
+        inferlog_capture::offload::cut_text(request, inline_max, base64);
+        record.logging_error_codes.push(MAX_REQUEST_SIZE_EXCEEDED.to_string());
+    }
     let fail = |mut record: Record, err: GatewayError, forwarded_at: Option<Instant>| {
         set_gateway_error(&mut record, &err, received_at, forwarded_at);
         let _ = handle.submit(record);
@@ -629,7 +651,7 @@ async fn shadow_exchange(
     record.response_content_type = header_string(&parts.headers, header::CONTENT_TYPE.as_str());
     let stream = assembler_for(&parts.headers, endpoint.settings.capture.max_payload_bytes);
     let inflight = InFlight {
-        limit: response_limit(&endpoint.settings.capture, stream.is_some()),
+        limit: inline_max,
         stream,
         record,
         handle,
@@ -638,6 +660,7 @@ async fn shadow_exchange(
         body: Vec::new(),
         total: 0,
         cancelled_because: SHADOW_TIMED_OUT,
+        oversize: None,
     };
     // Reading the body to its end through the tap completes and submits the record; at the
     // deadline the tap is dropped, which records what arrived.

@@ -24,6 +24,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
+use std::sync::Arc;
+use crate::budget::{OffloadBudget, Reservation};
 use tokio::sync::oneshot;
 
 /// The record of an exchange whose response is still streaming.
@@ -39,6 +41,37 @@ pub struct InFlight {
     pub stream: Option<StreamAssembler>,
     /// The error recorded when the body is dropped before its end.
     pub cancelled_because: &'static str,
+    /// For endpoints that offload oversize bodies: what may be kept beyond `max_payload_bytes`.
+    pub oversize: Option<OversizeAllowance>,
+}
+
+/// Keeping a body beyond `inline_max` takes from the gateway's [`OffloadBudget`]; the
+/// reservation (the request's, grown by the response's) goes when the record is submitted.
+pub struct OversizeAllowance {
+    pub inline_max: usize,
+    pub budget: Arc<OffloadBudget>,
+    pub reservation: Option<Reservation>,
+}
+
+impl OversizeAllowance {
+    pub fn new(inline_max: usize, budget: Arc<OffloadBudget>) -> Self {
+        OversizeAllowance { inline_max, budget, reservation: None }
+    }
+
+    /// Whether `bytes` more may be held; counted when they may not.
+    pub fn grow(&mut self, bytes: usize) -> bool {
+        let granted = match self.reservation.as_mut() {
+            Some(reservation) => reservation.grow(bytes),
+            None => {
+                self.reservation = self.budget.reserve(bytes);
+                self.reservation.is_some()
+            }
+        };
+        if !granted {
+            metrics::counter!("inferlog_capture_offload_budget_exhausted_total").increment(1);
+        }
+        granted
+    }
 }
 
 /// How a response body ended.
@@ -53,9 +86,18 @@ pub(crate) enum BodyEnd {
 impl InFlight {
     fn observe(&mut self, data: &Bytes) {
         self.total += data.len() as u64;
-        let room = self.limit.saturating_sub(self.body.len());
-        if room > 0 {
-            self.body.extend_from_slice(&data[..data.len().min(room)]);
+        let mut keep = data.len().min(self.limit.saturating_sub(self.body.len()));
+        if let Some(allowance) = self.oversize.as_mut() {
+            let beyond = (self.body.len() + keep).saturating_sub(allowance.inline_max.max(self.body.len()));
+            // Twice: the bytes kept here, and their text in the record when it is completed.
+            if beyond > 0 && !allowance.grow(2 * beyond) {
+                // The budget is spent: from here on the body is kept as `truncate` keeps it.
+                self.limit = allowance.inline_max.max(self.body.len());
+                keep = self.limit - self.body.len();
+            }
+        }
+        if keep > 0 {
+            self.body.extend_from_slice(&data[..keep]);
         }
         if let Some(stream) = self.stream.as_mut() {
             stream.feed(data);

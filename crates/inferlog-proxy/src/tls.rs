@@ -12,7 +12,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::io;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,9 +23,12 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// A handshake not finished by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshakes in progress at most; further connections wait to be accepted.
 const MAX_HANDSHAKES: usize = 1024;
+/// Handshakes in progress from one client (an IPv4 address or an IPv6 /64) at most; its
+/// further connections are closed at once, so one host cannot take every handshake slot.
+const MAX_HANDSHAKES_PER_CLIENT: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -98,12 +102,12 @@ impl ReloadingIdentity {
 
     fn reload_if_changed(&self) {
         {
-            let current = self.current.read().expect("identity lock");
+            let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             if current.checked.elapsed() < RELOAD_CHECK_INTERVAL {
                 return;
             }
         }
-        let mut current = self.current.write().expect("identity lock");
+        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if current.checked.elapsed() < RELOAD_CHECK_INTERVAL {
             return;
         }
@@ -127,7 +131,7 @@ impl ReloadingIdentity {
 impl ResolvesServerCert for ReloadingIdentity {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.reload_if_changed();
-        Some(self.current.read().expect("identity lock").identity.clone())
+        Some(self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).identity.clone())
     }
 }
 
@@ -245,6 +249,7 @@ impl Drop for TlsListener {
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>) {
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let per_client: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
         let (mut tcp, peer) = match listener.accept().await {
@@ -256,11 +261,23 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, ready: mpsc::
                 continue;
             }
         };
+        let client = crate::auth::client_key(peer.ip());
+        {
+            let mut in_progress = per_client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let count = in_progress.entry(client).or_default();
+            if *count >= MAX_HANDSHAKES_PER_CLIENT {
+                metrics::counter!("inferlog_tls_handshakes_refused_total").increment(1);
+                continue; // dropping the stream closes it
+            }
+            *count += 1;
+        }
         set_nodelay(&mut tcp);
         let acceptor = acceptor.clone();
         let handed_on = ready.clone();
+        let per_client = per_client.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _counted = ClientSlot { per_client, client };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
                     let _ = handed_on.send((tls, peer)).await;
@@ -277,6 +294,24 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, ready: mpsc::
         });
         if ready.is_closed() {
             return;
+        }
+    }
+}
+
+/// One handshake in progress from `client`, counted until dropped.
+struct ClientSlot {
+    per_client: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    client: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut in_progress = self.per_client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = in_progress.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                in_progress.remove(&self.client);
+            }
         }
     }
 }

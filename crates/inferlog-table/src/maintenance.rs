@@ -1,7 +1,11 @@
 //! Deleting rows for good: retention (rows older than a time) and erasure (one caller's or one
-//! exchange's rows, everywhere). Each table's rows are deleted in one commit, then the table is
-//! vacuumed with no retention period, so the files that held them are removed from disk, not
-//! only from the table's current version.
+//! exchange's rows, everywhere). Each table's rows are deleted in one commit; then the data
+//! files that commit replaced are removed from disk, and so are the offloaded bodies of the
+//! deleted rows, so the rows are gone from disk, not only from the table's current version.
+//!
+//! Erasure goes further ([`Purge::AllTombstones`]): it also removes every file earlier commits
+//! replaced (compaction keeps those for an hour for readers of older versions), because one of
+//! them may still hold the erased rows. A reader of an older version may then fail and retry.
 
 use crate::table::table_url;
 use deltalake::datafusion::prelude::{col, lit, Expr};
@@ -12,7 +16,9 @@ use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTableError;
+use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 /// What one table lost.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,44 +28,130 @@ pub struct Deleted {
     pub files_removed: usize,
 }
 
+/// Which replaced data files leave the disk after a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purge {
+    /// Those the delete itself replaced (retention: older replaced files expire with
+    /// compaction's retention, an hour).
+    ReplacedByDelete,
+    /// Every replaced file of the table (erasure).
+    AllTombstones,
+}
+
+/// An offloaded body no row names (its record was never logged, or a crash came between the
+/// file and the log write) is removed once it is this old.
+const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
+
 /// Deletes the rows matching each predicate from its table (tables that do not exist are
-/// skipped), then vacuums them.
-pub async fn delete_where(data_dir: &Path, predicates: &[(String, Expr)]) -> Result<Vec<Deleted>, TableError> {
+/// skipped), then removes their data files and offloaded bodies from disk.
+pub async fn delete_where(data_dir: &Path, predicates: &[(String, Expr)], purge: Purge) -> Result<Vec<Deleted>, TableError> {
     let mut out = Vec::new();
     for (name, predicate) in predicates {
-        if !data_dir.join("tables").join(name).join("_delta_log").is_dir() {
+        let table_dir = data_dir.join("tables").join(name);
+        if !table_dir.join("_delta_log").is_dir() {
             continue;
         }
         let url = table_url(data_dir, name)?;
         let err = |e| TableError::Delta { url: url.to_string(), source: e };
         let table = deltalake::open_table(url.clone()).await.map_err(err)?;
-        // Offloaded bodies of the rows about to go: removed once the delete is committed.
         let side_files = offloaded_files(&table, predicate).await.map_err(err)?;
+        let before: HashSet<String> = table.get_file_uris().map_err(err)?.collect();
         let (table, metrics) = table.delete().with_predicate(predicate.clone()).await.map_err(err)?;
-        let (_, vacuumed) = table
-            .vacuum()
-            .with_retention_period(chrono::Duration::zero())
-            .with_enforce_retention_duration(false)
-            .await
-            .map_err(err)?;
-        let table_dir = data_dir.join("tables").join(name);
-        let mut side_files_removed = 0;
-        // Only paths of the shape the log writer makes; a row never names anything else.
-        for relative in side_files.iter().filter(|p| p.starts_with("_offload/") && !p.contains("..")) {
-            match std::fs::remove_file(table_dir.join(relative)) {
-                Ok(()) => side_files_removed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(err(DeltaTableError::Generic(format!("cannot remove the offloaded body {relative}: {e}")))),
+        // First the bodies of the deleted rows: once the commit is in, nothing names them, and
+        // a failure further down must not leave them behind for good.
+        let mut files_removed = remove_side_files(&table_dir, &side_files).map_err(err)?;
+        let table = match purge {
+            Purge::ReplacedByDelete => {
+                let after: HashSet<String> = table.get_file_uris().map_err(err)?.collect();
+                for uri in before.difference(&after) {
+                    // Local tables list plain paths; anything else is a URL.
+                    let path = match url::Url::parse(uri) {
+                        Ok(u) if u.scheme() == "file" => u.to_file_path().ok(),
+                        Ok(_) => None,
+                        Err(_) => Some(std::path::PathBuf::from(uri)),
+                    }
+                    .ok_or_else(|| err(DeltaTableError::Generic(format!("`{uri}` is not a local file"))))?;
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => files_removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(err(DeltaTableError::Generic(format!("cannot remove {}: {e}", path.display())))),
+                    }
+                }
+                table
             }
-        }
-        out.push(Deleted {
-            table: name.clone(),
-            rows: metrics.num_deleted_rows.unwrap_or(0),
-            files_removed: vacuumed.files_deleted.len() + side_files_removed,
-        });
+            Purge::AllTombstones => {
+                let (table, vacuumed) = table
+                    .vacuum()
+                    .with_retention_period(chrono::Duration::zero())
+                    .with_enforce_retention_duration(false)
+                    .await
+                    .map_err(err)?;
+                files_removed += vacuumed.files_deleted.len();
+                table
+            }
+        };
+        files_removed += sweep_orphaned_side_files(&table, &table_dir).await.map_err(err)?;
+        out.push(Deleted { table: name.clone(), rows: metrics.num_deleted_rows.unwrap_or(0), files_removed });
     }
     Ok(out)
 }
+
+/// Only paths of the shape the log writer makes; a row never names anything else.
+fn is_side_file_path(relative: &str) -> bool {
+    relative.starts_with(OFFLOAD_DIR) && relative[OFFLOAD_DIR.len()..].starts_with('/') && !relative.contains("..")
+}
+
+fn remove_side_files(table_dir: &Path, relative_paths: &[String]) -> Result<usize, DeltaTableError> {
+    let mut removed = 0;
+    for relative in relative_paths.iter().filter(|p| is_side_file_path(p)) {
+        match std::fs::remove_file(table_dir.join(relative)) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DeltaTableError::Generic(format!("cannot remove the offloaded body {relative}: {e}"))),
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes offloaded bodies (and half-written `.tmp` files) that no row of the table names and
+/// that are older than [`ORPHAN_GRACE`]; then the date folders left empty.
+async fn sweep_orphaned_side_files(table: &deltalake::DeltaTable, table_dir: &Path) -> Result<usize, DeltaTableError> {
+    let root = table_dir.join(OFFLOAD_DIR);
+    if !root.is_dir() {
+        return Ok(0);
+    }
+    let named: HashSet<String> = offloaded_files(table, &lit(true)).await?.into_iter().collect();
+    let io = |e: std::io::Error| DeltaTableError::Generic(format!("cannot sweep {}: {e}", root.display()));
+    let mut removed = 0;
+    for day in std::fs::read_dir(&root).map_err(io)? {
+        let day = day.map_err(io)?.path();
+        if !day.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&day).map_err(io)? {
+            let file = file.map_err(io)?;
+            let relative = format!(
+                "{OFFLOAD_DIR}/{}/{}",
+                day.file_name().unwrap_or_default().to_string_lossy(),
+                file.file_name().to_string_lossy()
+            );
+            let old = file.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age >= ORPHAN_GRACE);
+            if old && !named.contains(&relative) {
+                match std::fs::remove_file(file.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(e)),
+                }
+            }
+        }
+        // Only succeeds when the folder is empty.
+        let _ = std::fs::remove_dir(&day);
+    }
+    Ok(removed)
+}
+
+/// The folder under a payload table holding offloaded bodies (see `inferlog-capture`).
+const OFFLOAD_DIR: &str = "_offload";
 
 /// The side files (`request_offload`, `response_offload`) of the rows `predicate` selects;
 /// none for tables without those columns.

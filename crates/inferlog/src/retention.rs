@@ -4,8 +4,15 @@
 
 use inferlog_core::config::RetentionSettings;
 use inferlog_core::record::AuditEvent;
+use inferlog_table::maintenance::Purge;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+
+/// The first run waits this long after the start, so the gateway's own start is not slowed.
+const FIRST_RUN_AFTER: Duration = Duration::from_secs(10);
+/// A failed run (a delete that met a concurrent commit, say) is tried again this soon.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 pub struct ScheduledRetention {
     pub data_dir: PathBuf,
@@ -15,24 +22,28 @@ pub struct ScheduledRetention {
 }
 
 impl ScheduledRetention {
+    /// Runs once soon after the start (a gateway restarted more often than the schedule still
+    /// applies retention), then on the schedule; a failed run is tried again within
+    /// [`RETRY_AFTER`].
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut wait = FIRST_RUN_AFTER;
         loop {
-            let now = chrono::Utc::now();
-            let wait = (self.settings.schedule.next_after(now) - now).to_std().unwrap_or_default();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|stop| *stop) => return,
             }
-            self.run_once().await;
+            let succeeded = self.run_once().await;
+            let now = chrono::Utc::now();
+            let scheduled = (self.settings.schedule.next_after(now) - now).to_std().unwrap_or_default();
+            wait = if succeeded { scheduled } else { scheduled.min(RETRY_AFTER) };
         }
     }
 
-    /// One pass; failures (a table busy with a concurrent commit, say) are logged, audited and
-    /// tried again at the next scheduled time.
-    pub async fn run_once(&self) {
+    /// One pass; failures are logged and audited. Whether it succeeded.
+    pub async fn run_once(&self) -> bool {
         let cutoff = chrono::Utc::now().timestamp_millis() - self.settings.older_than_ms;
         let predicates = inferlog_table::maintenance::retention_predicates(&self.endpoint, cutoff);
-        let result = inferlog_table::maintenance::delete_where(&self.data_dir, &predicates).await;
+        let result = inferlog_table::maintenance::delete_where(&self.data_dir, &predicates, Purge::ReplacedByDelete).await;
         let detail = format!("older than {} ms (before {cutoff})", self.settings.older_than_ms);
         match &result {
             Ok(deleted) => {
@@ -42,7 +53,7 @@ impl ScheduledRetention {
             }
             Err(e) => {
                 metrics::counter!("inferlog_retention_failures_total", "endpoint" => self.endpoint.clone()).increment(1);
-                tracing::warn!(endpoint = %self.endpoint, error = %e, "retention run failed; trying again at the next scheduled time");
+                tracing::warn!(endpoint = %self.endpoint, error = %e, "retention run failed; trying again soon");
             }
         }
         let event = AuditEvent::now(
@@ -55,5 +66,6 @@ impl ScheduledRetention {
         if self.audit.send(event).await.is_err() {
             tracing::warn!(endpoint = %self.endpoint, "the audit writer has stopped; a retention run is not audited");
         }
+        result.is_ok()
     }
 }

@@ -332,6 +332,8 @@ pub async fn run(
             metadata_headers: config.metadata_headers.clone(),
             audit: Some(audit.clone()),
             upstream_tls,
+            // As much as the capture queue may hold: past submission, the queue bounds them.
+            offload_memory_bytes: usize::try_from(config.queue_max_bytes).unwrap_or(usize::MAX),
         },
         state_store,
         traffic_store,

@@ -129,7 +129,7 @@ fn unreachable_and_slow_upstreams_answer_502_and_504_and_are_recorded() {
     // The caller (and the recorded answer) does not learn where the model server is; the
     // row's error does.
     assert!(!r["response"].as_str().unwrap().contains(&down_address), "{r}");
-    assert!(r["response"].as_str().unwrap().contains("the model server is unreachable"), "{r}");
+    assert!(r["response"].as_str().unwrap().contains("the model server is unreachable: connection refused"), "{r}");
     assert!(r["error"].as_str().unwrap().contains(&down_address), "{r}");
     let r = row(dir.path(), "slow_payload", &slow);
     assert_eq!(r["status_code"], 504);

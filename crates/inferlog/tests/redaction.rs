@@ -181,14 +181,26 @@ fn oversize_bodies_are_offloaded_whole_redacted_and_erased_with_their_rows() {
     assert_eq!(blob["request_encoding"], "base64");
     assert_eq!(std::fs::read(d.join("tables/blobs_payload").join(blob["request_offload"].as_str().unwrap())).unwrap(), binary);
 
-    // Erasing the exchange removes its side files with its row.
+    // Erasing the exchange removes its side files with its row; files no row names (a record
+    // that never reached the log, a half-written file) go once they are an hour old.
     drop(gateway);
+    let strays = table.join("_offload/2020-01-01");
+    std::fs::create_dir_all(&strays).unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for name in ["lost.request", "half.tmp", "recent.response"] {
+        std::fs::write(strays.join(name), "x").unwrap();
+        if name != "recent.response" {
+            std::fs::File::options().write(true).open(strays.join(name)).unwrap().set_modified(two_hours_ago).unwrap();
+        }
+    }
     let out = std::process::Command::new(bin())
         .args(["erase", "docs", "--request-id", &big_id, "--data-dir", d.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!table.join(&pointer).exists() && !response_file.exists());
+    assert!(!strays.join("lost.request").exists() && !strays.join("half.tmp").exists());
+    assert!(strays.join("recent.response").exists(), "a file that may still be on its way to a row stays");
     assert_eq!(count(d, "docs_payload"), 1);
 }
 
@@ -230,4 +242,31 @@ fn offloaded_bodies_are_unpacked_whole() {
     let cut = query(d, "SELECT * FROM cut_unpacked");
     assert!(!cut.is_empty() && cut.iter().all(|r| r.get("sepal_length_cm").is_none()), "no features: {cut:?}");
     assert!(cut.iter().all(|r| r["unpack_error"].as_str().is_some_and(|e| e.contains("not JSON"))), "{cut:?}");
+}
+
+#[test]
+fn offloading_stops_at_the_memory_budget_and_cuts_instead() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Bodies kept whole for offloading may take queue_max_bytes (3,000) while in flight: a
+    // 1,400-byte request fits (about 1,870 bytes as record text), its 1,400-byte echo does not.
+    let toml = format!(
+        "queue_max_bytes = 3000\n{}",
+        endpoint_toml("tight", &upstream.url(), "max_payload_bytes = 100\noversize = \"offload\"\noffload_max_bytes = 1500")
+    );
+    let gateway = Gateway::start(d, &toml);
+    let body = format!("{{\"x\": \"{}\"}}", "y".repeat(1390));
+    let resp = client().post(gateway.url("/endpoints/tight/echo")).body(body.clone()).send().unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(resp.text().unwrap(), body, "the caller gets everything regardless");
+    assert_eq!(wait_rows(d, "tight_payload", 1, Duration::from_secs(30)), 1);
+    let row = row(d, "tight_payload", &id);
+    let table = d.join("tables/tight_payload");
+    assert_eq!(std::fs::read_to_string(table.join(row["request_offload"].as_str().unwrap())).unwrap(), body);
+    assert!(row["response_offload"].is_null(), "{row}");
+    assert_eq!(row["response"].as_str().unwrap(), &body[..100]);
+    assert_eq!(row["logging_error_codes"], serde_json::json!(["MAX_RESPONSE_SIZE_EXCEEDED"]));
+    let metrics = client().get(gateway.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("inferlog_capture_offload_budget_exhausted_total 1"), "{metrics}");
 }

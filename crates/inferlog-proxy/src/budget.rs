@@ -1,0 +1,80 @@
+//! The memory oversize bodies may take while their exchanges are in flight.
+//!
+//! With `oversize = "offload"` a record keeps whole bodies (up to `offload_max_bytes`) until
+//! it is submitted; past that point the capture queue's byte bound applies. Without a bound
+//! here, many large exchanges at once could hold many times that in memory, so each keeps
+//! more than `max_payload_bytes` only while the shared budget lasts, and is cut as with
+//! `truncate` when it does not.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct OffloadBudget {
+    capacity: usize,
+    used: AtomicUsize,
+}
+
+impl OffloadBudget {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(OffloadBudget { capacity, used: AtomicUsize::new(0) })
+    }
+
+    /// `bytes` of the budget, held until the returned reservation is dropped; `None` when
+    /// they are not available.
+    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        let mut reservation = Reservation { budget: self.clone(), bytes: 0 };
+        reservation.grow(bytes).then_some(reservation)
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.capacity)
+            })
+            .is_ok()
+    }
+
+    #[cfg(test)]
+    fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+pub struct Reservation {
+    budget: Arc<OffloadBudget>,
+    bytes: usize,
+}
+
+impl Reservation {
+    /// Takes `more` bytes of the budget too; false (and nothing taken) when they are not there.
+    pub fn grow(&mut self, more: usize) -> bool {
+        let taken = self.budget.take(more);
+        if taken {
+            self.bytes += more;
+        }
+        taken
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_share_the_budget_and_give_it_back() {
+        let budget = OffloadBudget::new(100);
+        let mut a = budget.reserve(60).unwrap();
+        assert!(budget.reserve(50).is_none(), "only 40 left");
+        assert!(!a.grow(41) && a.grow(40));
+        assert_eq!(budget.used(), 100);
+        drop(a);
+        assert_eq!(budget.used(), 0);
+        assert!(budget.reserve(100).is_some());
+    }
+}
