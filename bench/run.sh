@@ -20,9 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release --locked -p inferlog
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-INFERLOG="$target_dir/release/inferlog"
+source bench/inferlog-binary.sh
 
 work=$(mktemp -d)
 pids=()
@@ -69,7 +67,7 @@ b+=" "*(350-len(b)); print(b)')
 cat > "$work/post.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[$body]]
+wrk.body = [==[$body]==]
 LUA
 
 results=()
@@ -79,6 +77,9 @@ run_wrk() {
   python3 - "$work/wrk.txt" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
+# wrk runs plain GETs when its Lua script does not load: measure nothing then.
+if re.search(r"\.lua:\d+:", t):
+    sys.exit("wrk could not run the request script: " + t[:300])
 def ms(v):
     n, u = float(re.match(r"([\d.]+)", v).group(1)), re.search(r"(us|ms|s)$", v).group(1)
     return n / 1000 if u == "us" else n * 1000 if u == "s" else n
@@ -153,7 +154,7 @@ done
 {
   echo "# Benchmark results"
   echo
-  echo "bench/run.sh on $(nproc) cores, $(date -u +%Y-%m-%d), wrk 1 thread, $connections connections, ${duration}s per variant, 350-byte JSON POST."
+  echo "bench/run.sh on $(nproc) cores, $(date -u +%Y-%m-%d), $build_label, wrk 1 thread, $connections connections, ${duration}s per variant, 350-byte JSON POST."
   echo "Upstream: nginx returning a fixed JSON body. 'rows committed' counts the rows the measured run added to the table"
   echo "(it can exceed 'responses' by the requests still in flight when wrk stopped counting)."
   echo

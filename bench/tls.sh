@@ -79,7 +79,7 @@ for mode in keepalive close; do
     echo 'wrk.method = "POST"'
     echo 'wrk.headers["Content-Type"] = "application/json"'
     [ "$mode" = close ] && echo 'wrk.headers["Connection"] = "close"'
-    echo "wrk.body = [[$body]]"
+    echo "wrk.body = [==[$body]==]"
   } > "$work/$mode.lua"
 done
 
@@ -89,6 +89,9 @@ run_wrk() {
   python3 - "$work/wrk.txt" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
+# wrk runs plain GETs when its Lua script does not load: measure nothing then.
+if re.search(r"\.lua:\d+:", t):
+    sys.exit("wrk could not run the request script: " + t[:300])
 def ms(v):
     n, u = float(re.match(r"([\d.]+)", v).group(1)), re.search(r"(us|ms|s)$", v).group(1)
     return n / 1000 if u == "us" else n * 1000 if u == "s" else n
@@ -124,14 +127,23 @@ CONF
 
 echo "variant | connections | req/s | p50 ms | p99 ms | responses | non-2xx | socket errors | peak RSS MiB" > "$work/table"
 record() { echo "$*" >> "$work/table"; echo "$*"; }
-listener_tls=$(printf '[tls]\ncert = "%s"\nkey = "%s"\n' "$work/server.pem" "$work/server.key")
-upstream_ca=$(printf '[tls]\nupstream_ca = "%s"\n' "$work/ca.pem")
+# One line each (TOML inline tables): a variant is read with `read`.
+listener_tls="tls = { cert = \"$work/server.pem\", key = \"$work/server.key\" }"
+upstream_ca="tls = { upstream_ca = \"$work/ca.pem\" }"
 for variant in "plain|http://127.0.0.1:$UP_PORT|" "https-listener|http://127.0.0.1:$UP_PORT|$listener_tls" \
   "https-upstream|https://127.0.0.1:$UP_TLS_PORT|$upstream_ca"; do
   IFS='|' read -r label upstream tls <<<"$variant"
   for mode in keepalive close; do
     dir="$work/data-$label-$mode"
     start_gateway "$dir" "$upstream" "$tls"
+    # One request first: a variant that does not work is reported, not measured.
+    check=$(curl -s --cacert "$work/ca.pem" -o "$work/check.txt" -w '%{http_code}' -X POST -H 'content-type: application/json' \
+      -d '{"inputs": [1]}' "$gw_url/endpoints/bench/invocations" || true)
+    if [ "$check" != 200 ]; then
+      echo "$label: the gateway answered $check: $(cat "$work/check.txt")"
+      sleep 2; "$INFERLOG" query --data-dir "$dir" "SELECT error FROM bench_payload" 2>/dev/null || true
+      exit 1
+    fi
     wrk -t1 -c"$connections" -d1s -s "$work/$mode.lua" "$gw_url/endpoints/bench/invocations" >/dev/null 2>&1
     read -r rps p50 p99 total bad errors < <(run_wrk "$mode" "$gw_url/endpoints/bench/invocations")
     rss=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$gw_pid/status")
