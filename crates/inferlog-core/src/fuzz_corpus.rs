@@ -22,3 +22,9 @@ pub fn load(target: &str) -> Vec<(String, Vec<u8>)> {
     assert!(!files.is_empty(), "the fuzzing corpus {} is empty", dir.display());
     files
 }
+
+/// How many cases a property test runs: `default`, or `PROPTEST_CASES` when set (for longer
+/// runs; a config that names its own case count would otherwise ignore the variable).
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}

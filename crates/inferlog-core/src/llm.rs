@@ -603,7 +603,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig { cases: crate::fuzz_corpus::cases(2000), ..ProptestConfig::default() })]
 
             /// However the network cuts a stream into frames, the assembled answer is the same,
             /// and it is always JSON.

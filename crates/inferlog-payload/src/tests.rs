@@ -813,7 +813,7 @@ const CONTENT_TYPES: [Option<&str>; 4] = [None, JSON, CSV, Some("text/plain")];
 proptest! {
     // `PROPTEST_CASES=200000 cargo test --release -p inferlog-payload` for a longer run;
     // failures are kept in proptest-regressions/ and replayed first.
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: inferlog_core::fuzz_corpus::cases(3000), ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_corpus_inputs_never_panic(
