@@ -11,27 +11,9 @@ cd "$(dirname "$0")/.."
 duration="${1:-10}"
 connections=32
 
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]} from Debian's packages"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
+source bench/wrk-load.sh
 source bench/inferlog-binary.sh
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_PORT=$(free_port)
 PROXY_PORT=$(free_port)
 
@@ -58,38 +40,6 @@ http {
 CONF
 "$NGINX" -c "$work/nginx.conf" -p "$work"
 sleep 0.5
-
-body=$(python3 -c '
-import json
-rows=[[5.1,3.5,1.4,0.2],[6.2,2.9,4.3,1.3],[7.7,3.0,6.1,2.3],[5.0,3.4,1.5,0.2],[6.4,3.2,4.5,1.5],[6.3,3.3,6.0,2.5]]
-b=json.dumps({"client_request_id":"bench","dataframe_split":{"columns":["sepal length (cm)","sepal width (cm)","petal length (cm)","petal width (cm)"],"data":rows}})
-b+=" "*(350-len(b)); print(b)')
-cat > "$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [==[$body]==]
-LUA
-
-results=()
-# run_wrk NAME URL [PID]: prints "req/s p50 p99 requests"
-run_wrk() {
-  wrk -t1 -c"$connections" -d"${duration}s" --latency -s "$work/post.lua" "$2" > "$work/wrk.txt" 2>&1
-  python3 - "$work/wrk.txt" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-# wrk runs plain GETs when its Lua script does not load: measure nothing then.
-if re.search(r"\.lua:\d+:", t):
-    sys.exit("wrk could not run the request script: " + t[:300])
-def ms(v):
-    n, u = float(re.match(r"([\d.]+)", v).group(1)), re.search(r"(us|ms|s)$", v).group(1)
-    return n / 1000 if u == "us" else n * 1000 if u == "s" else n
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", t).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
-total = int(re.search(r"(\d+) requests in", t).group(1))
-non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {total} {non2xx.group(1) if non2xx else 0}")
-PY
-}
 
 start_gateway() { # start_gateway DATA_DIR DURABILITY ENABLED
   cat > "$1.toml" <<CONF
@@ -120,9 +70,9 @@ row_count() {
 echo "variant | req/s | p50 ms | p99 ms | responses | non-2xx | rows committed | peak RSS MiB" > "$work/table"
 record() { echo "$*" >> "$work/table"; echo "$*"; }
 
-read -r rps p50 p99 total bad < <(run_wrk direct "http://127.0.0.1:$UP_PORT/invocations")
+read -r rps p50 p99 total bad _ < <(run_wrk keepalive "http://127.0.0.1:$UP_PORT/invocations")
 record "upstream direct | $rps | $p50 | $p99 | $total | $bad | - | -"
-read -r rps p50 p99 total bad < <(run_wrk nginx "http://127.0.0.1:$PROXY_PORT/invocations")
+read -r rps p50 p99 total bad _ < <(run_wrk keepalive "http://127.0.0.1:$PROXY_PORT/invocations")
 nginx_rps=$rps
 record "nginx reverse proxy | $rps | $p50 | $p99 | $total | $bad | - | -"
 
@@ -132,10 +82,10 @@ for variant in "off async false" "async async true" "sync sync true" "fsync fsyn
   dir="$work/data-$label"
   start_gateway "$dir" "$durability" "$enabled"
   # Warm the connection pools, then measure.
-  wrk -t1 -c"$connections" -d1s -s "$work/post.lua" "http://$gw_addr/endpoints/bench/invocations" >/dev/null 2>&1
+  wrk -t1 -c"$connections" -d1s -s "$work/keepalive.lua" "http://$gw_addr/endpoints/bench/invocations" >/dev/null 2>&1
   warm_rows=0
   if [ "$enabled" = true ]; then sleep 2; warm_rows=$(row_count "$dir"); fi
-  read -r rps p50 p99 total bad < <(run_wrk "$label" "http://$gw_addr/endpoints/bench/invocations")
+  read -r rps p50 p99 total bad _ < <(run_wrk keepalive "http://$gw_addr/endpoints/bench/invocations")
   rows="-"
   if [ "$enabled" = true ]; then
     for _ in $(seq 60); do

@@ -14,25 +14,9 @@ cd "$(dirname "$0")/.."
 duration="${1:-10}"
 connections=32
 
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-command -v openssl >/dev/null || need+=(openssl)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]} from Debian's packages"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+extra_packages=openssl
+source bench/wrk-load.sh
 source bench/inferlog-binary.sh
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # A private CA and one certificate for 127.0.0.1, used by both the gateway and nginx.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
@@ -43,7 +27,6 @@ printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$work/san.ext"
 openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 2 \
   -extfile "$work/san.ext" -out "$work/server.pem" 2>/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_PORT=$(free_port)
 UP_TLS_PORT=$(free_port)
 mkdir -p "$work/nginx"
@@ -68,41 +51,6 @@ http {
 CONF
 "$NGINX" -c "$work/nginx.conf" -p "$work"
 sleep 0.5
-
-body=$(python3 -c '
-import json
-rows=[[5.1,3.5,1.4,0.2],[6.2,2.9,4.3,1.3],[7.7,3.0,6.1,2.3],[5.0,3.4,1.5,0.2],[6.4,3.2,4.5,1.5],[6.3,3.3,6.0,2.5]]
-b=json.dumps({"client_request_id":"bench","dataframe_split":{"columns":["sepal length (cm)","sepal width (cm)","petal length (cm)","petal width (cm)"],"data":rows}})
-b+=" "*(350-len(b)); print(b)')
-for mode in keepalive close; do
-  {
-    echo 'wrk.method = "POST"'
-    echo 'wrk.headers["Content-Type"] = "application/json"'
-    [ "$mode" = close ] && echo 'wrk.headers["Connection"] = "close"'
-    echo "wrk.body = [==[$body]==]"
-  } > "$work/$mode.lua"
-done
-
-# run_wrk MODE URL: prints "req/s p50 p99 requests non2xx errors"
-run_wrk() {
-  wrk -t1 -c"$connections" -d"${duration}s" --latency -s "$work/$1.lua" "$2" > "$work/wrk.txt" 2>&1
-  python3 - "$work/wrk.txt" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-# wrk runs plain GETs when its Lua script does not load: measure nothing then.
-if re.search(r"\.lua:\d+:", t):
-    sys.exit("wrk could not run the request script: " + t[:300])
-def ms(v):
-    n, u = float(re.match(r"([\d.]+)", v).group(1)), re.search(r"(us|ms|s)$", v).group(1)
-    return n / 1000 if u == "us" else n * 1000 if u == "s" else n
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", t).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
-total = int(re.search(r"(\d+) requests in", t).group(1))
-non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {total} {non2xx.group(1) if non2xx else 0} {sum(map(int, errors.groups())) if errors else 0}")
-PY
-}
 
 start_gateway() { # start_gateway DATA_DIR UPSTREAM TLS_TOML
   cat > "$1.toml" <<CONF
