@@ -9,13 +9,11 @@
 //! erasure delete the files of the rows they delete.
 
 use base64::Engine;
-use inferlog_core::record::{ENCODING_BASE64, MAX_REQUEST_SIZE_EXCEEDED, MAX_RESPONSE_SIZE_EXCEEDED, OFFLOAD_FAILED};
+use inferlog_core::record::{ENCODING_BASE64, OFFLOAD_DIR, MAX_REQUEST_SIZE_EXCEEDED, MAX_RESPONSE_SIZE_EXCEEDED, OFFLOAD_FAILED};
 use inferlog_core::Record;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The folder under the payload table that holds offloaded bodies.
-pub const OFFLOAD_DIR: &str = "_offload";
 
 pub struct Offloader {
     /// The payload table's folder.

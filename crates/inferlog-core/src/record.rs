@@ -79,6 +79,15 @@ pub struct Record {
     pub response_offload: Option<String>,
 }
 
+/// The folder under a payload table that holds offloaded bodies.
+pub const OFFLOAD_DIR: &str = "_offload";
+
+/// Whether a row's `request_offload`/`response_offload` has the shape the log writer gives
+/// it (`_offload/{date}/{request_id}.{kind}`): anything else is never read or deleted.
+pub fn is_offload_path(relative: &str) -> bool {
+    relative.strip_prefix(OFFLOAD_DIR).is_some_and(|rest| rest.starts_with('/')) && !relative.contains("..")
+}
+
 /// Logging error code: an oversize body could not be written to its side file; the row keeps
 /// the prefix, as with `truncate`.
 pub const OFFLOAD_FAILED: &str = "OFFLOAD_FAILED";
@@ -143,6 +152,19 @@ impl AuditEvent {
             endpoint: endpoint.map(str::to_string),
             detail,
             result: result.err().unwrap_or_else(|| "ok".to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_the_log_writer_makes_are_offload_paths() {
+        assert!(is_offload_path("_offload/2026-11-22/0193.request"));
+        for other in ["_offloaded/x", "_offload", "/etc/passwd", "_offload/../../x", "data/_offload/x"] {
+            assert!(!is_offload_path(other), "{other}");
         }
     }
 }

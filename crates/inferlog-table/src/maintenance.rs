@@ -1,11 +1,12 @@
 //! Deleting rows for good: retention (rows older than a time) and erasure (one caller's or one
-//! exchange's rows, everywhere). Each table's rows are deleted in one commit; then the data
-//! files that commit replaced are removed from disk, and so are the offloaded bodies of the
-//! deleted rows, so the rows are gone from disk, not only from the table's current version.
+//! exchange's rows, everywhere). Each table's rows are deleted in one commit; the offloaded
+//! bodies of the deleted rows are removed at once, and the table is vacuumed.
 //!
-//! Erasure goes further ([`Purge::AllTombstones`]): it also removes every file earlier commits
-//! replaced (compaction keeps those for an hour for readers of older versions), because one of
-//! them may still hold the erased rows. A reader of an older version may then fail and retry.
+//! Retention ([`Purge::AfterReaders`]) vacuums like compaction: data files replaced an hour or
+//! more ago leave the disk, so a query or unpack pass reading the version just before the
+//! delete keeps its files; the rows' files go at the next run or compaction after that hour.
+//! Erasure ([`Purge::Now`]) removes every replaced file at once, because one may still hold
+//! the erased rows; a reader of an older version may then fail and retry.
 
 use crate::table::table_url;
 use deltalake::datafusion::prelude::{col, lit, Expr};
@@ -16,6 +17,7 @@ use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTableError;
+use inferlog_core::record::{is_offload_path, OFFLOAD_DIR};
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
@@ -28,14 +30,14 @@ pub struct Deleted {
     pub files_removed: usize,
 }
 
-/// Which replaced data files leave the disk after a delete.
+/// When the data files a delete replaced leave the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purge {
-    /// Those the delete itself replaced (retention: older replaced files expire with
-    /// compaction's retention, an hour).
-    ReplacedByDelete,
-    /// Every replaced file of the table (erasure).
-    AllTombstones,
+    /// Retention: files replaced at least compaction's vacuum retention (an hour) ago, by this
+    /// or earlier runs, so a reader of a recent version never loses a file under it.
+    AfterReaders,
+    /// Erasure: every replaced file at once (one may still hold the erased rows).
+    Now,
 }
 
 /// An offloaded body no row names (its record was never logged, or a crash came between the
@@ -55,55 +57,31 @@ pub async fn delete_where(data_dir: &Path, predicates: &[(String, Expr)], purge:
         let err = |e| TableError::Delta { url: url.to_string(), source: e };
         let table = deltalake::open_table(url.clone()).await.map_err(err)?;
         let side_files = offloaded_files(&table, predicate).await.map_err(err)?;
-        let before: HashSet<String> = table.get_file_uris().map_err(err)?.collect();
         let (table, metrics) = table.delete().with_predicate(predicate.clone()).await.map_err(err)?;
         // First the bodies of the deleted rows: once the commit is in, nothing names them, and
         // a failure further down must not leave them behind for good.
         let mut files_removed = remove_side_files(&table_dir, &side_files).map_err(err)?;
-        let table = match purge {
-            Purge::ReplacedByDelete => {
-                let after: HashSet<String> = table.get_file_uris().map_err(err)?.collect();
-                for uri in before.difference(&after) {
-                    // Local tables list plain paths; anything else is a URL.
-                    let path = match url::Url::parse(uri) {
-                        Ok(u) if u.scheme() == "file" => u.to_file_path().ok(),
-                        Ok(_) => None,
-                        Err(_) => Some(std::path::PathBuf::from(uri)),
-                    }
-                    .ok_or_else(|| err(DeltaTableError::Generic(format!("`{uri}` is not a local file"))))?;
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => files_removed += 1,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(err(DeltaTableError::Generic(format!("cannot remove {}: {e}", path.display())))),
-                    }
-                }
-                table
-            }
-            Purge::AllTombstones => {
-                let (table, vacuumed) = table
-                    .vacuum()
-                    .with_retention_period(chrono::Duration::zero())
-                    .with_enforce_retention_duration(false)
-                    .await
-                    .map_err(err)?;
-                files_removed += vacuumed.files_deleted.len();
-                table
-            }
+        let retention = match purge {
+            Purge::AfterReaders => chrono::Duration::from_std(crate::CompactionOptions::default().vacuum_retention)
+                .unwrap_or(chrono::Duration::hours(1)),
+            Purge::Now => chrono::Duration::zero(),
         };
+        let (table, vacuumed) = table
+            .vacuum()
+            .with_retention_period(retention)
+            .with_enforce_retention_duration(false)
+            .await
+            .map_err(err)?;
+        files_removed += vacuumed.files_deleted.len();
         files_removed += sweep_orphaned_side_files(&table, &table_dir).await.map_err(err)?;
         out.push(Deleted { table: name.clone(), rows: metrics.num_deleted_rows.unwrap_or(0), files_removed });
     }
     Ok(out)
 }
 
-/// Only paths of the shape the log writer makes; a row never names anything else.
-fn is_side_file_path(relative: &str) -> bool {
-    relative.starts_with(OFFLOAD_DIR) && relative[OFFLOAD_DIR.len()..].starts_with('/') && !relative.contains("..")
-}
-
 fn remove_side_files(table_dir: &Path, relative_paths: &[String]) -> Result<usize, DeltaTableError> {
     let mut removed = 0;
-    for relative in relative_paths.iter().filter(|p| is_side_file_path(p)) {
+    for relative in relative_paths.iter().filter(|p| is_offload_path(p)) {
         match std::fs::remove_file(table_dir.join(relative)) {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -149,9 +127,6 @@ async fn sweep_orphaned_side_files(table: &deltalake::DeltaTable, table_dir: &Pa
     }
     Ok(removed)
 }
-
-/// The folder under a payload table holding offloaded bodies (see `inferlog-capture`).
-const OFFLOAD_DIR: &str = "_offload";
 
 /// The side files (`request_offload`, `response_offload`) of the rows `predicate` selects;
 /// none for tables without those columns.

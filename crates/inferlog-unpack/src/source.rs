@@ -86,8 +86,7 @@ impl SourceRow {
     fn offloaded(&self, pointer: Option<&str>) -> Option<Result<Cow<'_, [u8]>, String>> {
         let pointer = pointer?;
         let dir = self.table_dir.as_ref()?;
-        // Only what the log writer makes: `_offload/{date}/{request_id}.{kind}`.
-        if !pointer.starts_with("_offload/") || pointer.contains("..") {
+        if !inferlog_core::record::is_offload_path(pointer) {
             return Some(Err(format!("`{pointer}` is not an offloaded body's path")));
         }
         Some(std::fs::read(dir.join(pointer)).map(Cow::Owned).map_err(|e| format!("cannot read the offloaded body {pointer}: {e}")))

@@ -553,7 +553,7 @@ fn main() -> std::process::ExitCode {
             Command::Retention { endpoint, older_than, data_dir } => {
                 let cutoff = chrono::Utc::now().timestamp_millis() - older_than;
                 let predicates = inferlog_table::maintenance::retention_predicates(&endpoint, cutoff);
-                let result = inferlog_table::maintenance::delete_where(&data_dir, &predicates, Purge::ReplacedByDelete).await;
+                let result = inferlog_table::maintenance::delete_where(&data_dir, &predicates, Purge::AfterReaders).await;
                 let detail = format!("older than {} ms (before {cutoff})", older_than);
                 audit_cli(&data_dir, "retention", Some(&endpoint), detail, result.as_ref().map(|_| ()).map_err(|e| e.to_string())).await?;
                 print_deleted(&result?);
@@ -577,7 +577,7 @@ fn main() -> std::process::ExitCode {
                     }
                 }
                 let predicates = inferlog_table::maintenance::erasure_predicates(&endpoint, client_request_id.as_deref(), &ids);
-                let result = inferlog_table::maintenance::delete_where(&data_dir, &predicates, Purge::AllTombstones).await;
+                let result = inferlog_table::maintenance::delete_where(&data_dir, &predicates, Purge::Now).await;
                 let detail = match (&client_request_id, &request_id) {
                     (Some(c), _) => format!("client_request_id={c}"),
                     (None, Some(r)) => format!("request_id={r}"),

@@ -43,7 +43,7 @@ impl ScheduledRetention {
     pub async fn run_once(&self) -> bool {
         let cutoff = chrono::Utc::now().timestamp_millis() - self.settings.older_than_ms;
         let predicates = inferlog_table::maintenance::retention_predicates(&self.endpoint, cutoff);
-        let result = inferlog_table::maintenance::delete_where(&self.data_dir, &predicates, Purge::ReplacedByDelete).await;
+        let result = inferlog_table::maintenance::delete_where(&self.data_dir, &predicates, Purge::AfterReaders).await;
         let detail = format!("older than {} ms (before {cutoff})", self.settings.older_than_ms);
         match &result {
             Ok(deleted) => {
