@@ -67,6 +67,15 @@ pub struct ConfigFile {
     pub request_body_timeout_ms: Option<u64>,
     /// Largest request body the gateway accepts (413 above it).
     pub max_request_bytes: Option<usize>,
+    /// Request bodies held in memory at once, over all requests (503 beyond).
+    pub max_request_bytes_in_flight: Option<usize>,
+    /// A connection must send a whole request head within this, from its opening or from the
+    /// first byte of the request.
+    pub header_read_timeout_ms: Option<u64>,
+    /// A connection idle this long after a response is closed.
+    pub keep_alive_timeout_ms: Option<u64>,
+    /// Client connections served at once (default: derived from the open files limit).
+    pub max_connections: Option<usize>,
     /// Bounded queue between the request path and the write-ahead log, in records.
     pub queue_capacity: Option<usize>,
     /// The same queue's bound in bytes of payload.
@@ -274,6 +283,11 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub request_body_timeout: Duration,
     pub max_request_bytes: usize,
+    pub max_request_bytes_in_flight: usize,
+    pub header_read_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+    /// `None`: as many as the open files limit allows, decided at start.
+    pub max_connections: Option<usize>,
     pub queue_capacity: usize,
     pub queue_max_bytes: u64,
     pub log_max_bytes: u64,
@@ -513,6 +527,10 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "upstream_timeout_ms",
     "request_body_timeout_ms",
     "max_request_bytes",
+    "max_request_bytes_in_flight",
+    "header_read_timeout_ms",
+    "keep_alive_timeout_ms",
+    "max_connections",
     "queue_capacity",
     "queue_max_bytes",
     "log_max_bytes",
@@ -650,6 +668,20 @@ impl ConfigFile {
         let request_body_timeout_ms = positive("request_body_timeout_ms", self.request_body_timeout_ms, 30_000)?;
         let max_request_bytes =
             positive("max_request_bytes", self.max_request_bytes.map(|v| v as u64), 16 << 20)? as usize;
+        let max_request_bytes_in_flight =
+            positive("max_request_bytes_in_flight", self.max_request_bytes_in_flight.map(|v| v as u64), 256 << 20)? as usize;
+        if max_request_bytes_in_flight < max_request_bytes {
+            return Err(invalid(
+                "max_request_bytes_in_flight",
+                format!("{max_request_bytes_in_flight} is below max_request_bytes ({max_request_bytes}): a body that size could never be read"),
+            ));
+        }
+        let header_read_timeout_ms = positive("header_read_timeout_ms", self.header_read_timeout_ms, 10_000)?;
+        let keep_alive_timeout_ms = positive("keep_alive_timeout_ms", self.keep_alive_timeout_ms, 60_000)?;
+        let max_connections = match self.max_connections {
+            Some(0) => return Err(invalid("max_connections", "must be greater than 0")),
+            other => other,
+        };
         let queue_capacity = positive("queue_capacity", self.queue_capacity.map(|v| v as u64), 65_536)? as usize;
         let queue_max_bytes = positive("queue_max_bytes", self.queue_max_bytes, 256 << 20)?;
         let log_max_bytes = positive("log_max_bytes", self.log_max_bytes, 4 << 30)?;
@@ -825,6 +857,10 @@ impl ConfigFile {
             upstream_timeout: Duration::from_millis(upstream_timeout_ms),
             request_body_timeout: Duration::from_millis(request_body_timeout_ms),
             max_request_bytes,
+            max_request_bytes_in_flight,
+            header_read_timeout: Duration::from_millis(header_read_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(keep_alive_timeout_ms),
+            max_connections,
             queue_capacity,
             queue_max_bytes,
             log_max_bytes,
@@ -1115,5 +1151,22 @@ fraction = 0.25
             .unwrap_err()
             .to_string();
         assert!(err.contains("metadata_headers[0]"), "{err}");
+    }
+
+    #[test]
+    fn connection_and_request_memory_keys_have_defaults_and_are_checked() {
+        let c = load(EXAMPLE, &[]).unwrap();
+        assert_eq!((c.header_read_timeout, c.keep_alive_timeout), (Duration::from_secs(10), Duration::from_secs(60)));
+        assert_eq!((c.max_connections, c.max_request_bytes_in_flight), (None, 256 << 20));
+        let c = load(&format!("max_connections = 10\n{EXAMPLE}"), &[("INFERLOG_KEEP_ALIVE_TIMEOUT_MS", "5000")]).unwrap();
+        assert_eq!((c.max_connections, c.keep_alive_timeout), (Some(10), Duration::from_secs(5)));
+        for (line, key) in [
+            ("max_connections = 0", "max_connections"),
+            ("header_read_timeout_ms = 0", "header_read_timeout_ms"),
+            ("max_request_bytes = 2048\nmax_request_bytes_in_flight = 1024", "max_request_bytes_in_flight"),
+        ] {
+            let err = load(&format!("{line}\n{EXAMPLE}"), &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{line}: {err}");
+        }
     }
 }

@@ -130,6 +130,22 @@ impl<T: Serialize + serde::de::DeserializeOwned> StateStore<T> {
     }
 }
 
+/// Every API that takes a body takes JSON, sent as `application/json` (415 otherwise).
+/// Browsers cannot send that type to another origin without asking first, so requiring it
+/// keeps web pages open on this machine from using the loopback-only APIs (a form post,
+/// or curl's `-d` without a content type, is refused rather than read as JSON).
+pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), GatewayError> {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedMediaType)
+    }
+}
+
 pub(crate) async fn get_capture(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
@@ -150,7 +166,10 @@ pub(crate) async fn put_capture(
     body: axum::body::Bytes,
 ) -> Result<Json<CaptureState>, GatewayError> {
     let caller = gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
-    let result = change_capture(&gw, &name, &body).await;
+    let result = match require_json(&headers) {
+        Ok(()) => change_capture(&gw, &name, &body).await,
+        Err(e) => Err(e),
+    };
     gw.audit(&caller, "capture.change", Some(&name), &body, &result);
     result.map(Json)
 }
@@ -212,7 +231,10 @@ pub(crate) async fn put_traffic(
     body: axum::body::Bytes,
 ) -> Result<Json<TrafficState>, GatewayError> {
     let caller = gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
-    let result = change_traffic(&gw, &name, &body).await;
+    let result = match require_json(&headers) {
+        Ok(()) => change_traffic(&gw, &name, &body).await,
+        Err(e) => Err(e),
+    };
     gw.audit(&caller, "traffic.change", Some(&name), &body, &result);
     result.map(Json)
 }
@@ -296,11 +318,16 @@ pub(crate) async fn put_grant(
     body: axum::body::Bytes,
 ) -> Result<Json<GrantView>, GatewayError> {
     let caller = gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
-    let result = match serde_json::from_slice::<GrantChange>(&body) {
+    let change = require_json(&headers).and_then(|()| {
+        serde_json::from_slice::<GrantChange>(&body).map_err(|e| {
+            GatewayError::BadAdminRequest(format!("invalid grant (send {{\"role\": \"invoke|read|owner\"}}): {e}"))
+        })
+    });
+    let result = match change {
         Ok(change) => change_grant(&gw, &name, &token, Some(change.role))
             .await
             .map(|()| GrantView { token: token.clone(), endpoint: name.clone(), role: change.role }),
-        Err(e) => Err(GatewayError::BadAdminRequest(format!("invalid grant (send {{\"role\": \"invoke|read|owner\"}}): {e}"))),
+        Err(e) => Err(e),
     };
     gw.audit(&caller, "grant", Some(&name), format!("token={token} {}", String::from_utf8_lossy(&body)).as_bytes(), &result);
     result.map(Json)

@@ -1,22 +1,24 @@
-//! The memory oversize bodies may take while their exchanges are in flight.
+//! Memory shared by the exchanges in flight, as a byte budget.
 //!
-//! With `oversize = "offload"` a record keeps whole bodies (up to `offload_max_bytes`) until
-//! it is submitted; past that point the capture queue's byte bound applies. Without a bound
-//! here, many large exchanges at once could hold many times that in memory, so each keeps
-//! more than `max_payload_bytes` only while the shared budget lasts, and is cut as with
-//! `truncate` when it does not.
+//! Two budgets use it. Request bodies: each is read into memory whole (up to
+//! `max_request_bytes`), so without a shared bound many large bodies at once could take many
+//! times that; past `max_request_bytes_in_flight` a request is refused (503) instead. Oversize
+//! bodies: with `oversize = "offload"` a record keeps whole bodies (up to `offload_max_bytes`)
+//! until it is submitted, after which the capture queue's byte bound applies; each keeps more
+//! than `max_payload_bytes` only while that budget lasts, and is cut as with `truncate` when it
+//! does not.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-pub struct OffloadBudget {
+pub struct MemoryBudget {
     capacity: usize,
     used: AtomicUsize,
 }
 
-impl OffloadBudget {
+impl MemoryBudget {
     pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(OffloadBudget { capacity, used: AtomicUsize::new(0) })
+        Arc::new(MemoryBudget { capacity, used: AtomicUsize::new(0) })
     }
 
     /// `bytes` of the budget, held until the returned reservation is dropped; `None` when
@@ -41,7 +43,7 @@ impl OffloadBudget {
 }
 
 pub struct Reservation {
-    budget: Arc<OffloadBudget>,
+    budget: Arc<MemoryBudget>,
     bytes: usize,
 }
 
@@ -68,7 +70,7 @@ mod tests {
 
     #[test]
     fn reservations_share_the_budget_and_give_it_back() {
-        let budget = OffloadBudget::new(100);
+        let budget = MemoryBudget::new(100);
         let mut a = budget.reserve(60).unwrap();
         assert!(budget.reserve(50).is_none(), "only 40 left");
         assert!(!a.grow(41) && a.grow(40));

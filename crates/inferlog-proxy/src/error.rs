@@ -16,6 +16,10 @@ pub enum GatewayError {
     BadRequestBody(String),
     #[error("the request body did not arrive within {timeout_ms} ms")]
     RequestBodyTimeout { timeout_ms: u128 },
+    #[error("the path may not contain `.` or `..` segments or encoded slashes (found `{0}`)")]
+    UnsafePath(String),
+    #[error("the gateway is holding max_request_bytes_in_flight ({limit} bytes) of request bodies; retry shortly")]
+    RequestMemoryFull { limit: usize },
     #[error("upstream {upstream} is unreachable: {reason}")]
     UpstreamUnreachable { upstream: String, reason: String },
     #[error("upstream {upstream} did not answer within {timeout_ms} ms")]
@@ -53,7 +57,10 @@ impl GatewayError {
                 StatusCode::NOT_FOUND
             }
             GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::BadRequestBody(_) | GatewayError::BadAdminRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequestBody(_) | GatewayError::BadAdminRequest(_) | GatewayError::UnsafePath(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::RequestMemoryFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::AdminForbidden | GatewayError::PermissionDenied(_) => StatusCode::FORBIDDEN,
@@ -74,6 +81,8 @@ impl GatewayError {
             GatewayError::GrantNotFound { .. } => "GRANT_NOT_FOUND",
             GatewayError::RequestTooLarge { .. } => "REQUEST_TOO_LARGE",
             GatewayError::BadRequestBody(_) => "BAD_REQUEST_BODY",
+            GatewayError::UnsafePath(_) => "BAD_REQUEST_PATH",
+            GatewayError::RequestMemoryFull { .. } => "TEMPORARILY_UNAVAILABLE",
             GatewayError::UpstreamUnreachable { .. } => "UPSTREAM_UNREACHABLE",
             GatewayError::UpstreamTimeout { .. } => "UPSTREAM_TIMEOUT",
             GatewayError::BadAdminRequest(_) => "INVALID_PARAMETER_VALUE",
@@ -128,6 +137,7 @@ fn failure_kind(reason: &str) -> &'static str {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let unauthenticated = matches!(self, GatewayError::Unauthenticated);
+        let busy = matches!(self, GatewayError::RequestMemoryFull { .. });
         let mut response = (
             self.status(),
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -141,6 +151,10 @@ impl IntoResponse for GatewayError {
             response
                 .headers_mut()
                 .insert(axum::http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if busy {
+            // Bodies in flight finish within request_body_timeout_ms plus the upstream's answer.
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

@@ -152,6 +152,8 @@ pub struct GatewayOptions {
     pub upstream_tls: rustls::ClientConfig,
     /// Memory the bodies kept for offloading may take over all exchanges in flight.
     pub offload_memory_bytes: usize,
+    /// Memory the request bodies being read or forwarded may take at once (503 beyond).
+    pub max_request_bytes_in_flight: usize,
 }
 
 pub type AuditSender = tokio::sync::mpsc::Sender<inferlog_core::record::AuditEvent>;
@@ -192,7 +194,8 @@ pub struct Gateway {
     /// Bounds the shadow exchanges in flight, so a slow shadow cannot pile up work.
     shadow_permits: Arc<tokio::sync::Semaphore>,
     pub(crate) auth: Arc<Authenticator>,
-    offload_budget: Arc<crate::budget::OffloadBudget>,
+    offload_budget: Arc<crate::budget::MemoryBudget>,
+    request_memory: Arc<crate::budget::MemoryBudget>,
 }
 
 /// Shadow exchanges in flight at most, over all endpoints; more are skipped and counted.
@@ -236,7 +239,8 @@ impl Gateway {
             traffic_store,
             shadow_permits: Arc::new(tokio::sync::Semaphore::new(MAX_SHADOWS_IN_FLIGHT)),
             auth,
-            offload_budget: crate::budget::OffloadBudget::new(options.offload_memory_bytes),
+            offload_budget: crate::budget::MemoryBudget::new(options.offload_memory_bytes),
+            request_memory: crate::budget::MemoryBudget::new(options.max_request_bytes_in_flight),
             options,
         }
     }
@@ -255,8 +259,30 @@ impl Gateway {
 /// All proxy routes land here. The endpoint name and the rest of the path are taken from
 /// the raw (still percent-encoded) path, so the upstream receives exactly what was sent.
 pub(crate) async fn proxy(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    // Before authorization, forwarding and recording: an upstream that resolves dot segments
+    // would serve another endpoint's model (or its own admin API) under this one's grant.
+    if let Some(found) = unsafe_path_segment(req.uri().path()) {
+        return GatewayError::UnsafePath(found.to_string()).into_response();
+    }
     let (name, rest) = split_endpoint_path(req.uri().path());
     handle(gw, name, rest, req).await
+}
+
+/// The first part of a raw path that a server normalising paths would resolve: a `.` or `..`
+/// segment (raw or percent-encoded, as `%2e%2E` or `.%2e`), an encoded slash (`%2f`) or a
+/// backslash (raw or `%5c`), which some servers treat as a slash.
+fn unsafe_path_segment(path: &str) -> Option<&str> {
+    for segment in path.split('/') {
+        let lower = segment.to_ascii_lowercase();
+        if lower.contains("%2f") || lower.contains("%5c") || segment.contains('\\') {
+            return Some(segment);
+        }
+        let decoded = lower.replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Some(segment);
+        }
+    }
+    None
 }
 
 /// `/endpoints/{name}[/{rest}]` or `/serving-endpoints/{name}/invocations` → (name, rest).
@@ -309,22 +335,29 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
     let (parts, body) = req.into_parts();
     let path = format!("/{rest}");
 
-    // Phase 2: the request body, bounded.
+    // Phase 2: the request body, bounded in size and, over all requests, in memory. The
+    // memory is held until the upstream has answered (and by a shadow holding a copy).
     let limit = gw.options.max_request_bytes;
-    let declared_too_large = declared_length(&parts.headers).is_some_and(|n| n > limit as u64);
-    let body = if declared_too_large {
+    let declared = declared_length(&parts.headers);
+    let mut body_memory = gw.request_memory.reserve(0).expect("nothing always fits");
+    let body = if declared.is_some_and(|n| n > limit as u64) {
         Err(GatewayError::RequestTooLarge { limit })
+    } else if !body_memory.grow(declared.unwrap_or(0) as usize) {
+        Err(request_memory_full(&gw))
     } else {
         let timeout = gw.options.request_body_timeout;
-        match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        let budgeted = BudgetedBody { inner: body, reservation: &mut body_memory, prepaid: declared.unwrap_or(0) as usize };
+        match tokio::time::timeout(timeout, Limited::new(budgeted, limit).collect()).await {
             Err(_) => Err(GatewayError::RequestBodyTimeout { timeout_ms: timeout.as_millis() }),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
             Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 Err(GatewayError::RequestTooLarge { limit })
             }
+            Ok(Err(e)) if e.downcast_ref::<RequestMemorySpent>().is_some() => Err(request_memory_full(&gw)),
             Ok(Err(e)) => Err(GatewayError::BadRequestBody(e.to_string())),
         }
     };
+    let body_memory = Arc::new(body_memory);
 
     let target = endpoint.choose_target(&parts.headers).clone();
     let mut record = sampled.map(|fraction| {
@@ -349,7 +382,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
             // The body was refused: keep what is known of it.
             Err(_) => {
                 r.request_bytes = declared_length(&parts.headers).unwrap_or(0) as i64;
-                r.client_request_id = header_string(&parts.headers, CLIENT_REQUEST_ID_HEADER);
+                r.client_request_id = client_request_id_from_headers(&parts.headers);
             }
         }
     }
@@ -368,6 +401,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
                     rest: rest.clone(),
                     query: parts.uri.query().map(str::to_string),
                     body: body.clone(),
+                    _body_memory: body_memory.clone(),
                     primary: primary.clone(),
                 };
                 tokio::spawn(shadow_exchange(gw.clone(), endpoint.clone(), shadow.clone(), copy, permit));
@@ -392,7 +426,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
         .uri(upstream_uri)
         .body(Full::new(body))
         .expect("request parts are valid");
-    *upstream_req.headers_mut() = forwarded_headers(&parts.headers);
+    *upstream_req.headers_mut() = upstream_headers(&parts.headers, &request_id);
     let forwarded_at = Instant::now();
     let result = tokio::time::timeout(gw.options.upstream_timeout, gw.client.request(upstream_req)).await;
     let response = match result {
@@ -472,7 +506,10 @@ async fn gateway_error(
             let _ = rx.await;
         }
     }
-    let unread_body = matches!(err, GatewayError::RequestTooLarge { .. } | GatewayError::RequestBodyTimeout { .. });
+    let unread_body = matches!(
+        err,
+        GatewayError::RequestTooLarge { .. } | GatewayError::RequestBodyTimeout { .. } | GatewayError::RequestMemoryFull { .. }
+    );
     let mut response = with_request_id(err.into_response(), request_id);
     if unread_body {
         // The rest of the body was never read, so this connection cannot carry another request.
@@ -548,8 +585,13 @@ fn set_request(record: &mut Record, body: &Bytes, headers: &HeaderMap, limit: us
     if cut {
         record.logging_error_codes.push(MAX_REQUEST_SIZE_EXCEEDED.to_string());
     }
-    record.client_request_id =
-        client_request_id_from_body(body).or_else(|| header_string(headers, CLIENT_REQUEST_ID_HEADER));
+    record.client_request_id = client_request_id_from_body(body).or_else(|| client_request_id_from_headers(headers));
+}
+
+/// The caller's own id from its headers: `x-client-request-id`, else the `x-request-id` it
+/// sent (the gateway answers and forwards the row's id in its place).
+fn client_request_id_from_headers(headers: &HeaderMap) -> Option<String> {
+    header_string(headers, CLIENT_REQUEST_ID_HEADER).or_else(|| header_string(headers, REQUEST_ID_HEADER))
 }
 
 /// 64-bit FNV-1a: a hash that stays the same across builds and machines, so every gateway
@@ -590,6 +632,8 @@ struct ShadowCopy {
     rest: String,
     query: Option<String>,
     body: Bytes,
+    /// `body` shares the primary's bytes: they stay counted until the shadow is done too.
+    _body_memory: Arc<crate::budget::Reservation>,
     /// The primary's record so far (request side filled in).
     primary: Record,
 }
@@ -632,7 +676,7 @@ async fn shadow_exchange(
         .uri(uri)
         .body(Full::new(copy.body))
         .expect("request parts are valid");
-    *request.headers_mut() = forwarded_headers(&copy.headers);
+    *request.headers_mut() = upstream_headers(&copy.headers, &record.request_id);
     let forwarded_at = Instant::now();
     let deadline = tokio::time::Instant::now() + shadow.timeout;
     let response = match tokio::time::timeout_at(deadline, gw.client.request(request)).await {
@@ -675,6 +719,56 @@ async fn shadow_exchange(
     .await;
 }
 
+fn request_memory_full(gw: &Gateway) -> GatewayError {
+    GatewayError::RequestMemoryFull { limit: gw.options.max_request_bytes_in_flight }
+}
+
+/// Why a request body stopped: the request memory budget is spent.
+#[derive(Debug, thiserror::Error)]
+#[error("max_request_bytes_in_flight is spent")]
+struct RequestMemorySpent;
+
+/// A request body whose bytes are taken from the request memory budget as they arrive;
+/// the first `prepaid` bytes (its declared length) were taken before.
+struct BudgetedBody<'a> {
+    inner: Body,
+    reservation: &'a mut crate::budget::Reservation,
+    prepaid: usize,
+}
+
+impl http_body::Body for BudgetedBody<'_> {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let frame = match std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return std::task::Poll::Ready(Some(Err(e.into()))),
+            None => return std::task::Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            let prepaid = data.len().min(this.prepaid);
+            this.prepaid -= prepaid;
+            if !this.reservation.grow(data.len() - prepaid) {
+                return std::task::Poll::Ready(Some(Err(RequestMemorySpent.into())));
+            }
+        }
+        std::task::Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
@@ -694,6 +788,16 @@ fn upstream_uri(upstream: &url::Url, rest: &str, query: Option<&str>) -> Result<
         uri.push_str(q);
     }
     uri.parse::<Uri>().map_err(|e| format!("cannot build upstream URI `{uri}`: {e}"))
+}
+
+/// What the upstream is sent: the client's headers as [`forwarded_headers`] leaves them, with
+/// `x-request-id` set to the row's id, so the model server's logs and the row name one id.
+fn upstream_headers(incoming: &HeaderMap, request_id: &str) -> HeaderMap {
+    let mut headers = forwarded_headers(incoming);
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID_HEADER, id);
+    }
+    headers
 }
 
 /// The client's headers minus hop-by-hop ones (and those the `Connection` header names) and
@@ -759,12 +863,65 @@ mod tests {
     }
 
     #[test]
+    fn the_upstream_gets_the_rows_request_id_and_the_callers_becomes_the_client_id() {
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID_HEADER, "caller-chosen".parse().unwrap());
+        assert_eq!(upstream_headers(&h, "0193-row")[REQUEST_ID_HEADER], "0193-row");
+        assert_eq!(client_request_id_from_headers(&h).as_deref(), Some("caller-chosen"));
+        h.insert(CLIENT_REQUEST_ID_HEADER, "explicit".parse().unwrap());
+        assert_eq!(client_request_id_from_headers(&h).as_deref(), Some("explicit"));
+    }
+
+    #[test]
     fn endpoint_paths_split_into_name_and_raw_rest() {
         let split = |p: &str| split_endpoint_path(p);
         assert_eq!(split("/endpoints/iris/invocations"), ("iris".into(), "invocations".into()));
         assert_eq!(split("/endpoints/iris/v1/a%20b%3F"), ("iris".into(), "v1/a%20b%3F".into()));
         assert_eq!(split("/endpoints/iris"), ("iris".into(), String::new()));
         assert_eq!(split("/serving-endpoints/iris/invocations"), ("iris".into(), "invocations".into()));
+    }
+
+    #[test]
+    fn dot_segments_and_encoded_slashes_are_found_raw_or_encoded() {
+        for path in [
+            "/endpoints/a/../b/predict",
+            "/endpoints/a/%2e%2e/b/predict",
+            "/endpoints/a/%2E%2e/b",
+            "/endpoints/a/.%2e/b",
+            "/endpoints/a/%2e./b",
+            "/endpoints/a/./predict",
+            "/endpoints/a/%2E/predict",
+            "/endpoints/a/..",
+            "/endpoints/a/x%2fy",
+            "/endpoints/a/x%2F..",
+            "/endpoints/a/x%5cy",
+            "/endpoints/a/x\\y",
+        ] {
+            assert!(unsafe_path_segment(path).is_some(), "{path}");
+        }
+        for path in ["/endpoints/a/predict", "/endpoints/a/v1/models/m.onnx:predict", "/endpoints/a/...", "/endpoints/a/a..b", "/endpoints/a/%2e%2e%2e", "/endpoints/a/x%20y"] {
+            assert_eq!(unsafe_path_segment(path), None, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_takes_its_bytes_from_the_request_memory_as_they_arrive() {
+        use futures::StreamExt;
+        let chunks = || futures::stream::iter([b"123456", b"789012"].map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))));
+        let budget = crate::budget::MemoryBudget::new(10);
+        let mut reservation = budget.reserve(0).unwrap();
+        let body = BudgetedBody { inner: Body::from_stream(chunks()), reservation: &mut reservation, prepaid: 0 };
+        let err = body.collect().await.unwrap_err();
+        assert!(err.downcast_ref::<RequestMemorySpent>().is_some(), "{err}");
+        drop(reservation);
+        // A declared length taken up front is not taken again.
+        let mut reservation = budget.reserve(10).unwrap();
+        let body = BudgetedBody { inner: Body::from_stream(chunks()), reservation: &mut reservation, prepaid: 10 };
+        assert!(body.collect().await.is_err(), "12 bytes do not fit in 10");
+        drop(reservation);
+        let mut reservation = budget.reserve(0).unwrap();
+        let body = BudgetedBody { inner: Body::from_stream(chunks().take(1)), reservation: &mut reservation, prepaid: 0 };
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "123456");
     }
 
     #[test]

@@ -20,10 +20,11 @@ pub mod auth;
 mod error;
 mod forward;
 mod record;
+pub mod server;
 mod tap;
 pub mod tls;
 
-pub use admin::{GrantView, CaptureState, CaptureStateStore, TrafficChange, TrafficState, TrafficStateStore};
+pub use admin::{require_json, GrantView, CaptureState, CaptureStateStore, TrafficChange, TrafficState, TrafficStateStore};
 pub use error::GatewayError;
 pub use forward::{audit, AuditSender, Endpoint, Gateway, GatewayOptions};
 

@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use std::sync::Arc;
-use crate::budget::{OffloadBudget, Reservation};
+use crate::budget::{MemoryBudget, Reservation};
 use tokio::sync::oneshot;
 
 /// The record of an exchange whose response is still streaming.
@@ -45,16 +45,16 @@ pub struct InFlight {
     pub oversize: Option<OversizeAllowance>,
 }
 
-/// Keeping a body beyond `inline_max` takes from the gateway's [`OffloadBudget`]; the
+/// Keeping a body beyond `inline_max` takes from the gateway's [`MemoryBudget`]; the
 /// reservation (the request's, grown by the response's) goes when the record is submitted.
 pub struct OversizeAllowance {
     pub inline_max: usize,
-    pub budget: Arc<OffloadBudget>,
+    pub budget: Arc<MemoryBudget>,
     pub reservation: Option<Reservation>,
 }
 
 impl OversizeAllowance {
-    pub fn new(inline_max: usize, budget: Arc<OffloadBudget>) -> Self {
+    pub fn new(inline_max: usize, budget: Arc<MemoryBudget>) -> Self {
         OversizeAllowance { inline_max, budget, reservation: None }
     }
 

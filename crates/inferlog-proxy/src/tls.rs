@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use crate::server::{Accept, Accepted, ConnectionSlots};
 
 /// A handshake not finished by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -187,22 +188,41 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> 
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
 
-/// A plain TCP listener that sets `TCP_NODELAY` on every connection: responses are written
-/// in parts, and Nagle's algorithm with delayed ACKs would add ~40 ms.
-pub struct PlainListener(pub TcpListener);
+/// A plain TCP listener that accepts a connection only when it has a free slot, and sets
+/// `TCP_NODELAY` on every connection: responses are written in parts, and Nagle's algorithm
+/// with delayed ACKs would add ~40 ms.
+pub struct PlainListener {
+    listener: TcpListener,
+    slots: ConnectionSlots,
+}
 
-impl Listener for PlainListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (mut tcp, peer) = Listener::accept(&mut self.0).await;
-        set_nodelay(&mut tcp);
-        (tcp, peer)
+impl PlainListener {
+    pub fn new(listener: TcpListener, slots: ConnectionSlots) -> Self {
+        PlainListener { listener, slots }
     }
+}
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
+impl Accept for PlainListener {
+    type Io = TcpStream;
+
+    async fn accept(&mut self) -> Accepted<TcpStream> {
+        let slot = self.slots.acquire().await;
+        let (mut tcp, peer) = accept_tcp(&self.listener).await;
+        set_nodelay(&mut tcp);
+        Accepted { io: tcp, peer, slot }
+    }
+}
+
+/// The next TCP connection; failures (out of file descriptors and the like) wait rather than spin.
+async fn accept_tcp(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
@@ -212,30 +232,30 @@ fn set_nodelay(tcp: &mut TcpStream) {
     }
 }
 
-impl Connected<IncomingStream<'_, PlainListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
 impl Connected<IncomingStream<'_, TlsListener>> for ClientAddr {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
         ClientAddr(*stream.remote_addr())
     }
 }
 
-/// Accepts TCP connections and hands on those whose TLS handshake succeeded.
+/// Accepts TCP connections (each taking a connection slot, handshakes included) and hands on
+/// those whose TLS handshake succeeded.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<Accepted<TlsStream<TcpStream>>>,
     local_addr: SocketAddr,
     acceptor_task: tokio::task::JoinHandle<()>,
 }
 
 impl TlsListener {
+    /// Without a bound on connections (handshakes are bounded still).
     pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
+        Self::with_slots(listener, config, ConnectionSlots::unbounded())
+    }
+
+    pub fn with_slots(listener: TcpListener, config: Arc<ServerConfig>, slots: ConnectionSlots) -> io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let (sender, ready) = mpsc::channel(64);
-        let acceptor_task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), sender));
+        let acceptor_task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), sender, slots));
         Ok(TlsListener { ready, local_addr, acceptor_task })
     }
 }
@@ -247,20 +267,13 @@ impl Drop for TlsListener {
     }
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>) {
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, ready: mpsc::Sender<Accepted<TlsStream<TcpStream>>>, slots: ConnectionSlots) {
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let per_client: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
+        let slot = slots.acquire().await;
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
-        let (mut tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: wait rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (mut tcp, peer) = accept_tcp(&listener).await;
         let client = crate::auth::client_key(peer.ip());
         {
             let mut in_progress = per_client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -280,7 +293,7 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, ready: mpsc::
             let _counted = ClientSlot { per_client, client };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    let _ = handed_on.send((tls, peer)).await;
+                    let _ = handed_on.send(Accepted { io: tls, peer, slot }).await;
                 }
                 Ok(Err(e)) => {
                     metrics::counter!("inferlog_tls_handshake_failures_total").increment(1);
@@ -316,16 +329,32 @@ impl Drop for ClientSlot {
     }
 }
 
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl TlsListener {
+    async fn next(&mut self) -> Accepted<TlsStream<TcpStream>> {
         match self.ready.recv().await {
             Some(accepted) => accepted,
             // The accept loop only ends when this listener goes.
             None => std::future::pending().await,
         }
+    }
+}
+
+impl Accept for TlsListener {
+    type Io = TlsStream<TcpStream>;
+
+    async fn accept(&mut self) -> Accepted<Self::Io> {
+        self.next().await
+    }
+}
+
+/// For serving with `axum::serve` (the tests' https upstreams).
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let accepted = self.next().await;
+        (accepted.io, accepted.peer)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {

@@ -13,7 +13,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use inferlog_proxy::auth::{Authenticator, Caller, Role, ANY_ENDPOINT};
 use inferlog_proxy::tls::ClientAddr;
-use inferlog_proxy::GatewayError;
+use inferlog_proxy::{require_json, GatewayError};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -99,20 +99,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
 #[serde(deny_unknown_fields)]
 struct QueryRequest {
     sql: String,
-}
-
-/// Browsers cannot send `application/json` to another origin without asking first, so
-/// requiring it keeps web pages open on this machine from using the loopback-only APIs.
-fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
-    if json {
-        Ok(())
-    } else {
-        Err(GatewayError::UnsupportedMediaType)
-    }
 }
 
 /// Aborts the task when the request goes away (client gone, shutdown), not only on timeout.

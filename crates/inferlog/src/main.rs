@@ -593,6 +593,8 @@ fn main() -> std::process::ExitCode {
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
+                // The bound address, so `--listen 127.0.0.1:0` tells the port it got.
+                let listen = listener.local_addr()?;
                 tracing::info!(%listen, "iris model serving POST /invocations");
                 iris::serve(listener, serve::shutdown_signal()).await
             }

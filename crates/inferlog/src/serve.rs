@@ -15,6 +15,7 @@ use axum::routing::get;
 use inferlog_capture::{start_log_writer, CaptureHandle};
 use inferlog_core::config::{self, Config};
 use inferlog_proxy::tls::ClientAddr;
+use inferlog_proxy::server::{ConnectionLimits, ConnectionSlots};
 use inferlog_proxy::{CaptureState, CaptureStateStore, Endpoint, Gateway, GatewayOptions, TrafficStateStore};
 use inferlog_table::{Committer, CommitterOptions, CompactionOptions, Compactor};
 use inferlog_monitor::ScheduledMonitor;
@@ -23,7 +24,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::future::IntoFuture;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
@@ -156,6 +156,14 @@ pub async fn run(
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
     let metrics_handle = prometheus()?;
+    // Before anything else starts, so a busy port stops the start with its one-line error and
+    // nothing running to wind down.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let open_files = inferlog_proxy::server::raise_open_files_limit()?;
+    let max_connections = inferlog_proxy::server::connection_limit(open_files, config.max_connections)?;
+    inferlog_proxy::server::report_open_files_limit(open_files);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let instance = instance_id(&config.data_dir)?;
@@ -334,6 +342,7 @@ pub async fn run(
             upstream_tls,
             // As much as the capture queue may hold: past submission, the queue bounds them.
             offload_memory_bytes: usize::try_from(config.queue_max_bytes).unwrap_or(usize::MAX),
+            max_request_bytes_in_flight: config.max_request_bytes_in_flight,
         },
         state_store,
         traffic_store,
@@ -375,12 +384,10 @@ pub async fn run(
         .merge(api::router(api_state));
     let app = inferlog_proxy::router(gateway, extra);
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if listener_tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %addr, %scheme, data_dir = %config.data_dir.display(), durability = ?config.durability,
+        max_connections, open_files,
         endpoints = ?config.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), "inferlog gateway ready");
     // Tools that start the gateway on port 0 read the address from this line.
     println!("inferlog listening on {scheme}://{addr}");
@@ -396,23 +403,19 @@ pub async fn run(
     let stopped = async move {
         let _ = server_signal.wait_for(|stop| *stop).await;
     };
-    let service = app.into_make_service_with_connect_info::<ClientAddr>();
+    let slots = ConnectionSlots::new(max_connections);
+    let limits = ConnectionLimits { header_read_timeout: config.header_read_timeout, keep_alive_timeout: config.keep_alive_timeout };
     let mut server = match listener_tls {
-        Some(tls) => tokio::spawn(
-            axum::serve(inferlog_proxy::tls::TlsListener::new(listener, tls)?, service)
-                .with_graceful_shutdown(stopped)
-                .into_future(),
-        ),
-        None => tokio::spawn(
-            axum::serve(inferlog_proxy::tls::PlainListener(listener), service)
-                .with_graceful_shutdown(stopped)
-                .into_future(),
-        ),
+        Some(tls) => {
+            let listener = inferlog_proxy::tls::TlsListener::with_slots(listener, tls, slots)?;
+            tokio::spawn(inferlog_proxy::server::serve(listener, app, limits, stopped))
+        }
+        None => tokio::spawn(inferlog_proxy::server::serve(inferlog_proxy::tls::PlainListener::new(listener, slots), app, limits, stopped)),
     };
     let mut drain_signal = signal_rx.clone();
     let drained = tokio::select! {
         result = &mut server => {
-            result.context("gateway server panicked")?.context("gateway server failed")?;
+            result.context("gateway server panicked")?;
             true
         }
         _ = async {

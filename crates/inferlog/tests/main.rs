@@ -13,6 +13,7 @@ mod hostile;
 mod interop;
 mod llm;
 mod monitoring;
+mod net;
 mod redaction;
 mod retention;
 mod streaming;

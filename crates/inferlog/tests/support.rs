@@ -213,18 +213,30 @@ pub fn bin() -> &'static str {
 impl Gateway {
     /// Starts `inferlog serve --config` with `extra_toml` appended to listen/data_dir lines.
     pub fn start(data_dir: &FsPath, toml_body: &str) -> Gateway {
+        Self::start_command(data_dir, toml_body, Command::new(bin()))
+    }
+
+    /// As [`Gateway::start`], run by `command` (which runs the binary with the arguments it
+    /// is given, e.g. under a lower open files limit).
+    pub fn start_command(data_dir: &FsPath, toml_body: &str, mut command: Command) -> Gateway {
         std::fs::create_dir_all(data_dir).unwrap();
         let config = data_dir.join("inferlog.toml");
         let text = format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{toml_body}", data_dir.display());
         std::fs::write(&config, text).unwrap();
-        Self::spawn(data_dir, &["serve", "--config", config.to_str().unwrap()])
+        command.args(["serve", "--config", config.to_str().unwrap()]);
+        Self::spawn_command(data_dir, command)
     }
 
     pub fn spawn(data_dir: &FsPath, args: &[&str]) -> Gateway {
+        let mut command = Command::new(bin());
+        command.args(args);
+        Self::spawn_command(data_dir, command)
+    }
+
+    fn spawn_command(data_dir: &FsPath, mut command: Command) -> Gateway {
         let stderr_path = data_dir.join(format!("gateway-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut child = Command::new(bin())
-            .args(args)
+        let mut child = command
             .env("INFERLOG_LOG", "info,inferlog_table=debug")
             .stdout(Stdio::piped())
             .stderr(stderr)
