@@ -307,7 +307,13 @@ pub async fn run(
     let auth = Arc::new(inferlog_proxy::auth::Authenticator::new(config.auth_enabled, &config.data_dir));
     // Administrative actions go to the `_audit` table, written in the background.
     let (audit, audit_events) = tokio::sync::mpsc::channel(10_000);
-    let audit_writer = background_runtime.handle().spawn(write_audit(config.data_dir.clone(), audit_events));
+    // Events go through the text rules of every endpoint; commands run on the machine read
+    // them from the data directory.
+    let audit_rules = inferlog_capture::redact::audit_rules(config.endpoints.iter().map(|e| e.redact.as_slice()));
+    inferlog_capture::redact::save_audit_rules(&config.data_dir, &audit_rules).context("cannot save the _audit table's redaction rules")?;
+    let audit_redactor = inferlog_capture::redact::Redactor::new(&audit_rules, config.redaction_key.as_deref())
+        .map_err(|e| anyhow::anyhow!("redaction of the _audit table: {e}"))?;
+    let audit_writer = background_runtime.handle().spawn(write_audit(config.data_dir.clone(), audit_events, audit_redactor));
     let mut retention_tasks = Vec::new();
     for settings in &config.endpoints {
         if let Some(retention) = &settings.retention {
@@ -456,9 +462,14 @@ pub async fn run(
     Ok(())
 }
 
-async fn write_audit(data_dir: std::path::PathBuf, mut events: tokio::sync::mpsc::Receiver<inferlog_core::record::AuditEvent>) {
+async fn write_audit(
+    data_dir: std::path::PathBuf,
+    mut events: tokio::sync::mpsc::Receiver<inferlog_core::record::AuditEvent>,
+    redactor: inferlog_capture::redact::Redactor,
+) {
     let mut batch = Vec::new();
     while events.recv_many(&mut batch, 1000).await > 0 {
+        batch.iter_mut().for_each(|event| redactor.apply_to_audit(event));
         if let Err(e) = inferlog_table::audit::append(&data_dir, &batch).await {
             tracing::error!(error = %e, events = batch.len(), "cannot write to the _audit table");
         }
