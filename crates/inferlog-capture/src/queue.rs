@@ -32,10 +32,47 @@ fn weight(record: &Record) -> u64 {
 /// A group stops growing past this many bytes, so one write stays bounded.
 const GROUP_MAX_BYTES: u64 = 64 << 20;
 
+/// Why a record will never reach the table: the `reason` of `inferlog_capture_dropped_total`.
+pub const QUEUE_FULL: &str = "queue_full";
+pub const LOG_FULL: &str = "log_full";
+pub const LOG_WRITE_ERROR: &str = "log_write_error";
+pub const SHUTTING_DOWN: &str = "shutting_down";
+/// A log record the committer cannot decode.
+pub const UNDECODABLE: &str = "undecodable";
+pub const DROP_REASONS: [&str; 5] = [QUEUE_FULL, LOG_FULL, LOG_WRITE_ERROR, SHUTTING_DOWN, UNDECODABLE];
+
 /// Counts records that will never reach the table, by reason.
 pub fn count_dropped(endpoint: &str, reason: &'static str, records: u64) {
     metrics::counter!("inferlog_capture_dropped_total", "endpoint" => endpoint.to_string(), "reason" => reason)
         .increment(records);
+}
+
+/// Token counts of the captured LLM exchanges of an endpoint (shadow copies aside), observed
+/// as their records are logged.
+struct TokenHistograms {
+    prompt: metrics::Histogram,
+    completion: metrics::Histogram,
+}
+
+impl TokenHistograms {
+    fn new(endpoint: &str) -> Self {
+        TokenHistograms {
+            prompt: metrics::histogram!("inferlog_llm_prompt_tokens", "endpoint" => endpoint.to_string()),
+            completion: metrics::histogram!("inferlog_llm_completion_tokens", "endpoint" => endpoint.to_string()),
+        }
+    }
+
+    fn observe(&self, record: &Record) {
+        if record.shadow_of.is_some() {
+            return;
+        }
+        if let Some(n) = record.prompt_tokens {
+            self.prompt.record(n as f64);
+        }
+        if let Some(n) = record.completion_tokens {
+            self.completion.record(n as f64);
+        }
+    }
 }
 
 /// What became of a submitted record.
@@ -70,7 +107,7 @@ impl CaptureHandle {
         // Bounded in bytes as well as in records: large payloads cannot exhaust memory.
         if self.queued_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > self.queue_max_bytes {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-            return self.dropped("queue_full");
+            return self.dropped(QUEUE_FULL);
         }
         let (ack, outcome) = match self.durability {
             Durability::Async => (None, None),
@@ -87,8 +124,8 @@ impl CaptureHandle {
             Err(e) => {
                 self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
                 match e {
-                    mpsc::error::TrySendError::Full(_) => self.dropped("queue_full"),
-                    mpsc::error::TrySendError::Closed(_) => self.dropped("shutting_down"),
+                    mpsc::error::TrySendError::Full(_) => self.dropped(QUEUE_FULL),
+                    mpsc::error::TrySendError::Closed(_) => self.dropped(SHUTTING_DOWN),
                 }
             }
         }
@@ -161,6 +198,10 @@ pub fn start_log_writer(
     let (tx, mut rx) = mpsc::channel::<Pending>(queue_capacity);
     let queued_bytes = Arc::new(AtomicU64::new(0));
     let name: Arc<str> = Arc::from(endpoint);
+    // Every reason from the start, at 0: alert rules can be written before the first drop.
+    for reason in DROP_REASONS {
+        count_dropped(endpoint, reason, 0);
+    }
     let thread = {
         let name = name.clone();
         let last_logged = last_logged.clone();
@@ -171,6 +212,7 @@ pub fn start_log_writer(
             .name(format!("log-{endpoint}"))
             .spawn(move || {
                 let logged = metrics::counter!("inferlog_capture_records_logged_total", "endpoint" => name.to_string());
+                let tokens = TokenHistograms::new(&name);
                 let mut group: Vec<Pending> = Vec::with_capacity(GROUP_MAX);
                 let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(GROUP_MAX);
                 while let Some(first) = rx.blocking_recv() {
@@ -192,7 +234,7 @@ pub fn start_log_writer(
                         if committed.load(Ordering::Acquire) >= last_logged.load(Ordering::Acquire) {
                             let _ = wal.roll();
                         }
-                        count_dropped(&name, "log_full", group.len() as u64);
+                        count_dropped(&name, LOG_FULL, group.len() as u64);
                         group.clear(); // dropping the ack senders tells sync callers
                         continue;
                     }
@@ -200,6 +242,12 @@ pub fn start_log_writer(
                     // Redaction happens here, before the first byte of a record is written.
                     if let Some(redactor) = &prepare.redactor {
                         group.iter_mut().for_each(|p| redactor.apply(&mut p.record));
+                    }
+                    // Token usage of plain JSON responses, read here off the request path while
+                    // the whole body is at hand (streams have theirs from their events).
+                    for p in group.iter_mut() {
+                        p.record.fill_llm_facts();
+                        tokens.observe(&p.record);
                     }
                     // Then oversize bodies, already redacted, go to their side files.
                     if let Some(offloader) = &prepare.offloader {
@@ -226,7 +274,7 @@ pub fn start_log_writer(
                         }
                         Err(e) => {
                             tracing::error!(endpoint = %name, error = %e, records = group.len(), "cannot write the capture log; records dropped");
-                            count_dropped(&name, "log_write_error", group.len() as u64);
+                            count_dropped(&name, LOG_WRITE_ERROR, group.len() as u64);
                             group.clear(); // dropping the ack senders tells sync callers
                         }
                     }

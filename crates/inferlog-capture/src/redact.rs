@@ -4,27 +4,46 @@
 //!
 //! Rules come from `[[endpoints.redact]]`: a JSON path into the request and response bodies
 //! (`$.a.b`, `[*]`, `[0]`, `['key']`), a built-in detector (`email`, `phone`, `credit_card`
-//! with the Luhn check, `iban` with its mod-97 check, `ipv4`) or a `regex`, applied to the
-//! bodies (and a stream's raw text) as text. Actions: `mask` (`"***"`), `hash` (HMAC-SHA256
-//! with the configured key, `hmac:` + hex, so equal values still join), `drop` (the key is
-//! removed; a text match is cut out).
+//! with the Luhn check, `iban` with its mod-97 check, `ipv4`) or a `regex`, applied as text
+//! to the bodies (and a stream's raw text) and to every other text field of the record (path,
+//! content types, metadata, client request id, requester, error, model). Actions: `mask`
+//! (`"***"`), `hash` (HMAC-SHA256 with the configured key, `hmac:` + hex, so equal values
+//! still join), `drop` (the key is removed; a text match is cut out).
+//!
+//! Text rules look through encodings: they search the text with its percent-escapes
+//! (`%40`) and JSON escapes (`\u0040`) decoded, repeatedly (`%2540`), and replace the
+//! original characters the match came from. A body cut at `max_payload_bytes` may end inside
+//! a match; a detector's partial match at the very end (`jane@exa`) is replaced too.
 
 use hmac::{Hmac, Mac};
 use inferlog_core::config::{RedactAction, RedactRule, RedactTarget};
-use inferlog_core::record::ENCODING_UTF8;
+use inferlog_core::record::{AuditEvent, ENCODING_UTF8, MAX_REQUEST_SIZE_EXCEEDED, MAX_RESPONSE_SIZE_EXCEEDED};
 use inferlog_core::Record;
-use regex::Regex;
+use regex::bytes::Regex;
 use serde_json::Value;
 use sha2::Sha256;
+use std::borrow::Cow;
+use std::ops::Range;
 
 const MASK: &str = "***";
 /// Logging error code: a body (or a stream's raw events) was not kept because the redaction
 /// rules could not be applied to it.
 pub const BODY_NOT_REDACTABLE: &str = "BODY_NOT_REDACTABLE";
 
+/// Decoding rounds at most: `%252540` takes three.
+const DECODE_ROUNDS: usize = 4;
+/// How far from the end of a cut body a partial match is sought (an address is at most 320
+/// characters; escapes may make it up to six times longer).
+const TAIL_WINDOW_BYTES: usize = 2048;
+
 enum Matcher {
     Path(Vec<Step>),
-    Text { regex: Regex, check: fn(&str) -> bool },
+    Text {
+        regex: Regex,
+        check: fn(&str) -> bool,
+        /// What a match cut at the end of a truncated body may look like, anchored at the end.
+        cut_tail: Option<Regex>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +81,7 @@ impl Redactor {
                 RedactTarget::Regex(pattern) => Matcher::Text {
                     regex: Regex::new(pattern).map_err(|e| format!("redact[{i}].regex: {e}"))?,
                     check: |_| true,
+                    cut_tail: None,
                 },
             };
             if rule.action == RedactAction::Hash && key.is_none() {
@@ -76,7 +96,7 @@ impl Redactor {
         self.rules.is_empty() && !self.drop_bodies
     }
 
-    /// Redacts the record's bodies (and the other fields text rules apply to) in place.
+    /// Redacts the record in place: its bodies, and the text rules over every other text field.
     /// What cannot be checked is not kept: a body that is not text, a body path rules cannot
     /// read (not JSON, or cut at the size limit), and with path rules a stream's raw events.
     pub fn apply(&self, record: &mut Record) {
@@ -95,16 +115,18 @@ impl Redactor {
         if self.rules.is_empty() {
             return;
         }
+        let was_cut = |code: &str| record.logging_error_codes.iter().any(|c| c == code);
+        let (request_cut, response_cut) = (was_cut(MAX_REQUEST_SIZE_EXCEEDED), was_cut(MAX_RESPONSE_SIZE_EXCEEDED));
         let mut dropped = false;
         // A stream's assembled response is JSON text whatever the raw stream's encoding.
         let response_is_text = record.stream_status.is_some() || record.response_encoding.as_deref() == Some(ENCODING_UTF8);
-        for (body, encoding, is_text) in [
-            (&mut record.request, &mut record.request_encoding, None),
-            (&mut record.response, &mut record.response_encoding, Some(response_is_text)),
+        for (body, encoding, is_text, cut) in [
+            (&mut record.request, &mut record.request_encoding, None, request_cut),
+            (&mut record.response, &mut record.response_encoding, Some(response_is_text), response_cut),
         ] {
             let Some(text) = body.take() else { continue };
             let is_text = is_text.unwrap_or(encoding.as_deref() == Some(ENCODING_UTF8));
-            *body = if is_text { self.body(text) } else { None };
+            *body = if is_text { self.body(text, cut) } else { None };
             if body.is_none() {
                 *encoding = None;
                 dropped = true;
@@ -114,19 +136,47 @@ impl Redactor {
             if self.has_paths() || record.response_encoding.is_none() && record.stream_status.is_none() {
                 dropped = true;
             } else {
-                record.response_stream = Some(self.text(stream));
+                record.response_stream = Some(self.cut_text(stream, response_cut));
             }
         }
-        if let Some(id) = record.client_request_id.take() {
-            record.client_request_id = Some(self.text(id));
+        // Every other field a caller or an upstream can put text in.
+        // (The request ids, the endpoint, model and target names are the gateway's own.)
+        self.text_in_place(&mut record.method);
+        self.text_in_place(&mut record.path);
+        for field in [
+            &mut record.client_request_id,
+            &mut record.request_content_type,
+            &mut record.response_content_type,
+            &mut record.error,
+            &mut record.requester,
+            &mut record.llm_model,
+        ] {
+            if let Some(text) = field.as_mut() {
+                self.text_in_place(text);
+            }
         }
-        record.path = self.text(std::mem::take(&mut record.path));
-        for value in record.request_metadata.values_mut() {
-            *value = self.text(std::mem::take(value));
-        }
+        record.request_metadata = std::mem::take(&mut record.request_metadata)
+            .into_iter()
+            .map(|(name, value)| (self.text(name), self.text(value)))
+            .collect();
         if dropped {
             record.logging_error_codes.push(BODY_NOT_REDACTABLE.to_string());
         }
+    }
+
+    /// Applies the text rules to the fields of an `_audit` event that carry names and text
+    /// callers chose (the token's name, what was asked, the error).
+    pub fn apply_to_audit(&self, event: &mut AuditEvent) {
+        for field in [&mut event.who, &mut event.detail, &mut event.result] {
+            self.text_in_place(field);
+        }
+        if let Some(endpoint) = event.endpoint.as_mut() {
+            self.text_in_place(endpoint);
+        }
+    }
+
+    fn text_in_place(&self, text: &mut String) {
+        *text = self.text(std::mem::take(text));
     }
 
     fn has_paths(&self) -> bool {
@@ -136,7 +186,7 @@ impl Redactor {
     /// A body: parsed and written again when it is JSON (so escapes such as `\u0040` cannot
     /// hide a match), path rules, then text rules. `None` when path rules apply but the body is
     /// not JSON: it is not kept.
-    fn body(&self, body: String) -> Option<String> {
+    fn body(&self, body: String, cut: bool) -> Option<String> {
         match serde_json::from_str::<Value>(&body) {
             Ok(mut json) => {
                 for rule in &self.rules {
@@ -151,8 +201,16 @@ impl Redactor {
                 Some(json.to_string())
             }
             Err(_) if self.has_paths() => None,
-            Err(_) => Some(self.text(body)),
+            // Not JSON (or JSON the parser gives up on: too deep, cut, NaN, trailing bytes):
+            // the text rules see it with its escapes decoded.
+            Err(_) => Some(self.cut_text(body, cut)),
         }
+    }
+
+    /// The text rules; for a body cut at the size limit, also the partial matches at its end.
+    fn cut_text(&self, text: String, cut: bool) -> String {
+        let text = self.text(text);
+        if cut { self.mask_cut_tail(text) } else { text }
     }
 
     /// Applies the text rules to every string, number and key of a JSON value. A number that
@@ -179,27 +237,51 @@ impl Redactor {
         }
     }
 
+    /// Applies the text rules, each to the text as decoded by [`Decoded`].
     fn text(&self, mut text: String) -> String {
         for rule in &self.rules {
-            if let Matcher::Text { regex, check } = &rule.matcher {
-                if regex.is_match(&text) {
-                    text = regex
-                        .replace_all(&text, |c: &regex::Captures| {
-                            let found = &c[0];
-                            if !check(found) {
-                                return found.to_string();
-                            }
-                            match rule.action {
-                                RedactAction::Mask => MASK.to_string(),
-                                RedactAction::Hash => self.hash(found),
-                                RedactAction::Drop => String::new(),
-                            }
-                        })
-                        .into_owned();
-                }
+            if let Matcher::Text { regex, check, .. } = &rule.matcher {
+                let redacted = {
+                    let decoded = Decoded::of(&text);
+                    if !regex.is_match(&decoded.bytes) {
+                        continue;
+                    }
+                    let matches = regex.find_iter(&decoded.bytes).filter_map(|m| {
+                        let found = String::from_utf8_lossy(m.as_bytes());
+                        (!m.is_empty() && check(&found)).then(|| (decoded.original(&text, m.range()), self.replacement_text(&found, rule.action)))
+                    });
+                    splice(&text, matches)
+                };
+                text = redacted;
             }
         }
         text
+    }
+
+    /// Replaces what may be the start of a detector's match at the end of a cut body.
+    fn mask_cut_tail(&self, mut text: String) -> String {
+        for rule in &self.rules {
+            if let Matcher::Text { cut_tail: Some(tail), .. } = &rule.matcher {
+                let redacted = {
+                    let decoded = Decoded::of(&text);
+                    let from = decoded.bytes.len().saturating_sub(TAIL_WINDOW_BYTES);
+                    let Some(m) = tail.find(&decoded.bytes[from..]).filter(|m| !m.is_empty()) else { continue };
+                    let range = from + m.start()..from + m.end();
+                    let found = String::from_utf8_lossy(&decoded.bytes[range.clone()]).into_owned();
+                    splice(&text, std::iter::once((decoded.original(&text, range), self.replacement_text(&found, rule.action))))
+                };
+                text = redacted;
+            }
+        }
+        text
+    }
+
+    fn replacement_text(&self, found: &str, action: RedactAction) -> String {
+        match action {
+            RedactAction::Mask => MASK.to_string(),
+            RedactAction::Hash => self.hash(found),
+            RedactAction::Drop => String::new(),
+        }
     }
 
     fn at_path(&self, value: &mut Value, steps: &[Step], action: RedactAction) {
@@ -275,6 +357,84 @@ impl Redactor {
     }
 }
 
+/// Where the gateway saves the `_audit` table's rules (under `{data_dir}/state/`), so the
+/// commands run on the machine (`inferlog token create`, ...) redact their events alike.
+pub const AUDIT_RULES_FILE: &str = "audit_redaction.json";
+
+/// A text rule as saved in [`AUDIT_RULES_FILE`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedRule {
+    detector: Option<String>,
+    regex: Option<String>,
+    action: String,
+}
+
+/// The rules of the `_audit` table: the text rules of every endpoint, each once. An event may
+/// concern any endpoint or none, and carries names callers chose (a token's name, what was
+/// asked); path rules name places in an endpoint's bodies, not in events.
+pub fn audit_rules<'a>(rule_sets: impl IntoIterator<Item = &'a [RedactRule]>) -> Vec<RedactRule> {
+    let mut rules: Vec<RedactRule> = Vec::new();
+    for rule in rule_sets.into_iter().flatten() {
+        if !matches!(rule.target, RedactTarget::Path(_)) && !rules.contains(rule) {
+            rules.push(rule.clone());
+        }
+    }
+    rules
+}
+
+/// Saves the `_audit` table's rules for the commands run on the machine.
+pub fn save_audit_rules(data_dir: &std::path::Path, rules: &[RedactRule]) -> std::io::Result<()> {
+    let saved: Vec<SavedRule> = rules
+        .iter()
+        .filter_map(|rule| {
+            let (detector, regex) = match &rule.target {
+                RedactTarget::Detector(d) => (Some(d.clone()), None),
+                RedactTarget::Regex(r) => (None, Some(r.clone())),
+                RedactTarget::Path(_) => return None,
+            };
+            let action = match rule.action {
+                RedactAction::Mask => "mask",
+                RedactAction::Hash => "hash",
+                RedactAction::Drop => "drop",
+            };
+            Some(SavedRule { detector, regex, action: action.into() })
+        })
+        .collect();
+    let dir = data_dir.join("state");
+    std::fs::create_dir_all(&dir)?;
+    let temporary = dir.join(format!("{AUDIT_RULES_FILE}.tmp"));
+    std::fs::write(&temporary, serde_json::to_vec_pretty(&saved).expect("rules serialize"))?;
+    std::fs::rename(temporary, dir.join(AUDIT_RULES_FILE))
+}
+
+/// The `_audit` redactor of a command run on the machine: the rules the gateway last saved
+/// (none if it never ran). Without `key`, `hash` rules mask instead: a value that cannot be
+/// hashed is not kept.
+pub fn load_audit_redactor(data_dir: &std::path::Path, key: Option<&str>) -> Result<Redactor, String> {
+    let path = data_dir.join("state").join(AUDIT_RULES_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Redactor::new(&[], key),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let saved: Vec<SavedRule> = serde_json::from_slice(&text).map_err(|e| format!("{} is not a rules file: {e}", path.display()))?;
+    let mut rules = Vec::new();
+    for rule in saved {
+        let target = match (rule.detector, rule.regex) {
+            (Some(d), None) => RedactTarget::Detector(d),
+            (None, Some(r)) => RedactTarget::Regex(r),
+            _ => return Err(format!("{}: a rule names one detector or regex", path.display())),
+        };
+        let action = match (rule.action.as_str(), key) {
+            ("hash", Some(_)) => RedactAction::Hash,
+            ("drop", _) => RedactAction::Drop,
+            _ => RedactAction::Mask,
+        };
+        rules.push(RedactRule { target, action });
+    }
+    Redactor::new(&rules, key).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// `$.a.b[*].c`, `$['a b'][0]`, `$.*`.
 fn parse_path(path: &str) -> Result<Vec<Step>, String> {
     let rest = path.trim().strip_prefix('$').ok_or_else(|| format!("`{path}` must start with `$`"))?;
@@ -325,16 +485,146 @@ fn parse_path(path: &str) -> Result<Vec<Step>, String> {
     Ok(steps)
 }
 
+/// Characters of an address's local part and of its domain: letters of any script, so
+/// `jörg@exämple.de` is an address too.
+const EMAIL_LOCAL: &str = r"[\p{L}\p{M}\p{N}._%+-]+";
+const EMAIL_LABEL: &str = r"[\p{L}\p{M}\p{N}-]+";
+
 fn detector(name: &str) -> Result<Matcher, String> {
-    let (pattern, check): (&str, fn(&str) -> bool) = match name {
-        "email" => (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", |_| true),
-        "phone" => (r"\+?\(?\d{1,4}\)?[\s.-]?\(?\d{2,4}\)?(?:[\s.-]?\d{2,4}){2,4}", |m| m.chars().filter(char::is_ascii_digit).count() >= 8),
-        "credit_card" => (r"\b(?:\d[ -]?){12,18}\d\b", luhn),
-        "iban" => (r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", iban),
-        "ipv4" => (r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b", |_| true),
+    let email = format!(r#"(?:{EMAIL_LOCAL}|"[^"\r\n]{{1,64}}")@{EMAIL_LABEL}(?:\.{EMAIL_LABEL})*\.\p{{L}}{{2,}}"#);
+    // The start of an address up to its `@` (or an escape of it cut short), and any domain.
+    let email_cut = format!(r#"(?:{EMAIL_LOCAL}|"[^"\r\n]{{1,64}}")(?:@[\p{{L}}\p{{M}}\p{{N}}.-]*|%4?|\\(?:u(?:0(?:04?)?)?)?)\z"#);
+    let (pattern, check, cut_tail): (&str, fn(&str) -> bool, &str) = match name {
+        "email" => (&email, |_| true, &email_cut),
+        "phone" => (
+            r"\+?\(?\d{1,4}\)?[\s.-]?\(?\d{2,4}\)?(?:[\s.-]?\d{2,4}){2,4}",
+            |m| m.chars().filter(char::is_ascii_digit).count() >= 8,
+            r"\+?\(?\d[\d\s().-]*\z",
+        ),
+        "credit_card" => (r"\b(?:\d[ -]?){12,18}\d\b", luhn, r"\d(?:[ -]?\d)*[ -]?\z"),
+        "iban" => (r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", iban, r"\b[A-Z]{2}\d(?:\d(?: ?[A-Z0-9])*)? ?\z"),
+        "ipv4" => (
+            r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b",
+            |_| true,
+            r"\b\d{1,3}(?:\.\d{0,3}){0,3}\z",
+        ),
         other => return Err(format!("`{other}` is not a detector (email, phone, credit_card, iban, ipv4)")),
     };
-    Ok(Matcher::Text { regex: Regex::new(pattern).expect("built-in patterns compile"), check })
+    let compile = |p: &str| Regex::new(p).expect("built-in patterns compile");
+    Ok(Matcher::Text { regex: compile(pattern), check, cut_tail: Some(compile(cut_tail)) })
+}
+
+/// A text with its percent-escapes (`%40`) and JSON escapes (`\u0040`, `\"`) decoded,
+/// repeatedly, as bytes (an escape may stand for bytes that are not UTF-8), with the range of
+/// the original text each decoded byte came from.
+struct Decoded<'a> {
+    bytes: Cow<'a, [u8]>,
+    /// Empty when nothing was decoded: byte i is byte i of the text.
+    origins: Vec<(usize, usize)>,
+}
+
+impl<'a> Decoded<'a> {
+    fn of(text: &'a str) -> Self {
+        let mut decoded = Decoded { bytes: Cow::Borrowed(text.as_bytes()), origins: Vec::new() };
+        for _ in 0..DECODE_ROUNDS {
+            let Some((bytes, origins)) = decode_escapes(&decoded.bytes) else { break };
+            // A byte of this round came from a range of the previous round's bytes.
+            let origins = if decoded.origins.is_empty() {
+                origins
+            } else {
+                origins.into_iter().map(|(start, end)| (decoded.origins[start].0, decoded.origins[end - 1].1)).collect()
+            };
+            decoded = Decoded { bytes: Cow::Owned(bytes), origins };
+        }
+        decoded
+    }
+
+    /// The range of `text` a (non-empty) range of decoded bytes came from, widened to whole
+    /// characters.
+    fn original(&self, text: &str, range: Range<usize>) -> Range<usize> {
+        let (mut start, mut end) = match self.origins.is_empty() {
+            true => (range.start, range.end),
+            false => (self.origins[range.start].0, self.origins[range.end - 1].1),
+        };
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        start..end
+    }
+}
+
+/// One round of decoding `%HH`, `\uHHHH` (with surrogate pairs) and JSON's `\"`-style
+/// escapes; `None` when there is nothing to decode.
+fn decode_escapes(input: &[u8]) -> Option<(Vec<u8>, Vec<(usize, usize)>)> {
+    if !input.iter().any(|&b| b == b'%' || b == b'\\') {
+        return None;
+    }
+    let hex = |at: usize, digits: usize| -> Option<u32> {
+        let s = input.get(at..at + digits)?;
+        s.iter().all(u8::is_ascii_hexdigit).then(|| u32::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok())?
+    };
+    let mut bytes = Vec::with_capacity(input.len());
+    let mut origins = Vec::with_capacity(input.len());
+    let mut decoded_any = false;
+    let mut i = 0;
+    while i < input.len() {
+        let mut utf8 = [0u8; 4];
+        let (out, len): (&[u8], usize) = match (input[i], input.get(i + 1)) {
+            (b'%', _) if hex(i + 1, 2).is_some() => {
+                utf8[0] = hex(i + 1, 2).unwrap_or_default() as u8;
+                (&utf8[..1], 3)
+            }
+            (b'\\', Some(b'u')) if hex(i + 2, 4).is_some() => {
+                let unit = hex(i + 2, 4).unwrap_or_default();
+                let low = (input.get(i + 6..i + 8) == Some(b"\\u".as_slice())).then(|| hex(i + 8, 4)).flatten();
+                let (c, len) = match (unit, low) {
+                    (0xD800..=0xDBFF, Some(low @ 0xDC00..=0xDFFF)) => (char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)), 12),
+                    _ => (char::from_u32(unit), 6),
+                };
+                (c.unwrap_or(char::REPLACEMENT_CHARACTER).encode_utf8(&mut utf8).as_bytes(), len)
+            }
+            (b'\\', Some(&e @ (b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't'))) => {
+                utf8[0] = match e {
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    other => other,
+                };
+                (&utf8[..1], 2)
+            }
+            _ => (&input[i..=i], 1),
+        };
+        decoded_any |= len > 1;
+        for &b in out {
+            bytes.push(b);
+            origins.push((i, i + len));
+        }
+        i += len;
+    }
+    decoded_any.then_some((bytes, origins))
+}
+
+/// `text` with each range replaced; ranges come in order, and one that overlaps the previous
+/// (two matches in one escape) is covered by it.
+fn splice(text: &str, replacements: impl Iterator<Item = (Range<usize>, String)>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (range, replacement) in replacements {
+        if range.start < at {
+            at = at.max(range.end);
+            continue;
+        }
+        out.push_str(&text[at..range.start]);
+        out.push_str(&replacement);
+        at = range.end;
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 /// The Luhn check digit test of a card number.
@@ -449,6 +739,92 @@ mod tests {
         r.apply(&mut binary);
         assert!(binary.request.is_none() && binary.request_encoding.is_none());
         assert_eq!(binary.logging_error_codes, [BODY_NOT_REDACTABLE]);
+    }
+
+    fn email_masking() -> Redactor {
+        Redactor::new(&[rule(RedactTarget::Detector("email".into()), RedactAction::Mask)], None).unwrap()
+    }
+
+    #[test]
+    fn every_text_field_of_a_record_goes_through_the_rules() {
+        let r = email_masking();
+        let mut rec = record("{}", "{}");
+        rec.method = "x@example.com".into();
+        rec.request_content_type = Some("application/json; owner=x@example.com".into());
+        rec.response_content_type = Some("text/plain; owner=x@example.com".into());
+        rec.requester = Some("victim.person@example.com".into());
+        rec.error = Some("upstream said: no such user x@example.com".into());
+        rec.llm_model = Some("ft:x@example.com".into());
+        rec.client_request_id = Some("x@example.com".into());
+        rec.request_metadata.insert("x-user-x@example.com".into(), "x@example.com".into());
+        r.apply(&mut rec);
+        let all = format!("{rec:?}");
+        assert!(!all.contains('@'), "{all}");
+        assert_eq!(rec.request_content_type.as_deref(), Some("application/json; owner=***"));
+
+        let mut event = AuditEvent::now("victim.person@example.com", "token.create", Some("m"), r#"{"name": "x\u0040example.com"}"#.into(), Err("x@example.com exists".into()));
+        r.apply_to_audit(&mut event);
+        assert_eq!((event.who.as_str(), event.detail.as_str(), event.result.as_str()), ("***", r#"{"name": "***"}"#, "*** exists"));
+    }
+
+    #[test]
+    fn encodings_do_not_hide_matches() {
+        let r = email_masking();
+        let masked = |body: &str| {
+            let mut rec = record(body, "");
+            r.apply(&mut rec);
+            rec.request.unwrap()
+        };
+        // Percent-encoded, also twice, in form bodies and paths.
+        assert_eq!(masked("to=victim.person%40example.com&x=1"), "to=***&x=1");
+        assert_eq!(masked("to=victim.person%2540example.com"), "to=***");
+        let mut rec = record("", "");
+        rec.path = "/users/victim.person%40example.com/orders".into();
+        r.apply(&mut rec);
+        assert_eq!(rec.path, "/users/***/orders");
+        // JSON the parser gives up on is searched with its escapes decoded.
+        let deep = format!("{}\"jane\\u0040example.org\"{}", "[".repeat(200), "]".repeat(200));
+        for body in [deep.as_str(), r#"{"a": NaN, "b": "jane\u0040example.org"}"#, r#"{"b": "jane\u0040example.org"} trailing"#, r#"{"b": "jane\u0040example.org", "c": "#] {
+            let out = masked(body);
+            assert!(!out.contains("jane") && out.contains("***"), "{out}");
+        }
+        // A JSON string holding escaped JSON, and percent-encoding inside a JSON string.
+        assert_eq!(masked(r#"{"inner": "{\"to\": \"jane\\u0040example.org\"}", "url": "/u?to=jane%40example.org"}"#), r#"{"inner":"{\"to\": \"***\"}","url":"/u?to=***"}"#);
+        // Letters of any script, and quoted local parts.
+        assert_eq!(masked("write to jörg.person@exämple.de today"), "write to *** today");
+        assert_eq!(masked(r#"write to "victim.person"@example.com today"#), "write to *** today");
+        // Equal addresses hash equally however they were encoded.
+        let h = Redactor::new(&[rule(RedactTarget::Detector("email".into()), RedactAction::Hash)], Some("k")).unwrap();
+        assert_eq!(h.text("jane%40example.org".into()), h.text("jane@example.org".into()));
+    }
+
+    #[test]
+    fn a_match_cut_at_the_size_limit_is_redacted_too() {
+        let r = Redactor::new(
+            &[rule(RedactTarget::Detector("email".into()), RedactAction::Mask), rule(RedactTarget::Detector("credit_card".into()), RedactAction::Mask)],
+            None,
+        )
+        .unwrap();
+        for (cut, kept) in [
+            ("note: write to victim.person@exa", "note: write to ***"),
+            ("note: write to victim.person@", "note: write to ***"),
+            ("note: write to victim.person%4", "note: write to ***"),
+            ("{\"to\": \"victim.person\\u00", "{\"to\": \"***"),
+            ("card 4111 1111 11", "card ***"),
+        ] {
+            let mut rec = record(cut, cut);
+            rec.response_stream = Some(cut.into());
+            rec.stream_status = Some("completed".into());
+            rec.logging_error_codes = vec![MAX_REQUEST_SIZE_EXCEEDED.into(), MAX_RESPONSE_SIZE_EXCEEDED.into()];
+            r.apply(&mut rec);
+            assert_eq!(rec.request.as_deref(), Some(kept));
+            assert_eq!(rec.response.as_deref(), Some(kept));
+            assert_eq!(rec.response_stream.as_deref(), Some(kept));
+        }
+        // A body that was not cut ends where its text ends: nothing more is masked.
+        let mut whole = record("write to victim.person@exa", "");
+        r.apply(&mut whole);
+        assert_eq!(whole.request.as_deref(), Some("write to victim.person@exa"));
     }
 
     #[test]

@@ -104,9 +104,11 @@ impl Record {
     }
 
     /// Token usage and model of a non-streamed JSON response (a streamed one has them from
-    /// its events already). Done when committing, off the request path.
+    /// its events already). Done on the log writer thread, off the request path.
     pub fn fill_llm_facts(&mut self) {
-        if self.stream_status.is_some() || self.response_encoding.as_deref() != Some(ENCODING_UTF8) {
+        // Read already (the log writer does, while the whole body is at hand): kept.
+        let read = self.prompt_tokens.is_some() || self.completion_tokens.is_some() || self.total_tokens.is_some() || self.llm_model.is_some();
+        if read || self.stream_status.is_some() || self.response_encoding.as_deref() != Some(ENCODING_UTF8) {
             return;
         }
         if !self.response_content_type.as_deref().is_some_and(|ct| ct.contains("json")) {

@@ -23,6 +23,17 @@ pub use monitor::{run as run_monitor, run_blocking as run_monitor_blocking, Moni
 pub use report::{build as build_report, ReportOptions};
 pub use scheduled::{AlertSender, Delivery, ScheduledMonitor};
 
+/// Describes this crate's metrics (for `# HELP` on `/metrics`); call once the recorder is
+/// installed.
+pub fn describe_metrics() {
+    use metrics::describe_counter;
+    describe_counter!("inferlog_monitor_runs_total", "Scheduled monitoring runs that completed");
+    describe_counter!("inferlog_monitor_failures_total", "Scheduled monitoring runs that failed");
+    describe_counter!("inferlog_monitor_violations_total", "Violations found by scheduled monitoring");
+    describe_counter!("inferlog_alerts_delivered_total", "Violation alerts the webhook accepted");
+    describe_counter!("inferlog_alerts_failed_total", "Violation alerts the webhook did not accept after retries");
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
     #[error("{0}")]

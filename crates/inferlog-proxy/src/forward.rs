@@ -4,7 +4,7 @@ use crate::admin::{CaptureState, CaptureStateStore, TrafficState, TrafficStateSt
 use crate::auth::{Authenticator, Role};
 use crate::error::GatewayError;
 use crate::record::{client_request_id_from_body, encode_body};
-use crate::tap::{OversizeAllowance, InFlight, TapBody};
+use crate::tap::{ExchangeTimer, OversizeAllowance, InFlight, TapBody};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -52,6 +52,8 @@ pub struct Endpoint {
     /// Metric handles, looked up once instead of per request.
     requests_by_status: RwLock<HashMap<u16, metrics::Counter>>,
     upstream_duration: metrics::Histogram,
+    exchange_duration: metrics::Histogram,
+    time_to_first_token: metrics::Histogram,
 }
 
 impl Endpoint {
@@ -62,6 +64,9 @@ impl Endpoint {
             .map(|seed| Mutex::new(SmallRng::seed_from_u64(seed)));
         let upstream_duration =
             metrics::histogram!("inferlog_upstream_duration_seconds", "endpoint" => settings.name.clone());
+        let exchange_duration = metrics::histogram!("inferlog_exchange_duration_seconds", "endpoint" => settings.name.clone());
+        let time_to_first_token =
+            metrics::histogram!("inferlog_llm_time_to_first_token_seconds", "endpoint" => settings.name.clone());
         Endpoint {
             settings,
             state: RwLock::new(state),
@@ -70,6 +75,8 @@ impl Endpoint {
             capture,
             requests_by_status: RwLock::new(HashMap::new()),
             upstream_duration,
+            exchange_duration,
+            time_to_first_token,
         }
     }
 
@@ -469,11 +476,13 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
                 stream,
                 cancelled_because: CLIENT_LEFT,
                 oversize,
+                time_to_first_token: Some(endpoint.time_to_first_token.clone()),
             })
         }
         _ => None,
     };
     let hold_back = inflight.as_ref().is_some_and(|i| i.handle.durability() != inferlog_core::Durability::Async);
+    let timer = ExchangeTimer { received_at, histogram: endpoint.exchange_duration.clone() };
     if incoming.is_end_stream() {
         // No body (HEAD, 204, 304, `content-length: 0`): the server will never poll one, so
         // the record is completed here.
@@ -482,9 +491,10 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
                 let _ = rx.await;
             }
         }
+        timer.stop();
         return with_request_id(Response::from_parts(resp_parts, Body::empty()), &request_id);
     }
-    let body = Body::new(TapBody::new(incoming, inflight, hold_back));
+    let body = Body::new(TapBody::new(incoming, inflight, hold_back, Some(timer)));
     with_request_id(Response::from_parts(resp_parts, body), &request_id)
 }
 
@@ -511,6 +521,8 @@ async fn gateway_error(
         GatewayError::RequestTooLarge { .. } | GatewayError::RequestBodyTimeout { .. } | GatewayError::RequestMemoryFull { .. }
     );
     let mut response = with_request_id(err.into_response(), request_id);
+    // The gateway's own answer is complete once made.
+    ExchangeTimer { received_at, histogram: endpoint.exchange_duration.clone() }.stop();
     if unread_body {
         // The rest of the body was never read, so this connection cannot carry another request.
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -705,10 +717,12 @@ async fn shadow_exchange(
         total: 0,
         cancelled_because: SHADOW_TIMED_OUT,
         oversize: None,
+        // A shadow is not the endpoint's answer: it stays out of the endpoint's histograms.
+        time_to_first_token: None,
     };
     // Reading the body to its end through the tap completes and submits the record; at the
     // deadline the tap is dropped, which records what arrived.
-    let mut body = TapBody::new(incoming, Some(inflight), false);
+    let mut body = TapBody::new(incoming, Some(inflight), false, None);
     let _ = tokio::time::timeout_at(deadline, async {
         while let Some(frame) = body.frame().await {
             if frame.is_err() {

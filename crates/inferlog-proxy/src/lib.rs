@@ -28,6 +28,27 @@ pub use admin::{require_json, GrantView, CaptureState, CaptureStateStore, Traffi
 pub use error::GatewayError;
 pub use forward::{audit, AuditSender, Endpoint, Gateway, GatewayOptions};
 
+/// Describes this crate's metrics (for `# HELP` on `/metrics`); call once the recorder is
+/// installed.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_histogram};
+    describe_counter!("inferlog_requests_total", "Requests to an endpoint, by the status code the caller got (the upstream's, or the gateway's own error)");
+    describe_histogram!(
+        "inferlog_upstream_duration_seconds",
+        "From forwarding a request to the upstream's response headers; the body may take longer (see inferlog_exchange_duration_seconds)"
+    );
+    describe_histogram!("inferlog_exchange_duration_seconds", "From receiving a request to the end of the response body the caller got, however it ended");
+    describe_histogram!(
+        "inferlog_llm_time_to_first_token_seconds",
+        "Captured event streams: from receiving the request to the first event carrying output"
+    );
+    describe_counter!("inferlog_shadow_skipped_total", "Shadow copies not sent because too many were in flight");
+    describe_counter!("inferlog_capture_offload_budget_exhausted_total", "Oversize bodies cut instead of offloaded because the offload memory budget was spent");
+    describe_counter!("inferlog_auth_failures_total", "Failed authentication attempts: a missing, unknown or revoked token");
+    describe_counter!("inferlog_tls_handshakes_refused_total", "TLS handshakes refused because the client had too many in progress");
+    describe_counter!("inferlog_tls_handshake_failures_total", "TLS handshakes that failed or timed out");
+}
+
 use axum::routing::{any, get};
 use axum::Router;
 use std::sync::Arc;

@@ -43,6 +43,21 @@ pub struct InFlight {
     pub cancelled_because: &'static str,
     /// For endpoints that offload oversize bodies: what may be kept beyond `max_payload_bytes`.
     pub oversize: Option<OversizeAllowance>,
+    /// `inferlog_llm_time_to_first_token_seconds` of the endpoint (none for a shadow).
+    pub time_to_first_token: Option<metrics::Histogram>,
+}
+
+/// Times a client's exchange from the arrival of its request to the end of the response
+/// body (`inferlog_exchange_duration_seconds`), however the body ends.
+pub struct ExchangeTimer {
+    pub received_at: Instant,
+    pub histogram: metrics::Histogram,
+}
+
+impl ExchangeTimer {
+    pub fn stop(self) {
+        self.histogram.record(self.received_at.elapsed().as_secs_f64());
+    }
 }
 
 /// Keeping a body beyond `inline_max` takes from the gateway's [`MemoryBudget`]; the
@@ -102,7 +117,11 @@ impl InFlight {
         if let Some(stream) = self.stream.as_mut() {
             stream.feed(data);
             if self.record.time_to_first_token_ms.is_none() && stream.output_seen() {
-                self.record.time_to_first_token_ms = Some(self.received_at.elapsed().as_millis() as i64);
+                let elapsed = self.received_at.elapsed();
+                self.record.time_to_first_token_ms = Some(elapsed.as_millis() as i64);
+                if let Some(histogram) = &self.time_to_first_token {
+                    histogram.record(elapsed.as_secs_f64());
+                }
             }
         }
     }
@@ -149,6 +168,7 @@ impl InFlight {
 pub struct TapBody {
     inner: Incoming,
     capture: Option<InFlight>,
+    timer: Option<ExchangeTimer>,
     hold_back: bool,
     expected_len: Option<u64>,
     seen: u64,
@@ -158,11 +178,12 @@ pub struct TapBody {
 }
 
 impl TapBody {
-    pub fn new(inner: Incoming, capture: Option<InFlight>, hold_back: bool) -> Self {
+    pub fn new(inner: Incoming, capture: Option<InFlight>, hold_back: bool, timer: Option<ExchangeTimer>) -> Self {
         let expected_len = inner.size_hint().exact();
         TapBody {
             inner,
             capture,
+            timer,
             hold_back,
             expected_len,
             seen: 0,
@@ -174,6 +195,9 @@ impl TapBody {
 
     /// Completes capture; in hold-back mode remembers what to wait for.
     fn finish(&mut self, end: BodyEnd) {
+        if let Some(timer) = self.timer.take() {
+            timer.stop();
+        }
         if let Some(inflight) = self.capture.take() {
             if let SubmitOutcome::AwaitLog(rx) = inflight.finish(end) {
                 if self.hold_back {
@@ -216,7 +240,7 @@ impl Body for TapBody {
                     // The server stops polling a sized body once it has all its bytes, so its
                     // end is seen here, not as a final `None`.
                     let complete = this.expected_len == Some(this.seen) || this.inner.is_end_stream();
-                    if complete && this.capture.is_some() {
+                    if complete && (this.capture.is_some() || this.timer.is_some()) {
                         this.ended = true;
                         this.finish(BodyEnd::Completed);
                         if this.waiting.is_some() {
@@ -255,6 +279,9 @@ impl Body for TapBody {
 
 impl Drop for TapBody {
     fn drop(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            timer.stop();
+        }
         if let Some(inflight) = self.capture.take() {
             // The client went away before the response was complete: still recorded.
             let _ = inflight.finish(BodyEnd::Cancelled);

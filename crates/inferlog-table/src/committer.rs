@@ -203,7 +203,7 @@ impl Committer {
                             records.push(r)
                         }
                         Err(err) => {
-                            inferlog_capture::queue::count_dropped(&endpoint, "undecodable", 1);
+                            inferlog_capture::queue::count_dropped(&endpoint, inferlog_capture::queue::UNDECODABLE, 1);
                             tracing::error!(endpoint = %endpoint, lsn = e.lsn, error = %err, "skipping an undecodable log record");
                         }
                     }

@@ -24,4 +24,14 @@ pub use committer::{Committer, CommitterOptions};
 pub use compaction::{compact_once, Compactor, CompactionOptions};
 pub use table::{committed_lsn, open_or_create, table_url, TableError};
 
+/// Describes this crate's metrics (for `# HELP` on `/metrics`); call once the recorder is
+/// installed.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!("inferlog_capture_records_committed_total", "Records committed to the endpoint's payload table");
+    describe_gauge!("inferlog_table_last_commit_timestamp_seconds", "Unix time of the endpoint's last successful commit");
+    describe_counter!("inferlog_table_commit_failures_total", "Commits to the payload table that failed (retried; the records stay in the log)");
+    describe_counter!("inferlog_table_compacted_files_total", "Small files of the payload table replaced by compaction");
+}
+
 pub type Result<T, E = TableError> = std::result::Result<T, E>;

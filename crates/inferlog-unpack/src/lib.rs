@@ -15,6 +15,15 @@ pub mod unpacker;
 
 pub use unpacker::{fixed_schema, unpack_once, UnpackOptions, UnpackReport, APP_ID, COMPARE_APP_ID, FIXED_COLUMNS};
 
+/// Describes this crate's metrics (for `# HELP` on `/metrics`); call once the recorder is
+/// installed.
+pub fn describe_metrics() {
+    use metrics::describe_counter;
+    describe_counter!("inferlog_unpack_rows_total", "Rows written to the endpoint's unpacked table");
+    describe_counter!("inferlog_unpack_errors_total", "Requests whose payload could not be fully unpacked (see unpack_error)");
+    describe_counter!("inferlog_unpack_failures_total", "Background unpack runs that failed (retried)");
+}
+
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;

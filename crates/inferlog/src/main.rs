@@ -313,7 +313,10 @@ fn print_unpack_report(endpoint: &str, report: &inferlog_unpack::UnpackReport) {
 /// Records a command's administrative action in the `_audit` table, as `cli:{user}`.
 async fn audit_cli(data_dir: &std::path::Path, action: &str, endpoint: Option<&str>, detail: String, result: Result<(), String>) -> anyhow::Result<()> {
     let who = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
-    let event = inferlog_core::record::AuditEvent::now(&who, action, endpoint, detail, result);
+    let mut event = inferlog_core::record::AuditEvent::now(&who, action, endpoint, detail, result);
+    // The rules the gateway saved: a token's name is redacted here as in the gateway's events.
+    let key = std::env::var(format!("{}REDACTION_KEY", inferlog_core::config::ENV_PREFIX)).ok();
+    inferlog_capture::redact::load_audit_redactor(data_dir, key.as_deref()).map_err(anyhow::Error::msg)?.apply_to_audit(&mut event);
     inferlog_table::audit::append(data_dir, &[event]).await.context("cannot write the _audit table")?;
     Ok(())
 }

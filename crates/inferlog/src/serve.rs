@@ -84,12 +84,32 @@ fn prometheus() -> anyhow::Result<PrometheusHandle> {
     }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
-            Matcher::Suffix("duration_seconds".into()),
+            Matcher::Suffix("_seconds".into()),
             &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Suffix("_tokens".into()),
+            &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0, 32000.0, 128000.0],
         )?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    describe_metrics();
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Every metric the gateway exports gets its `# HELP` line.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    inferlog_capture::describe_metrics();
+    inferlog_proxy::describe_metrics();
+    inferlog_table::describe_metrics();
+    inferlog_unpack::describe_metrics();
+    inferlog_monitor::describe_metrics();
+    describe_gauge!("inferlog_capture_records_queued", "Records waiting in the endpoint's capture queue");
+    describe_gauge!("inferlog_capture_log_bytes", "Bytes of the endpoint's write-ahead log on disk");
+    describe_gauge!("inferlog_table_last_commit_age_seconds", "Seconds since the endpoint's last successful commit");
+    describe_counter!("inferlog_retention_rows_deleted_total", "Rows deleted by scheduled retention");
+    describe_counter!("inferlog_retention_failures_total", "Scheduled retention runs that failed");
 }
 
 /// The instance id names this gateway's application transactions in the tables it writes.
@@ -315,7 +335,13 @@ pub async fn run(
     let auth = Arc::new(inferlog_proxy::auth::Authenticator::new(config.auth_enabled, &config.data_dir));
     // Administrative actions go to the `_audit` table, written in the background.
     let (audit, audit_events) = tokio::sync::mpsc::channel(10_000);
-    let audit_writer = background_runtime.handle().spawn(write_audit(config.data_dir.clone(), audit_events));
+    // Events go through the text rules of every endpoint; commands run on the machine read
+    // them from the data directory.
+    let audit_rules = inferlog_capture::redact::audit_rules(config.endpoints.iter().map(|e| e.redact.as_slice()));
+    inferlog_capture::redact::save_audit_rules(&config.data_dir, &audit_rules).context("cannot save the _audit table's redaction rules")?;
+    let audit_redactor = inferlog_capture::redact::Redactor::new(&audit_rules, config.redaction_key.as_deref())
+        .map_err(|e| anyhow::anyhow!("redaction of the _audit table: {e}"))?;
+    let audit_writer = background_runtime.handle().spawn(write_audit(config.data_dir.clone(), audit_events, audit_redactor));
     let mut retention_tasks = Vec::new();
     for settings in &config.endpoints {
         if let Some(retention) = &settings.retention {
@@ -459,9 +485,14 @@ pub async fn run(
     Ok(())
 }
 
-async fn write_audit(data_dir: std::path::PathBuf, mut events: tokio::sync::mpsc::Receiver<inferlog_core::record::AuditEvent>) {
+async fn write_audit(
+    data_dir: std::path::PathBuf,
+    mut events: tokio::sync::mpsc::Receiver<inferlog_core::record::AuditEvent>,
+    redactor: inferlog_capture::redact::Redactor,
+) {
     let mut batch = Vec::new();
     while events.recv_many(&mut batch, 1000).await > 0 {
+        batch.iter_mut().for_each(|event| redactor.apply_to_audit(event));
         if let Err(e) = inferlog_table::audit::append(&data_dir, &batch).await {
             tracing::error!(error = %e, events = batch.len(), "cannot write to the _audit table");
         }

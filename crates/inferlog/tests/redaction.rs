@@ -55,34 +55,121 @@ fn redacted_values_appear_in_no_file_under_the_data_dir() {
     let emails = query(d, "SELECT count(DISTINCT email) AS n FROM iris_unpacked");
     assert_eq!(emails[0]["n"], 1, "hashed emails still group and join");
 
-    // No secret in any byte of any file under the data directory...
+    let files = assert_in_no_file(d, &[EMAIL, CARD, PHONE, SSN], |_| false);
+    let wal = files.iter().filter(|f| f.extension().is_some_and(|e| e == "wal")).count();
+    let parquet = files.iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")).count();
+    assert!(wal >= 1 && parquet >= 2, "{files:?}");
+}
+
+/// Asserts that no secret is in any byte of any file under `dir` (but those `skip` names),
+/// nor in any decoded Parquet value (compression could hide a plain-text match). Returns the
+/// files it read.
+fn assert_in_no_file(dir: &std::path::Path, secrets: &[&str], skip: impl Fn(&std::path::Path) -> bool) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
-    let mut stack = vec![d.to_path_buf()];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_dir() { stack.push(path) } else { files.push(path) }
+            if path.is_dir() {
+                stack.push(path)
+            } else if !skip(&path) {
+                files.push(path)
+            }
         }
     }
-    let wal = files.iter().filter(|f| f.extension().is_some_and(|e| e == "wal")).count();
-    let parquet: Vec<_> = files.iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")).collect();
-    assert!(wal >= 1 && parquet.len() >= 2, "{files:?}");
     for file in &files {
         let bytes = std::fs::read(file).unwrap();
-        for secret in [EMAIL, CARD, PHONE, SSN] {
+        for secret in secrets {
             assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in {}", file.display());
         }
     }
-    // ...nor in any decoded Parquet value (compression could hide a plain-text match).
+    let parquet: Vec<_> = files.iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")).collect();
     let python = std::env::var("INTEROP_PYTHON").expect("INTEROP_PYTHON is not set: run the tests with scripts/test");
     let script = "import sys, pyarrow.parquet as pq\n\
                   for path in sys.argv[2:]:\n    t = pq.read_table(path)\n    \
                   for column in t.columns:\n        for v in column.to_pylist():\n            \
                   text = repr(v)\n            assert all(s not in text for s in sys.argv[1].split('|')), (path, text)\nprint('clean')";
-    let mut args = vec!["-c".to_string(), script.to_string(), [EMAIL, CARD, PHONE, SSN].join("|")];
+    let mut args = vec!["-c".to_string(), script.to_string(), secrets.join("|")];
     args.extend(parquet.iter().map(|p| p.display().to_string()));
     let out = Command::new(python).args(&args).output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "clean", "{}", String::from_utf8_lossy(&out.stderr));
+    files
+}
+
+/// Every recorded field goes through the rules, in any encoding: content types, the path
+/// (which the Delta log's statistics repeat), metadata, the token's name (also in `_audit`),
+/// JSON the parser gives up on, percent-encoded forms, addresses in any script or quoted, and
+/// a body cut through an address.
+#[test]
+fn no_field_and_no_encoding_escapes_redaction() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let toml = format!(
+        "commit_interval_ms = 200\nmetadata_headers = [\"x-user\"]\n[auth]\nenabled = true\n{}[[endpoints.redact]]\ndetector = \"email\"\n",
+        endpoint_toml("m", &upstream.url(), "max_payload_bytes = 400")
+    );
+    let gateway = Gateway::start(d, &toml);
+    // Made while the gateway runs, so its own `_audit` event goes through the rules the
+    // gateway saved; the gateway picks the new token up within a second.
+    let out = Command::new(bin())
+        .args(["token", "create", "--data-dir", d.to_str().unwrap(), "--name", "requester.person@example.com", "--role", "owner", "--endpoint", "m"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    let http = client();
+    let send = |path: &str, content_type: &str, body: String| {
+        let r = http
+            .post(gateway.url(&format!("/endpoints/m/{path}")))
+            .bearer_auth(&token)
+            .header("content-type", content_type)
+            .header("x-user", "header.person@example.com")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.headers()["x-request-id"].to_str().unwrap().to_string()
+    };
+    let deep = format!("{}\"deep.person\\u0040example.com\"{}", "[".repeat(150), "]".repeat(150));
+    let typed = send("echo", "application/json; owner=ctype.person@example.com", deep);
+    let form = send("echo/path.person%40example.com", "application/x-www-form-urlencoded", "to=form.person%2540example.com&x=1".into());
+    let scripts = send("echo", "application/json", r#"{"a": "jörg.person@exämple.de", "b": "\"quoted.person\"@example.com"}"#.into());
+    // Cut at 400 bytes right after `cut.person@exa`.
+    let cut = send("echo", "text/plain", format!("{} to cut.person@example.com, thanks", "x".repeat(382)));
+    let changed = http.put(gateway.url("/admin/endpoints/m/capture")).bearer_auth(&token).json(&serde_json::json!({"enabled": true})).send().unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_eq!(wait_rows(d, "m_payload", 4, Duration::from_secs(30)), 4);
+    drop(gateway);
+
+    // What is kept instead.
+    let typed = row(d, "m_payload", &typed);
+    assert_eq!(typed["request_content_type"], "application/json; owner=***");
+    assert_eq!(typed["response_content_type"], "application/json; owner=***");
+    assert_eq!(typed["requester"], "***");
+    assert_eq!(typed["request_metadata"]["x-user"], "***", "{typed}");
+    assert_eq!(typed["request"].as_str().unwrap(), format!("{}\"***\"{}", "[".repeat(150), "]".repeat(150)));
+    let form = row(d, "m_payload", &form);
+    assert_eq!((form["path"].as_str(), form["request"].as_str()), (Some("/echo/***"), Some("to=***&x=1")));
+    let scripts: serde_json::Value = serde_json::from_str(row(d, "m_payload", &scripts)["request"].as_str().unwrap()).unwrap();
+    assert_eq!(scripts, serde_json::json!({"a": "***", "b": "***"}));
+    let cut = row(d, "m_payload", &cut);
+    assert_eq!(cut["request"].as_str().unwrap(), format!("{} to ***", "x".repeat(382)));
+    assert_eq!(cut["logging_error_codes"], serde_json::json!(["MAX_REQUEST_SIZE_EXCEEDED", "MAX_RESPONSE_SIZE_EXCEEDED"]));
+    let audit = query(d, "SELECT who, action, detail FROM _audit ORDER BY at");
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!((audit[0]["action"].as_str(), audit[0]["detail"].as_str()), (Some("token.create"), Some("name=*** role=owner")));
+    assert_eq!((audit[1]["action"].as_str(), audit[1]["who"].as_str()), (Some("capture.change"), Some("***")));
+
+    // And nothing else, in any file: the token store must name the token, the harness's
+    // config and logs are not the gateway's records.
+    let local_parts = ["ctype.person", "deep.person", "path.person", "form.person", "jörg.person", "quoted.person", "cut.person", "header.person", "requester.person"];
+    let harness = |path: &std::path::Path| {
+        let name = path.file_name().unwrap().to_string_lossy();
+        name == "tokens.json" || name == "inferlog.toml" || name.starts_with("gateway-")
+    };
+    assert_in_no_file(d, &local_parts, harness);
 }
 
 #[test]
