@@ -54,6 +54,7 @@ pub enum ServerError {
 /// Raises the soft open-files limit (`RLIMIT_NOFILE`) to the hard one where allowed, and
 /// returns the soft limit then in force.
 #[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every Unix
 pub fn raise_open_files_limit() -> Result<u64, ServerError> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct it is given, which outlives the call.

@@ -153,12 +153,13 @@ fn request_bodies_in_flight_are_bounded_by_a_byte_budget() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let toml = format!(
-        "commit_interval_ms = 200\nmax_request_bytes = 1048576\nmax_request_bytes_in_flight = 2097152\n{}",
+        "commit_interval_ms = 200\nmax_request_bytes_in_flight = 20971520\n{}",
         endpoint_toml("m", &upstream.url(), "max_payload_bytes = 1024")
     );
     let gateway = Gateway::start(d, &toml);
-    let body = vec![b'x'; 900_000];
-    // Two bodies held while the model takes its time: 1.8 MB of the 2 MiB.
+    let body = vec![b'x'; 9_000_000];
+    // Two bodies held while the model takes its time: 18 MB of the 20 MiB. The third is
+    // read to its end and dropped, so its sender gets the answer rather than a broken pipe.
     let held: Vec<_> = (0..2)
         .map(|_| {
             let (url, body) = (gateway.url("/endpoints/m/slow/3000"), body.clone());
