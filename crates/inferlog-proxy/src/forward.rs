@@ -349,18 +349,21 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
     let mut body_memory = gw.request_memory.reserve(0).expect("nothing always fits");
     let body = if declared.is_some_and(|n| n > limit as u64) {
         Err(GatewayError::RequestTooLarge { limit })
-    } else if !body_memory.grow(declared.unwrap_or(0) as usize) {
-        Err(request_memory_full(&gw))
     } else {
+        let declared = declared.unwrap_or(0) as usize;
+        let prepaid = body_memory.grow(declared).then_some(declared);
         let timeout = gw.options.request_body_timeout;
-        let budgeted = BudgetedBody { inner: body, reservation: &mut body_memory, prepaid: declared.unwrap_or(0) as usize };
+        let budgeted = BudgetedBody::new(body, &mut body_memory, prepaid, limit);
         match tokio::time::timeout(timeout, Limited::new(budgeted, limit).collect()).await {
             Err(_) => Err(GatewayError::RequestBodyTimeout { timeout_ms: timeout.as_millis() }),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Ok(Err(e))
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some()
+                    || matches!(e.downcast_ref(), Some(BodyRefused::TooLarge)) =>
+            {
                 Err(GatewayError::RequestTooLarge { limit })
             }
-            Ok(Err(e)) if e.downcast_ref::<RequestMemorySpent>().is_some() => Err(request_memory_full(&gw)),
+            Ok(Err(e)) if matches!(e.downcast_ref(), Some(BodyRefused::MemorySpent)) => Err(request_memory_full(&gw)),
             Ok(Err(e)) => Err(GatewayError::BadRequestBody(e.to_string())),
         }
     };
@@ -516,10 +519,7 @@ async fn gateway_error(
             let _ = rx.await;
         }
     }
-    let unread_body = matches!(
-        err,
-        GatewayError::RequestTooLarge { .. } | GatewayError::RequestBodyTimeout { .. } | GatewayError::RequestMemoryFull { .. }
-    );
+    let unread_body = matches!(err, GatewayError::RequestTooLarge { .. } | GatewayError::RequestBodyTimeout { .. });
     let mut response = with_request_id(err.into_response(), request_id);
     // The gateway's own answer is complete once made.
     ExchangeTimer { received_at, histogram: endpoint.exchange_duration.clone() }.stop();
@@ -737,17 +737,34 @@ fn request_memory_full(gw: &Gateway) -> GatewayError {
     GatewayError::RequestMemoryFull { limit: gw.options.max_request_bytes_in_flight }
 }
 
-/// Why a request body stopped: the request memory budget is spent.
+/// Why a [`BudgetedBody`] was refused.
 #[derive(Debug, thiserror::Error)]
-#[error("max_request_bytes_in_flight is spent")]
-struct RequestMemorySpent;
+enum BodyRefused {
+    #[error("max_request_bytes_in_flight is spent")]
+    MemorySpent,
+    /// Found while draining (`Limited` sees only the bytes kept).
+    #[error("the body is larger than max_request_bytes")]
+    TooLarge,
+}
 
 /// A request body whose bytes are taken from the request memory budget as they arrive;
-/// the first `prepaid` bytes (its declared length) were taken before.
+/// the first `prepaid` bytes (its declared length) were taken before. Once the budget is
+/// spent the rest of the body is read and dropped (up to `limit` bytes), and its end is
+/// the error: the caller, still sending, then gets the 503 instead of a broken connection.
 struct BudgetedBody<'a> {
     inner: Body,
     reservation: &'a mut crate::budget::Reservation,
     prepaid: usize,
+    /// Set when the budget is spent: bytes dropped since.
+    discarded: Option<usize>,
+    limit: usize,
+}
+
+impl<'a> BudgetedBody<'a> {
+    /// `prepaid` of `None`: the declared length did not fit, the body is only drained.
+    fn new(inner: Body, reservation: &'a mut crate::budget::Reservation, prepaid: Option<usize>, limit: usize) -> Self {
+        BudgetedBody { inner, reservation, prepaid: prepaid.unwrap_or(0), discarded: prepaid.is_none().then_some(0), limit }
+    }
 }
 
 impl http_body::Body for BudgetedBody<'_> {
@@ -759,19 +776,28 @@ impl http_body::Body for BudgetedBody<'_> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        let frame = match std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx)) {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => return std::task::Poll::Ready(Some(Err(e.into()))),
-            None => return std::task::Poll::Ready(None),
-        };
-        if let Some(data) = frame.data_ref() {
+        loop {
+            let frame = match std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => return std::task::Poll::Ready(Some(Err(e.into()))),
+                None if this.discarded.is_some() => return std::task::Poll::Ready(Some(Err(BodyRefused::MemorySpent.into()))),
+                None => return std::task::Poll::Ready(None),
+            };
+            let Some(data) = frame.data_ref() else { return std::task::Poll::Ready(Some(Ok(frame))) };
+            if let Some(discarded) = this.discarded.as_mut() {
+                *discarded += data.len();
+                if *discarded > this.limit {
+                    return std::task::Poll::Ready(Some(Err(BodyRefused::TooLarge.into())));
+                }
+                continue;
+            }
             let prepaid = data.len().min(this.prepaid);
             this.prepaid -= prepaid;
-            if !this.reservation.grow(data.len() - prepaid) {
-                return std::task::Poll::Ready(Some(Err(RequestMemorySpent.into())));
+            if this.reservation.grow(data.len() - prepaid) {
+                return std::task::Poll::Ready(Some(Ok(frame)));
             }
+            this.discarded = Some(data.len());
         }
-        std::task::Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -924,18 +950,23 @@ mod tests {
         let chunks = || futures::stream::iter([b"123456", b"789012"].map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))));
         let budget = crate::budget::MemoryBudget::new(10);
         let mut reservation = budget.reserve(0).unwrap();
-        let body = BudgetedBody { inner: Body::from_stream(chunks()), reservation: &mut reservation, prepaid: 0 };
+        let body = BudgetedBody::new(Body::from_stream(chunks()), &mut reservation, Some(0), 100);
         let err = body.collect().await.unwrap_err();
-        assert!(err.downcast_ref::<RequestMemorySpent>().is_some(), "{err}");
+        assert!(matches!(err.downcast_ref(), Some(BodyRefused::MemorySpent)), "{err}");
         drop(reservation);
         // A declared length taken up front is not taken again.
         let mut reservation = budget.reserve(10).unwrap();
-        let body = BudgetedBody { inner: Body::from_stream(chunks()), reservation: &mut reservation, prepaid: 10 };
+        let body = BudgetedBody::new(Body::from_stream(chunks()), &mut reservation, Some(10), 100);
         assert!(body.collect().await.is_err(), "12 bytes do not fit in 10");
         drop(reservation);
         let mut reservation = budget.reserve(0).unwrap();
-        let body = BudgetedBody { inner: Body::from_stream(chunks().take(1)), reservation: &mut reservation, prepaid: 0 };
+        let body = BudgetedBody::new(Body::from_stream(chunks().take(1)), &mut reservation, Some(0), 100);
         assert_eq!(body.collect().await.unwrap().to_bytes(), "123456");
+        // A body whose declared length did not fit is drained, up to the size limit.
+        let body = BudgetedBody::new(Body::from_stream(chunks()), &mut reservation, None, 100);
+        assert!(matches!(body.collect().await.unwrap_err().downcast_ref(), Some(BodyRefused::MemorySpent)));
+        let body = BudgetedBody::new(Body::from_stream(chunks()), &mut reservation, None, 8);
+        assert!(matches!(body.collect().await.unwrap_err().downcast_ref(), Some(BodyRefused::TooLarge)));
     }
 
     #[test]

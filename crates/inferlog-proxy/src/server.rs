@@ -28,6 +28,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use http_body::Body as _;
 use tower_service::Service as _;
 
 /// Descriptors kept for everything but client connections: the write-ahead log segments and
@@ -54,6 +55,7 @@ pub enum ServerError {
 /// Raises the soft open-files limit (`RLIMIT_NOFILE`) to the hard one where allowed, and
 /// returns the soft limit then in force.
 #[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every Unix
 pub fn raise_open_files_limit() -> Result<u64, ServerError> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct it is given, which outlives the call.
@@ -103,7 +105,13 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Longest wait for the next request on a connection that has served one.
     pub keep_alive_timeout: Duration,
+    /// Every request body must have arrived by then, plus [`BODY_DEADLINE_GRACE`] (the
+    /// proxy's own 408 comes first; this also bounds the data and admin APIs' bodies).
+    pub request_body_timeout: Duration,
 }
+
+/// How much later than `request_body_timeout` a connection's request body is cut off.
+const BODY_DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
 /// The connection slots shared by a listener's accept loop and its connections.
 #[derive(Clone)]
@@ -212,9 +220,16 @@ where
         hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let in_flight = InFlightRequest::start(activity.clone());
             request.extensions_mut().insert(ConnectInfo(ClientAddr(peer)));
+            let request = request.map(|body| {
+                if body.is_end_stream() {
+                    Body::new(body)
+                } else {
+                    Body::new(DeadlineBody::new(body, limits.request_body_timeout + BODY_DEADLINE_GRACE))
+                }
+            });
             let mut router = router.clone();
             async move {
-                let response = router.call(request.map(Body::new)).await?;
+                let response = router.call(request).await?;
                 // The request counts as in flight until its response body is done with.
                 Ok::<_, std::convert::Infallible>(response.map(|body| Body::new(TrackedBody { inner: body, _in_flight: in_flight })))
             }
@@ -377,6 +392,47 @@ impl http_body::Body for TrackedBody {
     }
 }
 
+/// A request body that fails once its deadline has passed, so a sender trickling a body
+/// (to any route) cannot hold its connection forever.
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} ms", .0.as_millis())]
+struct BodyDeadlinePassed(Duration);
+
+impl DeadlineBody {
+    fn new(inner: Incoming, timeout: Duration) -> Self {
+        DeadlineBody { inner, deadline: Box::pin(tokio::time::sleep(timeout)), timeout }
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyDeadlinePassed(self.timeout).into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The connection's socket, telling its [`Activity`] when bytes arrive.
 struct WatchedIo<Io> {
     inner: Io,
@@ -420,8 +476,11 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for WatchedIo<Io> {
 mod tests {
     use super::*;
 
-    const LIMITS: ConnectionLimits =
-        ConnectionLimits { header_read_timeout: Duration::from_secs(10), keep_alive_timeout: Duration::from_secs(60) };
+    const LIMITS: ConnectionLimits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(10),
+        keep_alive_timeout: Duration::from_secs(60),
+        request_body_timeout: Duration::from_secs(30),
+    };
 
     #[test]
     fn a_connection_times_out_by_the_header_timeout_until_it_has_served_then_by_keep_alive() {

@@ -430,7 +430,11 @@ pub async fn run(
         let _ = server_signal.wait_for(|stop| *stop).await;
     };
     let slots = ConnectionSlots::new(max_connections);
-    let limits = ConnectionLimits { header_read_timeout: config.header_read_timeout, keep_alive_timeout: config.keep_alive_timeout };
+    let limits = ConnectionLimits {
+        header_read_timeout: config.header_read_timeout,
+        keep_alive_timeout: config.keep_alive_timeout,
+        request_body_timeout: config.request_body_timeout,
+    };
     let mut server = match listener_tls {
         Some(tls) => {
             let listener = inferlog_proxy::tls::TlsListener::with_slots(listener, tls, slots)?;

@@ -132,6 +132,19 @@ fn idle_and_slow_connections_are_closed_and_the_connection_limit_keeps_descripto
 }
 
 #[test]
+fn a_body_trickled_to_any_route_is_cut_off_at_the_body_timeout() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(dir.path(), &format!("request_body_timeout_ms = 500\n{}", endpoint_toml("m", &upstream.url(), "")));
+    for path in ["/api/query", "/admin/endpoints/m/capture", "/endpoints/m/echo"] {
+        let method = if path.starts_with("/admin") { "PUT" } else { "POST" };
+        let mut slow = TcpStream::connect(gateway.addr).unwrap();
+        slow.write_all(format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{").as_bytes()).unwrap();
+        assert!(closed_by_peer(&mut slow), "{path}: a trickled body holds its connection");
+    }
+}
+
+#[test]
 fn http2_cleartext_is_not_served() {
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
@@ -153,12 +166,13 @@ fn request_bodies_in_flight_are_bounded_by_a_byte_budget() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let toml = format!(
-        "commit_interval_ms = 200\nmax_request_bytes = 1048576\nmax_request_bytes_in_flight = 2097152\n{}",
+        "commit_interval_ms = 200\nmax_request_bytes_in_flight = 20971520\n{}",
         endpoint_toml("m", &upstream.url(), "max_payload_bytes = 1024")
     );
     let gateway = Gateway::start(d, &toml);
-    let body = vec![b'x'; 900_000];
-    // Two bodies held while the model takes its time: 1.8 MB of the 2 MiB.
+    let body = vec![b'x'; 9_000_000];
+    // Two bodies held while the model takes its time: 18 MB of the 20 MiB. The third is
+    // read to its end and dropped, so its sender gets the answer rather than a broken pipe.
     let held: Vec<_> = (0..2)
         .map(|_| {
             let (url, body) = (gateway.url("/endpoints/m/slow/3000"), body.clone());
