@@ -198,6 +198,11 @@ impl Redactor {
                 // could cut through an escape (`\u0010` followed by digits) and leave
                 // invalid JSON.
                 self.text_in_values(&mut json);
+                if cut {
+                    // A cut stream's assembled answer is JSON whose strings end where the cut
+                    // fell: any of them may end inside a match.
+                    self.cut_tail_in_strings(&mut json);
+                }
                 Some(json.to_string())
             }
             Err(_) if self.has_paths() => None,
@@ -234,6 +239,15 @@ impl Redactor {
                 }
             }
             Value::Null | Value::Bool(_) => {}
+        }
+    }
+
+    fn cut_tail_in_strings(&self, value: &mut Value) {
+        match value {
+            Value::String(s) => *s = self.mask_cut_tail(std::mem::take(s)),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.cut_tail_in_strings(v)),
+            Value::Object(map) => map.values_mut().for_each(|v| self.cut_tail_in_strings(v)),
+            _ => {}
         }
     }
 
@@ -821,6 +835,13 @@ mod tests {
             assert_eq!(rec.response.as_deref(), Some(kept));
             assert_eq!(rec.response_stream.as_deref(), Some(kept));
         }
+        // A cut stream's assembled answer is JSON: its strings end where the cut fell.
+        let assembled = r#"{"choices":[{"message":{"content":"write to victim.person@exa"}}],"model":"m"}"#;
+        let mut rec = record("{}", assembled);
+        rec.stream_status = Some("completed".into());
+        rec.logging_error_codes = vec![MAX_RESPONSE_SIZE_EXCEEDED.into()];
+        r.apply(&mut rec);
+        assert_eq!(rec.response.as_deref(), Some(r#"{"choices":[{"message":{"content":"write to ***"}}],"model":"m"}"#));
         // A body that was not cut ends where its text ends: nothing more is masked.
         let mut whole = record("write to victim.person@exa", "");
         r.apply(&mut whole);
