@@ -535,8 +535,11 @@ fn detector(name: &str) -> Result<Matcher, String> {
 struct Decoded<'a> {
     bytes: Cow<'a, [u8]>,
     /// Empty when nothing was decoded: byte i is byte i of the text.
-    origins: Vec<(usize, usize)>,
+    origins: Origins,
 }
+
+/// For each decoded byte, the range of the input it came from.
+type Origins = Vec<(usize, usize)>;
 
 impl<'a> Decoded<'a> {
     fn of(text: &'a str) -> Self {
@@ -573,7 +576,7 @@ impl<'a> Decoded<'a> {
 
 /// One round of decoding `%HH`, `\uHHHH` (with surrogate pairs) and JSON's `\"`-style
 /// escapes; `None` when there is nothing to decode.
-fn decode_escapes(input: &[u8]) -> Option<(Vec<u8>, Vec<(usize, usize)>)> {
+fn decode_escapes(input: &[u8]) -> Option<(Vec<u8>, Origins)> {
     if !input.iter().any(|&b| b == b'%' || b == b'\\') {
         return None;
     }
