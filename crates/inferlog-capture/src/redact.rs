@@ -198,6 +198,11 @@ impl Redactor {
                 // could cut through an escape (`\u0010` followed by digits) and leave
                 // invalid JSON.
                 self.text_in_values(&mut json);
+                if cut {
+                    // A cut stream's assembled answer is JSON whose strings end where the cut
+                    // fell: any of them may end inside a match.
+                    self.cut_tail_in_strings(&mut json);
+                }
                 Some(json.to_string())
             }
             Err(_) if self.has_paths() => None,
@@ -234,6 +239,15 @@ impl Redactor {
                 }
             }
             Value::Null | Value::Bool(_) => {}
+        }
+    }
+
+    fn cut_tail_in_strings(&self, value: &mut Value) {
+        match value {
+            Value::String(s) => *s = self.mask_cut_tail(std::mem::take(s)),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.cut_tail_in_strings(v)),
+            Value::Object(map) => map.values_mut().for_each(|v| self.cut_tail_in_strings(v)),
+            _ => {}
         }
     }
 
@@ -492,8 +506,9 @@ const EMAIL_LABEL: &str = r"[\p{L}\p{M}\p{N}-]+";
 
 fn detector(name: &str) -> Result<Matcher, String> {
     let email = format!(r#"(?:{EMAIL_LOCAL}|"[^"\r\n]{{1,64}}")@{EMAIL_LABEL}(?:\.{EMAIL_LABEL})*\.\p{{L}}{{2,}}"#);
-    // The start of an address up to its `@` (or an escape of it cut short), and any domain.
-    let email_cut = format!(r#"(?:{EMAIL_LOCAL}|"[^"\r\n]{{1,64}}")(?:@[\p{{L}}\p{{M}}\p{{N}}.-]*|%4?|\\(?:u(?:0(?:04?)?)?)?)\z"#);
+    // The start of an address up to its `@` and any of its domain, or up to an escape cut
+    // short (`%2`, `%254`, `\u00`: what is left of an escape undecoded).
+    let email_cut = format!(r#"(?:{EMAIL_LOCAL}|"[^"\r\n]{{1,64}}")(?:@[\p{{L}}\p{{M}}\p{{N}}.-]*|[%\\][%\\u0-9A-Fa-f]{{0,12}})\z"#);
     let (pattern, check, cut_tail): (&str, fn(&str) -> bool, &str) = match name {
         "email" => (&email, |_| true, &email_cut),
         "phone" => (
@@ -520,8 +535,11 @@ fn detector(name: &str) -> Result<Matcher, String> {
 struct Decoded<'a> {
     bytes: Cow<'a, [u8]>,
     /// Empty when nothing was decoded: byte i is byte i of the text.
-    origins: Vec<(usize, usize)>,
+    origins: Origins,
 }
+
+/// For each decoded byte, the range of the input it came from.
+type Origins = Vec<(usize, usize)>;
 
 impl<'a> Decoded<'a> {
     fn of(text: &'a str) -> Self {
@@ -558,7 +576,7 @@ impl<'a> Decoded<'a> {
 
 /// One round of decoding `%HH`, `\uHHHH` (with surrogate pairs) and JSON's `\"`-style
 /// escapes; `None` when there is nothing to decode.
-fn decode_escapes(input: &[u8]) -> Option<(Vec<u8>, Vec<(usize, usize)>)> {
+fn decode_escapes(input: &[u8]) -> Option<(Vec<u8>, Origins)> {
     if !input.iter().any(|&b| b == b'%' || b == b'\\') {
         return None;
     }
@@ -809,6 +827,7 @@ mod tests {
             ("note: write to victim.person@exa", "note: write to ***"),
             ("note: write to victim.person@", "note: write to ***"),
             ("note: write to victim.person%4", "note: write to ***"),
+            ("note: write to victim.person%25", "note: write to ***"),
             ("{\"to\": \"victim.person\\u00", "{\"to\": \"***"),
             ("card 4111 1111 11", "card ***"),
         ] {
@@ -821,6 +840,13 @@ mod tests {
             assert_eq!(rec.response.as_deref(), Some(kept));
             assert_eq!(rec.response_stream.as_deref(), Some(kept));
         }
+        // A cut stream's assembled answer is JSON: its strings end where the cut fell.
+        let assembled = r#"{"choices":[{"message":{"content":"write to victim.person@exa"}}],"model":"m"}"#;
+        let mut rec = record("{}", assembled);
+        rec.stream_status = Some("completed".into());
+        rec.logging_error_codes = vec![MAX_RESPONSE_SIZE_EXCEEDED.into()];
+        r.apply(&mut rec);
+        assert_eq!(rec.response.as_deref(), Some(r#"{"choices":[{"message":{"content":"write to ***"}}],"model":"m"}"#));
         // A body that was not cut ends where its text ends: nothing more is masked.
         let mut whole = record("write to victim.person@exa", "");
         r.apply(&mut whole);
@@ -865,7 +891,7 @@ mod tests {
             #[test]
             fn redaction_leaves_nothing_to_redact(
                 seed in 0..CORPUS.len(),
-                edits in proptest::collection::vec((any::<usize>(), "[ -~]{0,3}|\\\\u0040|@|\\.|[0-9]{1,4}"), 0..5),
+                edits in proptest::collection::vec((any::<usize>(), "[ -~]{0,3}|\\\\u0040|%40|%2540|@|\\.|[0-9]{1,4}|ö"), 0..5),
             ) {
                 let mut body = String::from_utf8_lossy(&CORPUS[seed].1).into_owned();
                 for (at, text) in edits {
@@ -882,6 +908,42 @@ mod tests {
                 redactor.apply(&mut twice);
                 prop_assert_eq!(&twice.request, &once.request);
                 prop_assert_eq!(&twice.response, &once.response);
+            }
+
+            /// An address put anywhere in any body, in any of the encodings a caller may use, is
+            /// not in what is kept, whether the body is JSON or not and wherever it was cut.
+            #[test]
+            fn an_address_in_any_encoding_is_never_kept(
+                seed in 0..CORPUS.len(),
+                at in any::<usize>(),
+                encoding in 0..5usize,
+                cut_after in proptest::option::of(0..40usize),
+            ) {
+                let address = ["victim.person@example.com", "victim.person%40example.com", "victim.person\\u0040example.com",
+                    "victim.person%2540example.com", "\"victim.person\"@example.com"][encoding];
+                let mut body = String::from_utf8_lossy(&CORPUS[seed].1).into_owned();
+                let mut at = at % (body.len() + 1);
+                while !body.is_char_boundary(at) {
+                    at -= 1;
+                }
+                body.insert_str(at, address);
+                let mut rec = record(&body, &body);
+                if let Some(n) = cut_after {
+                    // Cut as max_payload_bytes does, past the first character of the `@` (or
+                    // of its escape): before it, nothing says the text is an address yet.
+                    let marker = address.find(['@', '%', '\\']).expect("every form has one");
+                    let mut end = (at + marker + 1 + n).min(body.len());
+                    while !body.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    rec = record(&body[..end], &body[..end]);
+                    rec.logging_error_codes = vec![MAX_REQUEST_SIZE_EXCEEDED.into(), MAX_RESPONSE_SIZE_EXCEEDED.into()];
+                }
+                email_masking().apply(&mut rec);
+                for kept in [&rec.request, &rec.response] {
+                    let kept = kept.as_deref().unwrap_or_default();
+                    prop_assert!(!kept.contains("victim.person"), "{:?} -> {}", body, kept);
+                }
             }
         }
     }
