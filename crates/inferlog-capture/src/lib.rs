@@ -22,5 +22,5 @@ pub mod queue;
 pub mod redact;
 pub mod wal;
 
-pub use queue::{start_log_writer, CaptureHandle, LogWriterHandle, Prepare, SubmitOutcome};
+pub use queue::{start_log_writer, CaptureHandle, LogOptions, LogWriterHandle, Prepare, SubmitOutcome};
 pub use wal::{WalReader, WalWriter};
