@@ -578,4 +578,36 @@ mod tests {
         assert_eq!(lsns(&r.read_after(0, 10, usize::MAX).unwrap()), vec![2, 3]);
         assert_eq!(r.corrupt_frames, 1);
     }
+
+    #[test]
+    fn repeated_failed_writes_leave_no_trail_of_empty_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 1, 1 << 20);
+        w.append([&b"kept"[..]]).unwrap();
+        // Every write fails from here on, as on a full disk: each attempt first recovers from
+        // the previous failure, then fails again.
+        for _ in 0..100 {
+            let active = dir.path().join(segment_name(w.segment_first));
+            w.file = File::open(active).unwrap();
+            assert!(w.append([&b"lost"[..]]).is_err());
+            w.recover_from_failed_write().unwrap();
+            w.broken = false;
+        }
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 2, "one successor segment, renamed on each failure");
+        w.file = OpenOptions::new().append(true).open(dir.path().join(segment_name(w.segment_first))).unwrap();
+        let last = w.append([&b"after"[..]]).unwrap();
+        let all = WalReader::new(dir.path()).read_after(0, 10, usize::MAX).unwrap();
+        assert_eq!(all.iter().map(|e| e.payload.as_slice()).collect::<Vec<_>>(), vec![&b"kept"[..], b"after"]);
+        assert_eq!(all[1].lsn, last);
+        assert_eq!(WalWriter::open(dir.path(), "test-writer", 1, 1 << 20, Arc::new(AtomicU64::new(0))).unwrap().next_lsn(), last + 1);
+    }
+
+    #[test]
+    fn a_log_is_opened_only_by_the_writer_its_headers_name() {
+        let dir = tempfile::tempdir().unwrap();
+        writer(dir.path(), 1, 1 << 20).append([&b"x"[..]]).unwrap();
+        assert_eq!(log_writer(dir.path()).unwrap().as_deref(), Some("test-writer"));
+        let err = WalWriter::open(dir.path(), "another", 1, 1 << 20, Arc::new(AtomicU64::new(0))).err().expect("refused");
+        assert!(err.to_string().contains("test-writer") && err.to_string().contains("instance.id"), "{err}");
+    }
 }
