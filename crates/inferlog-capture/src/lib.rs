@@ -28,7 +28,7 @@ pub fn describe_metrics() {
     use metrics::{describe_counter, describe_histogram};
     describe_counter!(
         "inferlog_capture_dropped_total",
-        "Captured records that will never reach the table, by reason: queue_full, log_full, log_write_error, shutting_down, undecodable"
+        "Captured records that will never reach the table, by reason: queue_full, log_full, low_disk_space, log_write_error, shutting_down, undecodable"
     );
     describe_counter!("inferlog_capture_records_logged_total", "Records written to the endpoint's write-ahead log");
     describe_counter!("inferlog_capture_offload_failures_total", "Oversize bodies that could not be written to a side file (the row keeps the prefix)");
@@ -36,5 +36,5 @@ pub fn describe_metrics() {
     describe_histogram!("inferlog_llm_completion_tokens", "Completion tokens of each captured exchange that reports usage");
 }
 
-pub use queue::{start_log_writer, CaptureHandle, LogWriterHandle, Prepare, SubmitOutcome};
+pub use queue::{start_log_writer, CaptureHandle, LogOptions, LogWriterHandle, Prepare, SubmitOutcome};
 pub use wal::{WalReader, WalWriter};

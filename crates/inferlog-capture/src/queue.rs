@@ -1,7 +1,7 @@
 //! The bounded queue between the request path and the log writer thread.
 //!
-//! A full queue or a log at its size cap drops the record and counts it: capture never
-//! blocks a request. In `sync` and `fsync` durability the caller gets a receiver that
+//! A full queue, a log at its size cap or a disk down to its free-space reserve drops the
+//! record and counts it: capture never blocks a request. In `sync` and `fsync` durability the caller gets a receiver that
 //! resolves once its record is in the log; the writer acknowledges whole groups of records
 //! at once (group commit), so one write and at most one fdatasync serve many requests.
 
@@ -35,11 +35,13 @@ const GROUP_MAX_BYTES: u64 = 64 << 20;
 /// Why a record will never reach the table: the `reason` of `inferlog_capture_dropped_total`.
 pub const QUEUE_FULL: &str = "queue_full";
 pub const LOG_FULL: &str = "log_full";
+/// Free space on the log's disk is below `log_min_free_bytes`.
+pub const LOW_DISK_SPACE: &str = "low_disk_space";
 pub const LOG_WRITE_ERROR: &str = "log_write_error";
 pub const SHUTTING_DOWN: &str = "shutting_down";
 /// A log record the committer cannot decode.
 pub const UNDECODABLE: &str = "undecodable";
-pub const DROP_REASONS: [&str; 5] = [QUEUE_FULL, LOG_FULL, LOG_WRITE_ERROR, SHUTTING_DOWN, UNDECODABLE];
+pub const DROP_REASONS: [&str; 6] = [QUEUE_FULL, LOG_FULL, LOW_DISK_SPACE, LOG_WRITE_ERROR, SHUTTING_DOWN, UNDECODABLE];
 
 /// Counts records that will never reach the table, by reason.
 pub fn count_dropped(endpoint: &str, reason: &'static str, records: u64) {
@@ -169,9 +171,6 @@ impl LogWriterHandle {
     }
 }
 
-/// Opens the endpoint's log (recovering it) and starts its writer thread. The thread ends
-/// once every [`CaptureHandle`] is dropped and the queue is drained.
-#[allow(clippy::too_many_arguments)]
 /// What the log writer does to records before writing them.
 #[derive(Default)]
 pub struct Prepare {
@@ -179,20 +178,68 @@ pub struct Prepare {
     pub offloader: Option<crate::offload::Offloader>,
 }
 
+/// An endpoint's log: whose it is, its durability and its bounds.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The writer identity (`instance.id`) recorded in each segment's header.
+    pub writer: String,
+    pub durability: Durability,
+    /// Records waiting in the queue, at most.
+    pub queue_capacity: usize,
+    /// Payload bytes waiting in the queue, at most.
+    pub queue_max_bytes: u64,
+    /// The log's size on disk, at most.
+    pub log_max_bytes: u64,
+    /// Free space the log leaves on its file system, so that the commits which empty it can
+    /// still write their Parquet files.
+    pub log_min_free_bytes: u64,
+}
+
+/// Bytes available to this process on the file system holding `path`; `None` if unknown.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a valid NUL-terminated path and a buffer statvfs fills on success.
+    if unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so the struct is initialised.
+    let stat = unsafe { stat.assume_init() };
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
+/// Logs a condition that drops records once when it starts and once when it ends, however
+/// many groups it refuses in between (a full disk must not flood the log).
+struct Condition {
+    active: bool,
+}
+
+impl Condition {
+    fn set(&mut self, active: bool, endpoint: &str, what: &str, detail: &dyn std::fmt::Display) {
+        if active && !self.active {
+            tracing::warn!(endpoint, detail = %detail, "{what}: captured records are dropped until it clears");
+        } else if !active && self.active {
+            tracing::info!(endpoint, "{what}: cleared, capturing again");
+        }
+        self.active = active;
+    }
+}
+
+/// Opens the endpoint's log (recovering it) and starts its writer thread. The thread ends
+/// once every [`CaptureHandle`] is dropped and the queue is drained.
 pub fn start_log_writer(
     endpoint: &str,
     dir: &Path,
     min_next_lsn: u64,
-    durability: Durability,
-    queue_capacity: usize,
-    queue_max_bytes: u64,
-    log_max_bytes: u64,
+    options: LogOptions,
     prepare: Prepare,
 ) -> std::io::Result<(CaptureHandle, LogWriterHandle, std::thread::JoinHandle<()>)> {
+    let LogOptions { writer, durability, queue_capacity, queue_max_bytes, log_max_bytes, log_min_free_bytes } = options;
     let log_bytes = Arc::new(AtomicU64::new(0));
     // Segments are sealed well before the cap, so committed ones can be deleted in time.
     let segment_max = SEGMENT_MAX_BYTES.min((log_max_bytes / 4).max(4096));
-    let mut wal = WalWriter::open(dir, min_next_lsn, segment_max, log_bytes.clone())?;
+    let mut wal = WalWriter::open(dir, &writer, min_next_lsn, segment_max, log_bytes.clone())?;
     let last_logged = Arc::new(AtomicU64::new(wal.next_lsn() - 1));
     let committed = Arc::new(AtomicU64::new(min_next_lsn.saturating_sub(1)));
     let (tx, mut rx) = mpsc::channel::<Pending>(queue_capacity);
@@ -208,6 +255,7 @@ pub fn start_log_writer(
         let log_bytes = log_bytes.clone();
         let committed = committed.clone();
         let queued = queued_bytes.clone();
+        let dir = dir.to_path_buf();
         std::thread::Builder::new()
             .name(format!("log-{endpoint}"))
             .spawn(move || {
@@ -215,6 +263,8 @@ pub fn start_log_writer(
                 let tokens = TokenHistograms::new(&name);
                 let mut group: Vec<Pending> = Vec::with_capacity(GROUP_MAX);
                 let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(GROUP_MAX);
+                let (mut full, mut low_space, mut failing) =
+                    (Condition { active: false }, Condition { active: false }, Condition { active: false });
                 while let Some(first) = rx.blocking_recv() {
                     let mut group_bytes = first.bytes;
                     group.push(first);
@@ -228,13 +278,23 @@ pub fn start_log_writer(
                         }
                     }
                     queued.fetch_sub(group_bytes, Ordering::AcqRel);
-                    if log_bytes.load(Ordering::Relaxed) >= log_max_bytes {
-                        // At the cap. If everything written is committed, seal the active segment
-                        // so the committer can delete it; until space is freed, drop and count.
-                        if committed.load(Ordering::Acquire) >= last_logged.load(Ordering::Acquire) {
-                            let _ = wal.roll();
-                        }
-                        count_dropped(&name, LOG_FULL, group.len() as u64);
+                    // Everything written is in the table: seal the active segment so that the
+                    // committer deletes it, rather than keep committed records on disk until the
+                    // segment is full. (If even that cannot be written, the segment stays.)
+                    if wal.has_records() && committed.load(Ordering::Acquire) >= last_logged.load(Ordering::Acquire) {
+                        let _ = wal.roll();
+                    }
+                    let refused = if log_bytes.load(Ordering::Relaxed) >= log_max_bytes {
+                        Some(LOG_FULL)
+                    } else if free_bytes(&dir).is_some_and(|free| free < log_min_free_bytes) {
+                        Some(LOW_DISK_SPACE)
+                    } else {
+                        None
+                    };
+                    full.set(refused == Some(LOG_FULL), &name, "the capture log is at log_max_bytes", &log_max_bytes);
+                    low_space.set(refused == Some(LOW_DISK_SPACE), &name, "free disk space is below log_min_free_bytes", &log_min_free_bytes);
+                    if let Some(reason) = refused {
+                        count_dropped(&name, reason, group.len() as u64);
                         group.clear(); // dropping the ack senders tells sync callers
                         continue;
                     }
@@ -262,6 +322,10 @@ pub fn start_log_writer(
                             }
                             Ok(last)
                         });
+                    failing.set(written.is_err(), &name, "cannot write the capture log", &match &written {
+                        Err(e) => e.to_string(),
+                        Ok(_) => String::new(),
+                    });
                     match written {
                         Ok(last) => {
                             last_logged.store(last, Ordering::Release);
@@ -272,8 +336,7 @@ pub fn start_log_writer(
                                 }
                             }
                         }
-                        Err(e) => {
-                            tracing::error!(endpoint = %name, error = %e, records = group.len(), "cannot write the capture log; records dropped");
+                        Err(_) => {
                             count_dropped(&name, LOG_WRITE_ERROR, group.len() as u64);
                             group.clear(); // dropping the ack senders tells sync callers
                         }
@@ -310,6 +373,17 @@ mod tests {
     use super::*;
     use crate::wal::WalReader;
 
+    fn options(durability: Durability, queue_capacity: usize, queue_max_bytes: u64, log_max_bytes: u64) -> LogOptions {
+        LogOptions {
+            writer: "test-writer".into(),
+            durability,
+            queue_capacity,
+            queue_max_bytes,
+            log_max_bytes,
+            log_min_free_bytes: 0,
+        }
+    }
+
     pub(crate) fn record(id: &str) -> Record {
         Record {
             request_id: id.into(),
@@ -343,7 +417,7 @@ mod tests {
     #[tokio::test]
     async fn sync_submit_resolves_after_the_record_is_readable_from_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, u64::MAX, u64::MAX, Prepare::default()).unwrap();
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, options(Durability::Sync, 16, u64::MAX, u64::MAX), Prepare::default()).unwrap();
         for i in 0..5 {
             match handle.submit(record(&format!("r{i}"))) {
                 SubmitOutcome::AwaitLog(rx) => rx.await.unwrap(),
@@ -368,15 +442,17 @@ mod tests {
     #[tokio::test]
     async fn full_log_drops_until_committed_segments_are_released() {
         let dir = tempfile::tempdir().unwrap();
-        let (handle, log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Sync, 16, u64::MAX, 1, Prepare::default()).unwrap();
+        // Room for a segment header and one record, not two.
+        let (handle, log, writer) = start_log_writer("iris", dir.path(), 1, options(Durability::Sync, 16, u64::MAX, 200), Prepare::default()).unwrap();
+        let header = handle.log_bytes();
+        assert!(header > 0 && header < 200, "a segment starts with its header ({header} bytes)");
         assert!(logged(&handle, "a").await);
-        assert!(handle.log_bytes() >= 1);
         assert!(!logged(&handle, "b").await, "over the cap: dropped, and the caller is not kept waiting");
         // The table now holds record 1: the writer seals the segment, the committer deletes it.
         log.release(1).unwrap();
         assert!(!logged(&handle, "c").await);
         log.release(1).unwrap();
-        assert_eq!(handle.log_bytes(), 0);
+        assert_eq!(handle.log_bytes(), header, "only the new segment's header is left");
         assert!(logged(&handle, "d").await, "capture resumes once space is freed");
         drop(handle);
         writer.join().unwrap();
@@ -389,10 +465,42 @@ mod tests {
         assert_eq!(ids, vec!["d"]);
     }
 
+    #[tokio::test]
+    async fn committed_records_leave_the_active_segment_without_waiting_for_it_to_fill() {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, log, writer) = start_log_writer("iris", dir.path(), 1, options(Durability::Sync, 16, u64::MAX, u64::MAX), Prepare::default()).unwrap();
+        let header = handle.log_bytes();
+        for id in ["a", "b", "c"] {
+            assert!(logged(&handle, id).await);
+        }
+        log.release(3).unwrap();
+        // The next record goes to a new segment, and the committed one can be deleted.
+        assert!(logged(&handle, "d").await);
+        log.release(3).unwrap();
+        assert_eq!(crate::wal::list_segments(dir.path()).unwrap().len(), 1);
+        let left = WalReader::new(dir.path()).read_after(0, 100, usize::MAX).unwrap();
+        assert_eq!(left.iter().map(|e| e.lsn).collect::<Vec<_>>(), vec![4]);
+        assert!(handle.log_bytes() < header + 1024, "the committed records' bytes were freed");
+        drop(handle);
+        writer.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn below_the_free_space_reserve_records_are_dropped_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(dir.path()).expect("statvfs works here");
+        let reserve = LogOptions { log_min_free_bytes: free.saturating_mul(2), ..options(Durability::Sync, 16, u64::MAX, u64::MAX) };
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, reserve, Prepare::default()).unwrap();
+        assert!(!logged(&handle, "a").await, "dropped, and the caller is not kept waiting");
+        drop(handle);
+        writer.join().unwrap();
+        assert!(WalReader::new(dir.path()).read_after(0, 100, usize::MAX).unwrap().is_empty());
+    }
+
     #[test]
     fn queue_is_bounded_in_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Async, 1000, 10_000, u64::MAX, Prepare::default()).unwrap();
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, options(Durability::Async, 1000, 10_000, u64::MAX), Prepare::default()).unwrap();
         let mut big = record("big");
         big.request = Some("x".repeat(20_000));
         assert!(matches!(handle.submit(big), SubmitOutcome::Dropped("queue_full")));
@@ -408,7 +516,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // No runtime drives the writer here, but try_send never waits: once the queue is full
         // submissions are dropped at once.
-        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, Durability::Async, 1, u64::MAX, u64::MAX, Prepare::default()).unwrap();
+        let (handle, _log, writer) = start_log_writer("iris", dir.path(), 1, options(Durability::Async, 1, u64::MAX, u64::MAX), Prepare::default()).unwrap();
         let mut dropped = 0;
         for i in 0..10_000 {
             if let SubmitOutcome::Dropped(reason) = handle.submit(record(&format!("r{i}"))) {

@@ -7,8 +7,12 @@
 //! | payload_len: u32 LE | crc32: u32 LE | lsn: u64 LE | payload (JSON of a Record) |
 //! ```
 //!
-//! The CRC covers the LSN and the payload. Only the last segment is ever appended to; a
-//! segment followed by another one is sealed. On start the writer truncates a torn tail
+//! The CRC covers the LSN and the payload. A segment's first frame is its header: LSN 0 and
+//! the JSON `{"inferlog_wal": 1, "writer": "<instance id>"}`, the identity of the gateway that
+//! commits its records (the table's application transaction is named after it, so a log read
+//! under another identity would be committed twice). Readers skip it (records have LSN >= 1);
+//! segments written before headers existed have none. Only the last segment is ever appended
+//! to; a segment followed by another one is sealed. On start the writer truncates a torn tail
 //! (a frame cut short or failing its CRC) of the last segment: that frame was never
 //! acknowledged. A reader treats an incomplete frame at the end of the last segment as
 //! "not written yet" and comes back later.
@@ -54,6 +58,52 @@ pub fn size_on_disk(dir: &Path) -> io::Result<u64> {
     Ok(total)
 }
 
+/// The writer identity in a segment's header frame; `None` for a segment without one.
+fn segment_writer(path: &Path) -> io::Result<Option<String>> {
+    let mut head = Vec::with_capacity(HEADER + 256);
+    File::open(path)?.take((HEADER + 1024) as u64).read_to_end(&mut head)?;
+    Ok(match parse_frame(&head) {
+        Frame::Complete { lsn: 0, payload, .. } => serde_json::from_slice::<SegmentHeader>(payload).ok().map(|h| h.writer),
+        _ => None,
+    })
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SegmentHeader {
+    inferlog_wal: u32,
+    writer: String,
+}
+
+/// The writer identity recorded in the log's segment headers; `None` when no segment has a
+/// header (an empty folder, or segments from before headers). Segments of two different
+/// writers in one folder are an error: that log cannot be committed under either identity.
+pub fn log_writer(dir: &Path) -> io::Result<Option<String>> {
+    let segments = match list_segments(dir) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut found: Option<String> = None;
+    for (_, path) in segments {
+        match segment_writer(&path) {
+            Ok(Some(writer)) => match &found {
+                Some(f) if *f != writer => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("segments of two writers ({f} and {writer}) in one log"),
+                    ))
+                }
+                _ => found = Some(writer),
+            },
+            Ok(None) => {}
+            // Deleted by the committer since it was listed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(found)
+}
+
 enum Frame<'a> {
     Complete { lsn: u64, payload: &'a [u8], len: usize },
     Incomplete,
@@ -97,33 +147,62 @@ fn encode_frame(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
 /// Appends frames to the last segment. Owned by one thread.
 pub struct WalWriter {
     dir: PathBuf,
+    /// The identity written into each segment's header.
+    writer: String,
     file: File,
+    /// First LSN of the active segment (its name).
+    segment_first: u64,
     segment_len: u64,
+    /// Bytes of the active segment's header frame (0 for a segment from before headers).
+    header_len: u64,
     next_lsn: u64,
     segment_max: u64,
     size: Arc<AtomicU64>,
     buf: Vec<u8>,
-    /// The last write failed: the next one starts a new segment.
+    /// The last write failed: the next one must not append behind what it may have left.
     broken: bool,
 }
 
+/// The log in a folder belongs to another writer identity than the one opening it.
+fn foreign_log(dir: &Path, found: &str, writer: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the log in {} was written by writer {found}, not {writer}: committing it under another identity would \
+             commit its records twice (was instance.id replaced, or the log copied from another data dir?)",
+            dir.display()
+        ),
+    )
+}
+
 impl WalWriter {
-    /// Opens the log in `dir`, recovering the last segment. `min_next_lsn` is the smallest LSN
-    /// the next record may take (one past what the table already holds), so that LSNs keep
-    /// increasing even when the folder was emptied.
-    pub fn open(dir: &Path, min_next_lsn: u64, segment_max: u64, size: Arc<AtomicU64>) -> io::Result<Self> {
+    /// Opens the log in `dir` as `writer`, recovering the last segment. `min_next_lsn` is the
+    /// smallest LSN the next record may take (one past what the table already holds), so that
+    /// LSNs keep increasing even when the folder was emptied. Refuses a log whose segment
+    /// headers name another writer.
+    pub fn open(dir: &Path, writer: &str, min_next_lsn: u64, segment_max: u64, size: Arc<AtomicU64>) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
+        if let Some(found) = log_writer(dir)? {
+            if found != writer {
+                return Err(foreign_log(dir, &found, writer));
+            }
+        }
         let segments = list_segments(dir)?;
-        let (file, segment_len, next_lsn) = match segments.last() {
+        let opened = match segments.last() {
             Some((first, path)) => {
                 let mut file = OpenOptions::new().read(true).write(true).open(path)?;
                 let mut data = Vec::new();
                 file.read_to_end(&mut data)?;
                 let mut pos = 0;
                 let mut next = *first;
+                let mut header_len = 0;
                 while let Frame::Complete { lsn, len, .. } = parse_frame(&data[pos..]) {
+                    if lsn == 0 && pos == 0 {
+                        header_len = len as u64;
+                    } else {
+                        next = lsn + 1;
+                    }
                     pos += len;
-                    next = lsn + 1;
                 }
                 if pos < data.len() {
                     tracing::warn!(
@@ -135,40 +214,56 @@ impl WalWriter {
                     file.sync_data()?;
                 }
                 file.seek(SeekFrom::Start(pos as u64))?;
-                (file, pos as u64, next)
+                Some((file, *first, pos as u64, header_len, next))
             }
+            None => None,
+        };
+        let (file, segment_first, segment_len, header_len, next_lsn) = match opened {
+            Some(o) => o,
             None => {
                 let first = min_next_lsn.max(1);
-                (create_segment(dir, first)?, 0, first)
+                let (file, header_len) = create_segment(dir, writer, first)?;
+                (file, first, header_len, header_len, first)
             }
         };
-        let mut writer = WalWriter {
+        let mut wal = WalWriter {
             dir: dir.to_path_buf(),
+            writer: writer.to_string(),
             file,
+            segment_first,
             segment_len,
+            header_len,
             next_lsn,
             segment_max,
             size,
             buf: Vec::with_capacity(1 << 20),
             broken: false,
         };
-        if writer.next_lsn < min_next_lsn {
-            // The table already holds LSNs the log has forgotten (its folder was lost):
-            // continue after them so that new records are not taken for replays.
-            writer.start_segment(min_next_lsn)?;
+        if wal.next_lsn < min_next_lsn {
+            // The table already holds LSNs the log has forgotten (its folder was lost), or
+            // every record of the active segment: continue after them in a new segment, so
+            // that new records are not taken for replays and the committed ones can go.
+            wal.start_segment(min_next_lsn)?;
+        } else if wal.next_lsn == min_next_lsn {
+            wal.roll()?;
         }
-        writer.size.store(size_on_disk(dir)?, Ordering::Relaxed);
-        Ok(writer)
+        wal.size.store(size_on_disk(dir)?, Ordering::Relaxed);
+        Ok(wal)
     }
 
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
     }
 
-    /// Seals the current segment, if it holds anything, and starts the next one, so that the
-    /// committer can delete it once it is committed.
+    /// Whether the active segment holds any record.
+    pub fn has_records(&self) -> bool {
+        self.segment_len > self.header_len
+    }
+
+    /// Seals the current segment, if it holds any record, and starts the next one, so that
+    /// the committer can delete it once it is committed.
     pub fn roll(&mut self) -> io::Result<()> {
-        if self.segment_len > 0 {
+        if self.has_records() {
             let next = self.next_lsn;
             self.start_segment(next)?;
         }
@@ -176,9 +271,31 @@ impl WalWriter {
     }
 
     fn start_segment(&mut self, first: u64) -> io::Result<()> {
-        self.file = create_segment(&self.dir, first)?;
-        self.segment_len = 0;
+        let (file, header_len) = create_segment(&self.dir, &self.writer, first)?;
+        self.size.fetch_add(header_len, Ordering::Relaxed);
+        self.file = file;
+        self.segment_first = first;
+        self.segment_len = header_len;
+        self.header_len = header_len;
         self.next_lsn = first;
+        Ok(())
+    }
+
+    /// After a failed write: continue at `next_lsn` somewhere no reader has looked. A segment
+    /// holding records gets a successor; one holding none (the failed write was cut back to
+    /// its header) is renamed to the new first LSN instead, so repeated failures (a full disk)
+    /// never leave a trail of empty segments behind.
+    fn recover_from_failed_write(&mut self) -> io::Result<()> {
+        let next = self.next_lsn;
+        if self.has_records() || self.header_len == 0 {
+            return self.start_segment(next);
+        }
+        if self.segment_first != next {
+            let from = self.dir.join(segment_name(self.segment_first));
+            fs::rename(&from, self.dir.join(segment_name(next)))?;
+            sync_dir(&self.dir);
+            self.segment_first = next;
+        }
         Ok(())
     }
 
@@ -186,10 +303,12 @@ impl WalWriter {
     /// I/O error the segment is cut back to its previous length, so no torn frame is left
     /// in front of later writes.
     pub fn append<'a>(&mut self, payloads: impl IntoIterator<Item = &'a [u8]>) -> io::Result<u64> {
-        if self.segment_len >= self.segment_max || self.broken {
+        if self.broken {
+            self.recover_from_failed_write()?;
+            self.broken = false;
+        } else if self.segment_len >= self.segment_max {
             let next = self.next_lsn;
             self.start_segment(next)?;
-            self.broken = false;
         }
         self.buf.clear();
         let mut lsn = self.next_lsn;
@@ -199,7 +318,7 @@ impl WalWriter {
         }
         if let Err(e) = self.file.write_all(&self.buf) {
             // Part of the group may be on disk, and a reader may already have seen it: its
-            // LSNs are never handed out again, and the next group goes to a new segment.
+            // LSNs are never handed out again, and the next group goes where no reader looked.
             let _ = self.file.set_len(self.segment_len);
             self.next_lsn = lsn;
             self.broken = true;
@@ -217,14 +336,29 @@ impl WalWriter {
     }
 }
 
-fn create_segment(dir: &Path, first: u64) -> io::Result<File> {
-    let path = dir.join(segment_name(first));
-    let file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
-    // Make the new name durable, so a crash cannot lose the segment that holds the LSN floor.
+fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(file)
+}
+
+/// Creates segment `first` with its header frame; returns the file and the header's length.
+/// A segment whose header cannot be written (a full disk) is removed again.
+fn create_segment(dir: &Path, writer: &str, first: u64) -> io::Result<(File, u64)> {
+    let path = dir.join(segment_name(first));
+    let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
+    let header = serde_json::to_vec(&SegmentHeader { inferlog_wal: 1, writer: writer.to_string() })?;
+    let mut frame = Vec::with_capacity(HEADER + header.len());
+    encode_frame(&mut frame, 0, &header);
+    let written = file.write_all(&frame).and_then(|()| file.sync_data());
+    if let Err(e) = written {
+        drop(file);
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
+    // Make the new name durable, so a crash cannot lose the segment that holds the LSN floor.
+    sync_dir(dir);
+    Ok((file, frame.len() as u64))
 }
 
 /// One record read back from the log.
@@ -343,7 +477,7 @@ mod tests {
     use super::*;
 
     fn writer(dir: &Path, floor: u64, seg_max: u64) -> WalWriter {
-        WalWriter::open(dir, floor, seg_max, Arc::new(AtomicU64::new(0))).unwrap()
+        WalWriter::open(dir, "test-writer", floor, seg_max, Arc::new(AtomicU64::new(0))).unwrap()
     }
 
     fn lsns(entries: &[LogEntry]) -> Vec<u64> {
@@ -414,7 +548,7 @@ mod tests {
     fn only_fully_committed_sealed_segments_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let size = Arc::new(AtomicU64::new(0));
-        let mut w = WalWriter::open(dir.path(), 1, 40, size.clone()).unwrap();
+        let mut w = WalWriter::open(dir.path(), "test-writer", 1, 40, size.clone()).unwrap();
         for _ in 0..6 {
             w.append([&b"0123456789abcdef0123456789"[..]]).unwrap();
         }
@@ -443,5 +577,37 @@ mod tests {
         let mut r = WalReader::new(dir.path());
         assert_eq!(lsns(&r.read_after(0, 10, usize::MAX).unwrap()), vec![2, 3]);
         assert_eq!(r.corrupt_frames, 1);
+    }
+
+    #[test]
+    fn repeated_failed_writes_leave_no_trail_of_empty_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 1, 1 << 20);
+        w.append([&b"kept"[..]]).unwrap();
+        // Every write fails from here on, as on a full disk: each attempt first recovers from
+        // the previous failure, then fails again.
+        for _ in 0..100 {
+            let active = dir.path().join(segment_name(w.segment_first));
+            w.file = File::open(active).unwrap();
+            assert!(w.append([&b"lost"[..]]).is_err());
+            w.recover_from_failed_write().unwrap();
+            w.broken = false;
+        }
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 2, "one successor segment, renamed on each failure");
+        w.file = OpenOptions::new().append(true).open(dir.path().join(segment_name(w.segment_first))).unwrap();
+        let last = w.append([&b"after"[..]]).unwrap();
+        let all = WalReader::new(dir.path()).read_after(0, 10, usize::MAX).unwrap();
+        assert_eq!(all.iter().map(|e| e.payload.as_slice()).collect::<Vec<_>>(), vec![&b"kept"[..], b"after"]);
+        assert_eq!(all[1].lsn, last);
+        assert_eq!(WalWriter::open(dir.path(), "test-writer", 1, 1 << 20, Arc::new(AtomicU64::new(0))).unwrap().next_lsn(), last + 1);
+    }
+
+    #[test]
+    fn a_log_is_opened_only_by_the_writer_its_headers_name() {
+        let dir = tempfile::tempdir().unwrap();
+        writer(dir.path(), 1, 1 << 20).append([&b"x"[..]]).unwrap();
+        assert_eq!(log_writer(dir.path()).unwrap().as_deref(), Some("test-writer"));
+        let err = WalWriter::open(dir.path(), "another", 1, 1 << 20, Arc::new(AtomicU64::new(0))).err().expect("refused");
+        assert!(err.to_string().contains("test-writer") && err.to_string().contains("instance.id"), "{err}");
     }
 }

@@ -82,6 +82,8 @@ pub struct ConfigFile {
     pub queue_max_bytes: Option<u64>,
     /// Cap on the write-ahead log's size on disk per endpoint; above it new records are dropped.
     pub log_max_bytes: Option<u64>,
+    /// Free space the log leaves on its disk; below it new records are dropped (0 disables).
+    pub log_min_free_bytes: Option<u64>,
     /// How often pending records are committed to the table, in milliseconds.
     pub commit_interval_ms: Option<u64>,
     /// A checkpoint is written every this many commits.
@@ -291,6 +293,7 @@ pub struct Config {
     pub queue_capacity: usize,
     pub queue_max_bytes: u64,
     pub log_max_bytes: u64,
+    pub log_min_free_bytes: u64,
     pub commit_interval: Duration,
     pub checkpoint_interval: u64,
     pub compaction_interval: Option<Duration>,
@@ -534,6 +537,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "queue_capacity",
     "queue_max_bytes",
     "log_max_bytes",
+    "log_min_free_bytes",
     "commit_interval_ms",
     "checkpoint_interval",
     "compaction_interval_s",
@@ -864,6 +868,8 @@ impl ConfigFile {
             queue_capacity,
             queue_max_bytes,
             log_max_bytes,
+            // The largest commit's Parquet files fit in the default reserve.
+            log_min_free_bytes: self.log_min_free_bytes.unwrap_or(256 << 20),
             commit_interval: Duration::from_millis(commit_interval_ms),
             checkpoint_interval,
             compaction_interval,

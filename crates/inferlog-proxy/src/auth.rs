@@ -157,8 +157,13 @@ impl TokenStore {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(file)?)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
+        // Digests of secrets: readable by the owner only, whatever the process umask.
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _ = std::fs::remove_file(&tmp);
+        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        out.write_all(&serde_json::to_vec_pretty(file)?)?;
+        out.sync_all()?;
         std::fs::rename(&tmp, &self.path)
     }
 

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use url::Url;
 
+/// The longest wait between failed commit attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct CommitterOptions {
     /// Pending records are committed at least this often.
@@ -110,7 +113,8 @@ impl Committer {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    // Capped low: once the cause clears (a disk with space again) capture catches up in seconds.
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             }

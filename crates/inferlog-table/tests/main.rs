@@ -55,7 +55,7 @@ impl Fixture {
         let data_dir = dir.path().to_path_buf();
         let wal_dir = data_dir.join("wal/iris");
         let log_bytes = Arc::new(AtomicU64::new(0));
-        let wal = WalWriter::open(&wal_dir, 1, 1 << 16, log_bytes.clone()).unwrap();
+        let wal = WalWriter::open(&wal_dir, "test-writer", 1, 1 << 16, log_bytes.clone()).unwrap();
         let log = Arc::new(LogWriterHandle {
             dir: wal_dir,
             log_bytes,

@@ -403,6 +403,14 @@ fn init_logging() {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Payloads, logs, side files, state and tables are for the data dir's owner only: every
+    // file the process creates is 0600 and every folder 0700 (delta-rs creates the table files
+    // with default modes, so this is set for the whole process). Output files the user names
+    // (`query --output`, `report --output`) keep the user's umask.
+    if !matches!(cli.command, Command::Query { .. } | Command::Report { .. } | Command::IrisModel { .. }) {
+        // SAFETY: umask only swaps the process's file mode mask; no memory is involved.
+        unsafe { libc::umask(0o077) };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -113,22 +113,76 @@ fn describe_metrics() {
 }
 
 /// The instance id names this gateway's application transactions in the tables it writes.
+/// Each log segment records it too: a lost `instance.id` is restored from the logs (a new
+/// identity would commit their records a second time), and a log of another identity is
+/// refused when it is opened.
 fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("instance.id");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
         Ok(_) => anyhow::bail!("{} is empty; restore it or remove it to start as a new writer", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // A new identity, made durable before any commit uses it.
-            let id = uuid::Uuid::now_v7().to_string();
+            let (id, restored) = match logged_writer(&data_dir.join("wal"))? {
+                Some(id) => (id, true),
+                None => (uuid::Uuid::now_v7().to_string(), false),
+            };
+            // Made durable before any commit uses it.
             let tmp = path.with_extension("id.tmp");
             std::fs::write(&tmp, &id).with_context(|| format!("cannot write {}", tmp.display()))?;
             std::fs::File::open(&tmp)?.sync_all()?;
             std::fs::rename(&tmp, &path)?;
+            if restored {
+                tracing::warn!(instance = %id, "instance.id was missing; restored the writer identity recorded in the capture logs");
+            }
             Ok(id)
         }
         // Never replace an identity that merely could not be read: the log would be replayed.
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The one writer identity recorded in the endpoints' logs under `wal_dir`, if any.
+fn logged_writer(wal_dir: &Path) -> anyhow::Result<Option<String>> {
+    let entries = match std::fs::read_dir(wal_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", wal_dir.display())),
+    };
+    let mut found: Option<(String, std::path::PathBuf)> = None;
+    for entry in entries {
+        let dir = entry?.path();
+        let writer = inferlog_capture::wal::log_writer(&dir).with_context(|| format!("capture log {}", dir.display()))?;
+        match (writer, &found) {
+            (Some(w), Some((f, other))) if w != *f => anyhow::bail!(
+                "instance.id is missing and the capture logs {} and {} belong to two writers ({f}, {w}); restore instance.id",
+                other.display(),
+                dir.display()
+            ),
+            (Some(w), None) => found = Some((w, dir)),
+            _ => {}
+        }
+    }
+    Ok(found.map(|(w, _)| w))
+}
+
+/// Holds the data dir for this process: two gateways on one data dir would share one writer
+/// identity and commit each other's LSNs. The lock goes with the process, also on `kill -9`.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("inferlog.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "data dir {} is in use by another inferlog gateway (it holds {}); give each gateway its own data dir",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
 }
 
@@ -186,6 +240,7 @@ pub async fn run(
     inferlog_proxy::server::report_open_files_limit(open_files);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let _data_dir_lock = lock_data_dir(&config.data_dir)?;
     let instance = instance_id(&config.data_dir)?;
     let state_store = CaptureStateStore::new(config.data_dir.join("state").join("capture.json"));
     let saved = state_store.load()?;
@@ -238,10 +293,14 @@ pub async fn run(
             &name,
             &log_dir,
             floor,
-            config.durability,
-            config.queue_capacity,
-            config.queue_max_bytes,
-            config.log_max_bytes,
+            inferlog_capture::LogOptions {
+                writer: instance.clone(),
+                durability: config.durability,
+                queue_capacity: config.queue_capacity,
+                queue_max_bytes: config.queue_max_bytes,
+                log_max_bytes: config.log_max_bytes,
+                log_min_free_bytes: config.log_min_free_bytes,
+            },
             inferlog_capture::Prepare {
                 redactor: (!redactor.is_empty()).then(|| Arc::new(redactor)),
                 offloader: (settings.capture.oversize == inferlog_core::config::Oversize::Offload).then(|| inferlog_capture::offload::Offloader {

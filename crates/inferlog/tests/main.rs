@@ -12,6 +12,7 @@ mod e2e;
 mod hostile;
 mod interop;
 mod llm;
+mod log_safety;
 mod metrics;
 mod monitoring;
 mod net;

@@ -36,7 +36,7 @@ fn metrics_are_described_exported_from_the_start_and_time_whole_streams() {
 
     // Before any traffic: every reason a record can be dropped for, at 0.
     let before = page();
-    for reason in ["queue_full", "log_full", "log_write_error", "shutting_down", "undecodable"] {
+    for reason in ["queue_full", "log_full", "low_disk_space", "log_write_error", "shutting_down", "undecodable"] {
         let labels = [("endpoint", "llm"), ("reason", reason)];
         assert_eq!(sample(&before, "inferlog_capture_dropped_total", &labels), Some(0.0), "{reason}: {before}");
     }
