@@ -363,7 +363,8 @@ async fn change_grant(gw: &Arc<Gateway>, name: &str, token: &str, role: Option<c
         None => Err(GatewayError::TokenNotFound(token.to_string())),
         Some(false) => Err(GatewayError::GrantNotFound { token: token.to_string(), endpoint: name.to_string() }),
         Some(true) => {
-            tracing::info!(endpoint = %name, token, role = ?role, "grant changed");
+            // The token's name stays out of the log, as in records and the audit table.
+            tracing::info!(endpoint = %name, role = ?role, "grant changed");
             Ok(())
         }
     }

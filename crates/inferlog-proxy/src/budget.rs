@@ -37,7 +37,7 @@ impl MemoryBudget {
     }
 
     #[cfg(test)]
-    fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
 }
@@ -56,11 +56,16 @@ impl Reservation {
         }
         taken
     }
+
+    /// Gives back everything taken so far; the reservation can grow again.
+    pub fn release(&mut self) {
+        self.budget.used.fetch_sub(std::mem::take(&mut self.bytes), Ordering::AcqRel);
+    }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.release();
     }
 }
 

@@ -275,21 +275,54 @@ pub(crate) async fn proxy(State(gw): State<Arc<Gateway>>, req: Request) -> Respo
     handle(gw, name, rest, req).await
 }
 
-/// The first part of a raw path that a server normalising paths would resolve: a `.` or `..`
-/// segment (raw or percent-encoded, as `%2e%2E` or `.%2e`), an encoded slash (`%2f`) or a
-/// backslash (raw or `%5c`), which some servers treat as a slash.
+/// The first segment of a raw path that a server normalising paths could resolve or split:
+/// one that reads as `.` or `..` once a `;param` suffix is dropped (Tomcat, Jetty and Spring
+/// treat `..;x` as `..`) and percent-decoding is repeated until nothing changes (`%252e` is
+/// `%2e` decoded once more), one that becomes a slash, backslash or NUL that way, and one
+/// whose percent-encoded bytes are not valid UTF-8 (overlong `%c0%ae` reads as `.` to lax
+/// decoders).
 fn unsafe_path_segment(path: &str) -> Option<&str> {
-    for segment in path.split('/') {
-        let lower = segment.to_ascii_lowercase();
-        if lower.contains("%2f") || lower.contains("%5c") || segment.contains('\\') {
-            return Some(segment);
+    path.split('/').find(|segment| segment_is_unsafe(segment))
+}
+
+fn segment_is_unsafe(segment: &str) -> bool {
+    let mut current = segment.to_string();
+    loop {
+        if current.contains(['/', '\\', '\0']) {
+            return true;
         }
-        let decoded = lower.replace("%2e", ".");
-        if decoded == "." || decoded == ".." {
-            return Some(segment);
+        let name = current.split(';').next().unwrap_or_default();
+        if name == "." || name == ".." {
+            return true;
+        }
+        match percent_decode(&current) {
+            None => return true,
+            Some(decoded) if decoded == current => return false,
+            Some(decoded) => current = decoded,
         }
     }
-    None
+}
+
+/// `text` with each `%XX` decoded once (a `%` not followed by two hex digits stays as it
+/// is); `None` when the decoded bytes are not valid UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
 }
 
 /// `/endpoints/{name}[/{rest}]` or `/serving-endpoints/{name}/invocations` → (name, rest).
@@ -320,7 +353,7 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
 }
 
 async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> Response {
-    let received_at = Instant::now();
+    let received_at = req.extensions().get::<crate::server::RequestReceived>().map_or_else(Instant::now, |r| r.0);
     let timestamp_ms = now_ms();
     let request_id = uuid::Uuid::now_v7().to_string();
     // Who calls, before whether the endpoint exists: a caller without rights learns nothing.
@@ -350,11 +383,10 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
     let body = if declared.is_some_and(|n| n > limit as u64) {
         Err(GatewayError::RequestTooLarge { limit })
     } else {
-        let declared = declared.unwrap_or(0) as usize;
-        let prepaid = body_memory.grow(declared).then_some(declared);
         let timeout = gw.options.request_body_timeout;
-        let budgeted = BudgetedBody::new(body, &mut body_memory, prepaid, limit);
-        match tokio::time::timeout(timeout, Limited::new(budgeted, limit).collect()).await {
+        let budgeted = BudgetedBody::new(body, &mut body_memory, limit);
+        // From the head's arrival, as the connection's own body deadline counts.
+        match tokio::time::timeout_at((received_at + timeout).into(), Limited::new(budgeted, limit).collect()).await {
             Err(_) => Err(GatewayError::RequestBodyTimeout { timeout_ms: timeout.as_millis() }),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
             Ok(Err(e))
@@ -747,23 +779,24 @@ enum BodyRefused {
     TooLarge,
 }
 
-/// A request body whose bytes are taken from the request memory budget as they arrive;
-/// the first `prepaid` bytes (its declared length) were taken before. Once the budget is
-/// spent the rest of the body is read and dropped (up to `limit` bytes), and its end is
-/// the error: the caller, still sending, then gets the 503 instead of a broken connection.
+/// A request body whose bytes are taken from the request memory budget as they arrive
+/// (never on the strength of a declared length, which a caller need not send). Once the
+/// budget is spent the reservation is given back and the rest of the body is read and
+/// dropped, up to `limit` bytes in all, kept or dropped; its end is the error: the caller,
+/// still sending, then gets the 503 instead of a broken connection.
 struct BudgetedBody<'a> {
     inner: Body,
     reservation: &'a mut crate::budget::Reservation,
-    prepaid: usize,
-    /// Set when the budget is spent: bytes dropped since.
-    discarded: Option<usize>,
+    /// Bytes read so far, kept or dropped.
+    read: usize,
+    /// Set when the budget is spent: the body is only drained since.
+    draining: bool,
     limit: usize,
 }
 
 impl<'a> BudgetedBody<'a> {
-    /// `prepaid` of `None`: the declared length did not fit, the body is only drained.
-    fn new(inner: Body, reservation: &'a mut crate::budget::Reservation, prepaid: Option<usize>, limit: usize) -> Self {
-        BudgetedBody { inner, reservation, prepaid: prepaid.unwrap_or(0), discarded: prepaid.is_none().then_some(0), limit }
+    fn new(inner: Body, reservation: &'a mut crate::budget::Reservation, limit: usize) -> Self {
+        BudgetedBody { inner, reservation, read: 0, draining: false, limit }
     }
 }
 
@@ -780,23 +813,22 @@ impl http_body::Body for BudgetedBody<'_> {
             let frame = match std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => return std::task::Poll::Ready(Some(Err(e.into()))),
-                None if this.discarded.is_some() => return std::task::Poll::Ready(Some(Err(BodyRefused::MemorySpent.into()))),
+                None if this.draining => return std::task::Poll::Ready(Some(Err(BodyRefused::MemorySpent.into()))),
                 None => return std::task::Poll::Ready(None),
             };
             let Some(data) = frame.data_ref() else { return std::task::Poll::Ready(Some(Ok(frame))) };
-            if let Some(discarded) = this.discarded.as_mut() {
-                *discarded += data.len();
-                if *discarded > this.limit {
-                    return std::task::Poll::Ready(Some(Err(BodyRefused::TooLarge.into())));
+            this.read = this.read.saturating_add(data.len());
+            if !this.draining {
+                if this.reservation.grow(data.len()) {
+                    return std::task::Poll::Ready(Some(Ok(frame)));
                 }
-                continue;
+                // The request is refused: what it kept is no longer needed.
+                this.reservation.release();
+                this.draining = true;
             }
-            let prepaid = data.len().min(this.prepaid);
-            this.prepaid -= prepaid;
-            if this.reservation.grow(data.len() - prepaid) {
-                return std::task::Poll::Ready(Some(Ok(frame)));
+            if this.read > this.limit {
+                return std::task::Poll::Ready(Some(Err(BodyRefused::TooLarge.into())));
             }
-            this.discarded = Some(data.len());
         }
     }
 
@@ -936,10 +968,20 @@ mod tests {
             "/endpoints/a/x%2F..",
             "/endpoints/a/x%5cy",
             "/endpoints/a/x\\y",
+            "/endpoints/a/..;/b/predict",
+            "/endpoints/a/.;x/predict",
+            "/endpoints/a/..%3b/b",
+            "/endpoints/a/%252e%252e/b",
+            "/endpoints/a/%25252e%25252E/b",
+            "/endpoints/a/x%252fy",
+            "/endpoints/a/%c0%ae%c0%ae/b",
+            "/endpoints/a/%e0%80%ae/b",
+            "/endpoints/a/..%00/b",
+            "/endpoints/a/x%2500y",
         ] {
             assert!(unsafe_path_segment(path).is_some(), "{path}");
         }
-        for path in ["/endpoints/a/predict", "/endpoints/a/v1/models/m.onnx:predict", "/endpoints/a/...", "/endpoints/a/a..b", "/endpoints/a/%2e%2e%2e", "/endpoints/a/x%20y"] {
+        for path in ["/endpoints/a/predict", "/endpoints/a/v1/models/m.onnx:predict", "/endpoints/a/...", "/endpoints/a/a..b", "/endpoints/a/%2e%2e%2e", "/endpoints/a/x%20y", "/endpoints/a/x;v=1", "/endpoints/a/100%", "/endpoints/a/%zz", "/endpoints/a/caf%c3%a9"] {
             assert_eq!(unsafe_path_segment(path), None, "{path}");
         }
     }
@@ -950,22 +992,17 @@ mod tests {
         let chunks = || futures::stream::iter([b"123456", b"789012"].map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))));
         let budget = crate::budget::MemoryBudget::new(10);
         let mut reservation = budget.reserve(0).unwrap();
-        let body = BudgetedBody::new(Body::from_stream(chunks()), &mut reservation, Some(0), 100);
+        let body = BudgetedBody::new(Body::from_stream(chunks()), &mut reservation, 100);
         let err = body.collect().await.unwrap_err();
         assert!(matches!(err.downcast_ref(), Some(BodyRefused::MemorySpent)), "{err}");
-        drop(reservation);
-        // A declared length taken up front is not taken again.
-        let mut reservation = budget.reserve(10).unwrap();
-        let body = BudgetedBody::new(Body::from_stream(chunks()), &mut reservation, Some(10), 100);
-        assert!(body.collect().await.is_err(), "12 bytes do not fit in 10");
-        drop(reservation);
-        let mut reservation = budget.reserve(0).unwrap();
-        let body = BudgetedBody::new(Body::from_stream(chunks().take(1)), &mut reservation, Some(0), 100);
+        assert_eq!(budget.used(), 0, "a refused body gives back what it kept");
+        let body = BudgetedBody::new(Body::from_stream(chunks().take(1)), &mut reservation, 100);
         assert_eq!(body.collect().await.unwrap().to_bytes(), "123456");
-        // A body whose declared length did not fit is drained, up to the size limit.
-        let body = BudgetedBody::new(Body::from_stream(chunks()), &mut reservation, None, 100);
-        assert!(matches!(body.collect().await.unwrap_err().downcast_ref(), Some(BodyRefused::MemorySpent)));
-        let body = BudgetedBody::new(Body::from_stream(chunks()), &mut reservation, None, 8);
+        assert_eq!(budget.used(), 6);
+        drop(reservation);
+        // Kept and dropped bytes both count against the size limit.
+        let mut reservation = budget.reserve(0).unwrap();
+        let body = BudgetedBody::new(Body::from_stream(chunks()), &mut reservation, 11);
         assert!(matches!(body.collect().await.unwrap_err().downcast_ref(), Some(BodyRefused::TooLarge)));
     }
 

@@ -100,8 +100,8 @@ pub fn connection_limit(open_files: u64, configured: Option<usize>) -> Result<us
 /// How client connections are bounded.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
-    /// From a connection's opening, or the first byte of a request on an idle one, to the end
-    /// of the request head.
+    /// From a connection's opening, or the first byte of a request after a response, to the
+    /// end of the request head.
     pub header_read_timeout: Duration,
     /// Longest wait for the next request on a connection that has served one.
     pub keep_alive_timeout: Duration,
@@ -109,6 +109,11 @@ pub struct ConnectionLimits {
     /// proxy's own 408 comes first; this also bounds the data and admin APIs' bodies).
     pub request_body_timeout: Duration,
 }
+
+/// When a request's head was read: the proxy's `request_body_timeout` (its 408) counts from
+/// here, as the connection's own body deadline does, so the 408 always comes first.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestReceived(pub Instant);
 
 /// How much later than `request_body_timeout` a connection's request body is cut off.
 const BODY_DEADLINE_GRACE: Duration = Duration::from_secs(1);
@@ -220,6 +225,7 @@ where
         hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let in_flight = InFlightRequest::start(activity.clone());
             request.extensions_mut().insert(ConnectInfo(ClientAddr(peer)));
+            request.extensions_mut().insert(RequestReceived(Instant::now()));
             let request = request.map(|body| {
                 if body.is_end_stream() {
                     Body::new(body)
@@ -253,6 +259,8 @@ where
                 }
                 break;
             }
+            // A request head begun on an idle connection moves the deadline nearer.
+            _ = activity.head_started.notified() => {}
             _ = tokio::time::sleep_until(wake.into()) => {
                 if let Some((at, phase)) = activity.expiry(&limits) {
                     if activity.elapsed() >= at {
@@ -300,8 +308,11 @@ struct Activity {
     in_flight: AtomicUsize,
     /// When the connection last became idle (opened, or a response ended).
     idle_since_ms: AtomicU64,
-    /// When the first byte after becoming idle arrived (the start of a request head).
+    /// When the first byte after a response arrived (the start of the next request head;
+    /// the first request's head counts from the opening).
     head_since_ms: AtomicU64,
+    /// Told when `head_since_ms` is set, so the connection's timer is set again.
+    head_started: tokio::sync::Notify,
     /// Whether a request has been served (the keep-alive timeout applies from then on).
     served: AtomicBool,
 }
@@ -313,6 +324,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(NOT_STARTED),
+            head_started: tokio::sync::Notify::new(),
             served: AtomicBool::new(false),
         }
     }
@@ -326,8 +338,12 @@ impl Activity {
     }
 
     fn bytes_read(&self) {
-        if self.in_flight.load(Ordering::Relaxed) == 0 {
-            let _ = self.head_since_ms.compare_exchange(NOT_STARTED, self.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.served.load(Ordering::Relaxed)
+            && self.head_since_ms.compare_exchange(NOT_STARTED, self.now_ms(), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            // A stored permit if the loop is not waiting: it looks again at its next turn.
+            self.head_started.notify_one();
         }
     }
 
@@ -475,6 +491,7 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for WatchedIo<Io> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt as _;
 
     const LIMITS: ConnectionLimits = ConnectionLimits {
         header_read_timeout: Duration::from_secs(10),
@@ -486,6 +503,9 @@ mod tests {
     fn a_connection_times_out_by_the_header_timeout_until_it_has_served_then_by_keep_alive() {
         let activity = Arc::new(Activity::new());
         assert_eq!(activity.expiry(&LIMITS), Some((Duration::from_secs(10), Phase::Header)), "opened, nothing sent");
+        std::thread::sleep(Duration::from_millis(20));
+        activity.bytes_read();
+        assert_eq!(activity.expiry(&LIMITS), Some((Duration::from_secs(10), Phase::Header)), "the first head counts from the opening");
         let request = InFlightRequest::start(activity.clone());
         assert_eq!(activity.expiry(&LIMITS), None, "a request in flight has its own timeouts");
         activity.bytes_read();
@@ -494,6 +514,7 @@ mod tests {
         let idle = Duration::from_millis(activity.idle_since_ms.load(Ordering::Relaxed));
         assert_eq!(activity.expiry(&LIMITS), Some((idle + Duration::from_secs(60), Phase::KeepAlive)));
         activity.bytes_read();
+        assert!(activity.head_started.notified().now_or_never().is_some(), "a head begun wakes the connection's timer");
         let head = Duration::from_millis(activity.head_since_ms.load(Ordering::Relaxed));
         assert_eq!(activity.expiry(&LIMITS), Some((head + Duration::from_secs(10), Phase::Header)), "a head begun must end in time");
         let _next = InFlightRequest::start(activity.clone());

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn create_token(data_dir: &std::path::Path, name: &str, role: &str, endpoint: &str) -> String {
+pub(crate) fn create_token(data_dir: &std::path::Path, name: &str, role: &str, endpoint: &str) -> String {
     let out = Command::new(bin())
         .args(["token", "create", "--data-dir", data_dir.to_str().unwrap(), "--name", name, "--role", role, "--endpoint", endpoint])
         .output()

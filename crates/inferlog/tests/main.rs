@@ -9,6 +9,7 @@ mod bad_input;
 mod config;
 mod crash;
 mod e2e;
+mod edge;
 mod hostile;
 mod interop;
 mod llm;

@@ -61,6 +61,7 @@ fn dot_segments_and_encoded_slashes_are_refused_before_anything_is_forwarded_or_
         "/endpoints/a/..%2f..%2fadmin/x",
         "/endpoints/a/echo%2F..%2Fx",
         "/endpoints/a/..%5cadmin",
+        "/endpoints/a/..;/b/echo",
     ] {
         let answer = exchange(&gateway, format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}").as_bytes());
         assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
