@@ -14,6 +14,7 @@ mod interop;
 mod llm;
 mod metrics;
 mod monitoring;
+mod monitoring_fixes;
 mod net;
 mod redaction;
 mod retention;
