@@ -52,3 +52,38 @@ fn runs_of_other_window_lengths_and_slices_keep_their_rows() {
     monitor("1h", None);
     assert_eq!(row_counts(), both);
 }
+
+#[test]
+fn an_empty_window_is_not_a_missing_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dd = d.to_str().unwrap();
+    let (ok, _, err) = inferlog(&["generate", "iris", "--data-dir", dd, "--rows", "500", "--days", "1"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = inferlog(&["unpack", "iris", "--data-dir", dd]);
+    assert!(ok, "{err}");
+    // A baseline with a feature the unpacked table has no column for.
+    let mut csv = String::from("sepal_length,leaf_count\n");
+    for i in 0..50 {
+        csv.push_str(&format!("{:.1},{}\n", 5.0 + (i % 5) as f64 / 10.0, i % 7));
+    }
+    let train = d.join("train.csv");
+    std::fs::write(&train, csv).unwrap();
+    let (ok, _, err) = inferlog(&["baseline", "iris", "--from", train.to_str().unwrap(), "--data-dir", dd]);
+    assert!(ok, "{err}");
+    let missing = |since: &str, until: &str| {
+        let (ok, out, err) = inferlog(&["monitor", "iris", "--window", "1d", "--since", since, "--until", until, "--data-dir", dd]);
+        assert!(ok, "{out}{err}");
+        let (ok, out, err) = inferlog(&[
+            "query", "--data-dir", dd, "--format", "csv",
+            &format!("SELECT count(*) FROM iris_violations WHERE \"check\" = 'missing_column_check' AND window_start = TIMESTAMP '{since}:00Z'"),
+        ]);
+        assert!(ok, "{err}");
+        out.lines().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    assert_eq!(missing("2001-01-01 00:00", "2001-01-02 00:00"), 0, "a window without rows");
+    // A window with rows that lack the column still is a violation.
+    let since = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d %H:%M").to_string();
+    let until = (chrono::Utc::now() + chrono::Duration::minutes(1)).format("%Y-%m-%d %H:%M").to_string();
+    assert_eq!(missing(&since, &until), 1, "rows without leaf_count");
+}
