@@ -87,3 +87,28 @@ fn an_empty_window_is_not_a_missing_column() {
     let until = (chrono::Utc::now() + chrono::Duration::minutes(1)).format("%Y-%m-%d %H:%M").to_string();
     assert_eq!(missing(&since, &until), 1, "rows without leaf_count");
 }
+
+#[test]
+fn integer_classes_are_compared_as_categories() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dd = d.to_str().unwrap();
+    // The iris model's own output: classes 0, 1, 2 as numbers, next to a count of many values.
+    let mut csv = String::from("sepal_length,visits,species,predicted\n");
+    for i in 0..150 {
+        csv.push_str(&format!("{:.1},{},{},{}\n", 5.0 + (i % 9) as f64 / 10.0, i % 40, i % 3, (i + i / 50) % 3));
+    }
+    let train = d.join("train.csv");
+    std::fs::write(&train, csv).unwrap();
+    let (ok, _, err) = inferlog(&["baseline", "iris", "--from", train.to_str().unwrap(), "--label", "species", "--prediction", "predicted", "--data-dir", dd]);
+    assert!(ok, "{err}");
+    let doc: Value = serde_json::from_slice(&std::fs::read(d.join("monitoring/iris/constraints.json")).unwrap()).unwrap();
+    let feature = |name: &str| doc["features"].as_array().unwrap().iter().find(|f| f["name"] == name).unwrap().clone();
+    for class_column in ["label", "prediction"] {
+        let f = feature(class_column);
+        assert_eq!((f["inferred_type"].as_str(), f["drift"]["metric"].as_str()), (Some("String"), Some("chi_squared_p_value")), "{f}");
+        assert_eq!(f["domain"], serde_json::json!(["0", "1", "2"]), "{f}");
+    }
+    let visits = feature("visits");
+    assert_eq!((visits["inferred_type"].as_str(), visits["drift"]["metric"].as_str()), (Some("Integral"), Some("ks_p_value")), "{visits}");
+}
