@@ -412,6 +412,11 @@ fn summarize(column: &ColumnChoice, arrays: &[ArrayRef]) -> Result<FeatureStatis
         DataType::Boolean => InferredType::Boolean,
         _ => InferredType::String,
     };
+    let inferred_type = if inferred_type == InferredType::Integral && is_class_column(column, arrays)? {
+        InferredType::String
+    } else {
+        inferred_type
+    };
     let source_name = (column.source != column.name).then(|| column.source.clone());
     let mut stats = FeatureStatistics {
         name: column.name.clone(),
@@ -442,6 +447,25 @@ fn summarize(column: &ColumnChoice, arrays: &[ArrayRef]) -> Result<FeatureStatis
         stats.string_statistics = Some(summary);
     }
     Ok(stats)
+}
+
+/// Integer columns with at most this many distinct values are categories, not quantities.
+pub const MAX_INTEGER_CATEGORIES: usize = 10;
+
+/// Whether an integer column holds classes: the label or prediction with at most
+/// [`MAX_DOMAIN`] distinct values, or any column with at most [`MAX_INTEGER_CATEGORIES`].
+/// Its values are then compared as categories (chi-squared, Jensen-Shannon, a domain), not as
+/// numbers: class 2 is not "more" than class 1.
+fn is_class_column(column: &ColumnChoice, arrays: &[ArrayRef]) -> Result<bool, MonitorError> {
+    let limit = if column.role == Role::Feature { MAX_INTEGER_CATEGORIES } else { MAX_DOMAIN };
+    let mut distinct = std::collections::HashSet::new();
+    for value in values::numbers(arrays)?.into_iter().flatten() {
+        distinct.insert(value.to_bits());
+        if distinct.len() > limit {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Suggested constraints: the baseline's completeness, sign, range and domain, and the drift

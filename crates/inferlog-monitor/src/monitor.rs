@@ -2,13 +2,15 @@
 //! quality, drift against the baseline and against the previous window, and model quality
 //! where labels exist; written in long form to `{endpoint}_profile_metrics`,
 //! `{endpoint}_drift_metrics` and `{endpoint}_violations`. A run replaces the rows of the
-//! windows it covers, so re-running (or backfilling) a window never doubles it.
+//! windows it covers that have its window length and slices, so re-running (or backfilling)
+//! a window never doubles it, and runs of other lengths or slices keep theirs.
 
 use crate::baseline::{baseline_dir, read_baseline_file, Constraints, DriftMetric, FeatureConstraints};
 use crate::{values, MonitorError};
-use deltalake::arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use deltalake::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::datafusion::prelude::{col, lit};
+use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use inferlog_stats::{categorical_drift, classification_metrics, numeric_drift, regression_metrics, SortedSample};
 use std::collections::{BTreeMap, HashMap};
@@ -229,7 +231,9 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
                     ));
                 }
             }
-            for f in missing_columns.iter().filter(|_| whole_window) {
+            // An empty window says nothing about the table's columns: on a fresh gateway the
+            // unpacked table has no feature columns until its first request is unpacked.
+            for f in missing_columns.iter().filter(|_| whole_window && !rows.is_empty()) {
                 report.violations.push(violation(
                     Some(&f.name),
                     "missing_column_check",
@@ -307,7 +311,7 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
         start = end;
     }
     quality_metrics(&ctx, endpoint, &constraints, &present, since, until, window, &options.slices, &mut report).await?;
-    write_tables(data_dir, endpoint, since, until, &report).await?;
+    write_tables(data_dir, endpoint, since, until, window, &options.slices, &report).await?;
     Ok(report)
 }
 
@@ -749,21 +753,31 @@ fn timestamp_array(values: impl Iterator<Item = i64>) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from_iter_values(values.map(|ms| ms * 1000)).with_timezone("UTC"))
 }
 
+/// Names the window length of a run's rows, so runs of different lengths coexist.
+pub(crate) const WINDOW_SECONDS: &str = "window_seconds";
+
 fn window_fields() -> Vec<Field> {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     vec![
         Field::new("window_start", ts.clone(), false),
         Field::new("window_end", ts, false),
+        // Nullable: tables written before the column existed gain it by schema merge.
+        Field::new(WINDOW_SECONDS, DataType::Int64, true),
         Field::new("slice_key", DataType::Utf8, true),
         Field::new("slice_value", DataType::Utf8, true),
         Field::new("column_name", DataType::Utf8, true),
     ]
 }
 
-fn metric_columns(rows: &[&MetricRow]) -> Vec<ArrayRef> {
+fn window_seconds_array(window_ms: i64, rows: usize) -> ArrayRef {
+    Arc::new(Int64Array::from_value(window_ms / 1000, rows))
+}
+
+fn metric_columns(rows: &[&MetricRow], window_ms: i64) -> Vec<ArrayRef> {
     vec![
         timestamp_array(rows.iter().map(|r| r.window_start_ms)),
         timestamp_array(rows.iter().map(|r| r.window_end_ms)),
+        window_seconds_array(window_ms, rows.len()),
         Arc::new(StringArray::from_iter(rows.iter().map(|r| r.slice_key.as_deref()))),
         Arc::new(StringArray::from_iter(rows.iter().map(|r| r.slice_value.as_deref()))),
         Arc::new(StringArray::from_iter(rows.iter().map(|r| r.column_name.as_deref()))),
@@ -780,12 +794,24 @@ fn metric_schema(extra: Vec<Field>) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Replaces the rows of the windows in `[since, until)` in the three tables, one commit each.
-async fn write_tables(data_dir: &Path, endpoint: &str, since: i64, until: i64, report: &MonitorReport) -> Result<(), MonitorError> {
+/// Replaces, in the three tables (one commit each), the rows of the windows in `[since, until)`
+/// that have this run's window length and belong to the whole window or one of its slices:
+/// runs of other window lengths or other slices keep their rows. Rows written before
+/// `window_seconds` existed (null) count as this run's and are replaced.
+#[allow(clippy::too_many_arguments)]
+async fn write_tables(
+    data_dir: &Path,
+    endpoint: &str,
+    since: i64,
+    until: i64,
+    window_ms: i64,
+    slices: &[String],
+    report: &MonitorReport,
+) -> Result<(), MonitorError> {
     let profile_rows: Vec<&MetricRow> = report.profile.iter().collect();
-    let profile = RecordBatch::try_new(metric_schema(vec![]), metric_columns(&profile_rows))?;
+    let profile = RecordBatch::try_new(metric_schema(vec![]), metric_columns(&profile_rows, window_ms))?;
     let drift_rows: Vec<&MetricRow> = report.drift.iter().map(|d| &d.metric).collect();
-    let mut drift_columns = metric_columns(&drift_rows);
+    let mut drift_columns = metric_columns(&drift_rows, window_ms);
     drift_columns.push(Arc::new(StringArray::from_iter_values(report.drift.iter().map(|d| d.compared_to))));
     drift_columns.push(Arc::new(Float64Array::from_iter(report.drift.iter().map(|d| d.threshold))));
     drift_columns.push(Arc::new(BooleanArray::from_iter(report.drift.iter().map(|d| Some(d.drifted)))));
@@ -804,6 +830,7 @@ async fn write_tables(data_dir: &Path, endpoint: &str, since: i64, until: i64, r
         vec![
             timestamp_array(v.iter().map(|r| r.window_start_ms)),
             timestamp_array(v.iter().map(|r| r.window_end_ms)),
+            window_seconds_array(window_ms, v.len()),
             Arc::new(StringArray::from_iter(v.iter().map(|r| r.slice_key.as_deref()))),
             Arc::new(StringArray::from_iter(v.iter().map(|r| r.slice_value.as_deref()))),
             Arc::new(StringArray::from_iter(v.iter().map(|r| r.column_name.as_deref()))),
@@ -811,14 +838,21 @@ async fn write_tables(data_dir: &Path, endpoint: &str, since: i64, until: i64, r
             Arc::new(StringArray::from_iter_values(v.iter().map(|r| r.description.as_str()))),
         ],
     )?;
+    let at = |ms: i64| lit(deltalake::datafusion::scalar::ScalarValue::TimestampMicrosecond(Some(ms * 1000), Some("UTC".into())));
+    let own_length = col(WINDOW_SECONDS).eq(lit(window_ms / 1000)).or(col(WINDOW_SECONDS).is_null());
+    let own_slices = slices
+        .iter()
+        .fold(col("slice_key").is_null(), |any, slice| any.or(col("slice_key").eq(lit(slice.clone()))));
+    let replaced = col("window_start").gt_eq(at(since)).and(col("window_start").lt(at(until))).and(own_length).and(own_slices);
     for (suffix, batch) in [("profile_metrics", profile), ("drift_metrics", drift), ("violations", violations)] {
         let url = inferlog_table::table_url(data_dir, &format!("{endpoint}_{suffix}"))?;
         let table = inferlog_table::table::open_or_create_with(&url, batch.schema().as_ref(), &[], 100).await?;
-        let at = |ms: i64| lit(deltalake::datafusion::scalar::ScalarValue::TimestampMicrosecond(Some(ms * 1000), Some("UTC".into())));
         table
             .write(vec![batch])
             .with_save_mode(SaveMode::Overwrite)
-            .with_replace_where(col("window_start").gt_eq(at(since)).and(col("window_start").lt(at(until))))
+            // Tables written before `window_seconds` existed gain it here.
+            .with_schema_mode(SchemaMode::Merge)
+            .with_replace_where(replaced.clone())
             .await
             .map_err(|e| MonitorError::Input(format!("cannot write {endpoint}_{suffix}: {e}")))?;
     }

@@ -103,6 +103,12 @@ pub async fn build(data_dir: &Path, endpoint: &str, options: &ReportOptions) -> 
     }
 
     let period = format!("window_start >= to_timestamp_millis({since}) AND window_start < to_timestamp_millis({until})");
+    // One window length per chart: runs of several lengths over one period would otherwise
+    // draw hourly and one-minute windows on one line. The shortest is the most detailed.
+    let period = match shortest_window_seconds(&ctx, endpoint, &period).await {
+        Some(seconds) => format!("{period} AND (window_seconds = {seconds} OR window_seconds IS NULL)"),
+        None => period,
+    };
     let window_filter = format!("{period} AND slice_key IS NULL");
     let drift_batches = collect_or_empty(
         &ctx,
@@ -183,6 +189,16 @@ pub async fn build(data_dir: &Path, endpoint: &str, options: &ReportOptions) -> 
 }
 
 /// Runs `sql`; a table that does not exist yet (no monitoring run) gives no rows.
+/// The shortest window length of the profile rows in `period`; `None` without rows or for
+/// tables written before `window_seconds` existed.
+async fn shortest_window_seconds(ctx: &SessionContext, endpoint: &str, period: &str) -> Option<i64> {
+    let sql = format!("SELECT MIN(window_seconds) FROM \"{endpoint}_profile_metrics\" WHERE {period}");
+    let batches = ctx.sql(&sql).await.ok()?.collect().await.ok()?;
+    use deltalake::arrow::array::Array;
+    let values = batches.first()?.column(0).as_any().downcast_ref::<deltalake::arrow::array::Int64Array>()?.clone();
+    (!values.is_empty() && values.is_valid(0)).then(|| values.value(0))
+}
+
 async fn collect_or_empty(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, MonitorError> {
     match ctx.sql(sql).await {
         Ok(df) => Ok(df.collect().await?),

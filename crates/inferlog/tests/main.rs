@@ -16,6 +16,7 @@ mod llm;
 mod log_safety;
 mod metrics;
 mod monitoring;
+mod monitoring_fixes;
 mod net;
 mod redaction;
 mod retention;

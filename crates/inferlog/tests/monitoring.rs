@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-fn inferlog(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn inferlog(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin()).args(args).output().expect("run inferlog");
     (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
@@ -126,7 +126,7 @@ fn baseline_from_a_window_of_the_unpacked_table() {
     assert!(!ok && err.contains("no rows"), "{err}");
 }
 
-fn crate_time_ms(text: &str) -> i64 {
+pub(crate) fn crate_time_ms(text: &str) -> i64 {
     chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").unwrap().and_utc().timestamp_millis()
 }
 
