@@ -271,8 +271,11 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
                 }
                 for (m, v) in &quality {
                     if *v > 0.0 {
-                        let check = if *m == "out_of_range_rate" { "range_check" } else { "categorical_values_check" };
-                        report.violations.push(violation(Some(name), check, format!("{v} values {}", m.trim_end_matches("_rate").replace('_', " "))));
+                        let (check, description) = match &prepared[i] {
+                            Prepared::Numeric(sample) => ("range_check", describe_out_of_range(sample.as_slice(), f)),
+                            Prepared::Text(_) => ("categorical_values_check", format!("{v} values unknown category")),
+                        };
+                        report.violations.push(violation(Some(name), check, description));
                     }
                 }
                 let mut compare = |against: &Prepared, compared_to: &'static str| {
@@ -439,10 +442,8 @@ impl Prepared {
     fn quality(&self, f: &FeatureConstraints) -> Vec<(&'static str, f64)> {
         match self {
             Prepared::Numeric(sample) => {
-                let values = sample.as_slice();
-                let below = f.min.map_or(0, |min| values.partition_point(|&v| v < min));
-                let above = f.max.map_or(0, |max| values.len() - values.partition_point(|&v| v <= max));
-                vec![("out_of_range_rate", (below + above) as f64)]
+                let (below, above) = out_of_range(sample.as_slice(), f);
+                vec![("out_of_range_rate", (below.len() + above.len()) as f64)]
             }
             Prepared::Text(counts) => match &f.domain {
                 Some(domain) => {
@@ -453,6 +454,27 @@ impl Prepared {
             },
         }
     }
+}
+
+/// The sorted values below the baseline's min and those above its max.
+fn out_of_range<'a>(sorted: &'a [f64], f: &FeatureConstraints) -> (&'a [f64], &'a [f64]) {
+    let below = f.min.map_or(0, |min| sorted.partition_point(|&v| v < min));
+    let above = f.max.map_or(sorted.len(), |max| sorted.partition_point(|&v| v <= max)).max(below);
+    (&sorted[..below], &sorted[above..])
+}
+
+/// A range violation naming the bound crossed, for example
+/// `2 values below the baseline's min 4.3 (lowest 3.9); 1 above its max 7.9 (highest 8.4)`.
+fn describe_out_of_range(sorted: &[f64], f: &FeatureConstraints) -> String {
+    let (below, above) = out_of_range(sorted, f);
+    let mut parts = Vec::new();
+    if let (Some(min), Some(lowest)) = (f.min, below.first()) {
+        parts.push(format!("{} values below the baseline's min {min} (lowest {lowest})", below.len()));
+    }
+    if let (Some(max), Some(highest)) = (f.max, above.last()) {
+        parts.push(format!("{} values above the baseline's max {max} (highest {highest})", above.len()));
+    }
+    parts.join("; ")
 }
 
 impl ColumnData {

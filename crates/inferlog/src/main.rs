@@ -499,16 +499,23 @@ fn main() -> std::process::ExitCode {
                 };
                 let report = inferlog_monitor::run_monitor(&data_dir, &endpoint, &options).await?;
                 let drifted = report.drift.iter().filter(|d| d.drifted && d.compared_to == "baseline").count();
+                // Every metric of every slice counts as drifted here; a violation is raised only
+                // by each column's own drift metric (constraints.json), hence two numbers.
                 println!(
-                    "{} windows: {} profile metrics, {} drift metrics ({drifted} over their threshold against the baseline), {} violations",
+                    "{} windows: {} profile metrics, {} drift metrics ({drifted} over their threshold against the baseline, \
+                     counting every metric and slice), {} violations (each column's own drift metric, quality and schema checks)",
                     report.windows,
                     report.profile.len(),
                     report.drift.len(),
                     report.violations.len()
                 );
                 for v in report.violations.iter().take(20) {
-                    println!("  {} {} {}: {}", v.check, v.column_name.as_deref().unwrap_or("-"),
-                        v.slice_value.as_deref().map(|s| format!("[{s}]")).unwrap_or_default(), v.description);
+                    let slice = match (&v.slice_key, &v.slice_value) {
+                        (Some(key), Some(value)) => format!(" [{key}={value}]"),
+                        (Some(key), None) => format!(" [{key} is null]"),
+                        _ => String::new(),
+                    };
+                    println!("  {} {}{slice}: {}", v.check, v.column_name.as_deref().unwrap_or("-"), v.description);
                 }
                 Ok(())
             }

@@ -112,3 +112,32 @@ fn integer_classes_are_compared_as_categories() {
     let visits = feature("visits");
     assert_eq!((visits["inferred_type"].as_str(), visits["drift"]["metric"].as_str()), (Some("Integral"), Some("ks_p_value")), "{visits}");
 }
+
+#[test]
+fn range_violations_name_the_bound_crossed_and_the_summary_names_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dd = d.to_str().unwrap();
+    let (ok, _, err) = inferlog(&["generate", "iris", "--data-dir", dd, "--rows", "500", "--days", "1"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = inferlog(&["unpack", "iris", "--data-dir", dd]);
+    assert!(ok, "{err}");
+    // Sepal lengths between 5.0 and 5.4 in the baseline; the traffic has both shorter and longer.
+    let mut csv = String::from("sepal_length\n");
+    for i in 0..50 {
+        csv.push_str(&format!("{:.1}\n", 5.0 + (i % 5) as f64 / 10.0));
+    }
+    let train = d.join("train.csv");
+    std::fs::write(&train, csv).unwrap();
+    let (ok, _, err) = inferlog(&["baseline", "iris", "--from", train.to_str().unwrap(), "--data-dir", dd]);
+    assert!(ok, "{err}");
+    let since = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d %H:%M").to_string();
+    let until = (chrono::Utc::now() + chrono::Duration::minutes(1)).format("%Y-%m-%d %H:%M").to_string();
+    let (ok, out, err) = inferlog(&["monitor", "iris", "--window", "1d", "--since", &since, "--until", &until, "--slice", "model_version", "--data-dir", dd]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("over their threshold against the baseline, counting every metric and slice"), "{out}");
+    let range = out.lines().find(|l| l.trim_start().starts_with("range_check sepal_length:")).unwrap_or_else(|| panic!("{out}"));
+    assert!(range.contains("values below the baseline's min 5 (lowest ") && range.contains("values above the baseline's max 5.4 (highest "), "{range}");
+    let sliced = out.lines().find(|l| l.contains(" [model_version=")).unwrap_or_else(|| panic!("a slice is named by its expression: {out}"));
+    assert!(!sliced.contains("[model_version=]"), "{sliced}");
+}
