@@ -23,7 +23,7 @@ mod record;
 mod tap;
 pub mod tls;
 
-pub use admin::{GrantView, CaptureState, CaptureStateStore, TrafficChange, TrafficState, TrafficStateStore};
+pub use admin::{EndpointView, UpstreamView, GrantView, CaptureState, CaptureStateStore, TrafficChange, TrafficState, TrafficStateStore};
 pub use error::GatewayError;
 pub use forward::{audit, AuditSender, Endpoint, Gateway, GatewayOptions};
 
@@ -40,6 +40,7 @@ pub fn router(gateway: Arc<Gateway>, extra: Router) -> Router {
         .route("/endpoints/{name}/{*rest}", any(forward::proxy))
         .route("/serving-endpoints/{name}/invocations", any(forward::proxy))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/admin/endpoints", get(admin::list_endpoints))
         .route(
             "/admin/endpoints/{name}/capture",
             get(admin::get_capture).put(admin::put_capture),
