@@ -42,6 +42,8 @@ pub enum Durability {
     Fsync,
 }
 
+crate::display_as_serde_name!(Durability, Oversize);
+
 impl std::str::FromStr for Durability {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -98,6 +100,14 @@ pub struct ConfigFile {
     pub query_max_rows: Option<usize>,
     /// Longest a `POST /api/query` statement may run.
     pub query_timeout_ms: Option<u64>,
+    /// Memory all `POST /api/query` statements together may hold in sorts, joins and
+    /// aggregations (beyond it they spill to disk or fail).
+    pub query_memory_bytes: Option<usize>,
+    /// Largest result `POST /api/query` returns, in bytes of Arrow data; beyond it the
+    /// result is cut like at `query_max_rows`.
+    pub query_max_result_bytes: Option<usize>,
+    /// How many `POST /api/query` statements run at once; more wait (within their timeout).
+    pub query_concurrency: Option<usize>,
     /// Extra request headers copied into `request_metadata` (lower-case names).
     pub metadata_headers: Option<Vec<String>>,
     #[serde(default)]
@@ -301,6 +311,9 @@ pub struct Config {
     pub unpack_interval: Duration,
     pub query_max_rows: usize,
     pub query_timeout: Duration,
+    pub query_memory_bytes: usize,
+    pub query_max_result_bytes: usize,
+    pub query_concurrency: usize,
     pub metadata_headers: Vec<String>,
     /// Whether the APIs and non-public endpoints require tokens.
     pub auth_enabled: bool,
@@ -545,6 +558,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "unpack_interval_ms",
     "query_max_rows",
     "query_timeout_ms",
+    "query_memory_bytes",
+    "query_max_result_bytes",
+    "query_concurrency",
     "redaction_key",
 ];
 /// Top-level tables whose keys `INFERLOG_<SECTION>__<KEY>` sets (`INFERLOG_TLS__CERT`).
@@ -558,6 +574,39 @@ pub fn parse_toml(text: &str, path: &std::path::Path) -> Result<toml::Table, Con
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// Reads and parses a config file.
+pub fn read_file(path: &std::path::Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    parse_toml(&text, path)
+}
+
+/// The variable that names the data directory, as `data_dir` in the config file.
+pub const DATA_DIR_ENV: &str = "INFERLOG_DATA_DIR";
+
+/// The data directory of a command, in the order `serve` reads every key: the `--data-dir`
+/// flag, then `INFERLOG_DATA_DIR` (`env`), then the config file's `data_dir`, then
+/// [`DEFAULT_DATA_DIR`].
+pub fn resolve_data_dir(
+    flag: Option<&std::path::Path>,
+    env: Option<std::ffi::OsString>,
+    config_file: Option<&std::path::Path>,
+) -> Result<PathBuf, ConfigError> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_path_buf());
+    }
+    if let Some(dir) = env.filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(path) = config_file {
+        match read_file(path)?.get("data_dir") {
+            Some(toml::Value::String(dir)) => return Ok(PathBuf::from(dir)),
+            Some(_) => return Err(invalid("data_dir", "must be a string")),
+            None => {}
+        }
+    }
+    Ok(PathBuf::from(DEFAULT_DATA_DIR))
 }
 
 /// Applies `INFERLOG_*` variables onto the tree. Values are read as TOML scalars when they
@@ -696,6 +745,10 @@ impl ConfigFile {
         let unpack_interval_ms = positive("unpack_interval_ms", self.unpack_interval_ms, 2000)?;
         let query_max_rows = positive("query_max_rows", self.query_max_rows.map(|v| v as u64), 10_000)? as usize;
         let query_timeout_ms = positive("query_timeout_ms", self.query_timeout_ms, 30_000)?;
+        let query_memory_bytes = positive("query_memory_bytes", self.query_memory_bytes.map(|v| v as u64), 512 << 20)? as usize;
+        let query_max_result_bytes =
+            positive("query_max_result_bytes", self.query_max_result_bytes.map(|v| v as u64), 64 << 20)? as usize;
+        let query_concurrency = positive("query_concurrency", self.query_concurrency.map(|v| v as u64), 4)? as usize;
         let compaction_interval = match self.compaction_interval_s.unwrap_or(300) {
             0 => None,
             s => Some(Duration::from_secs(s)),
@@ -877,6 +930,9 @@ impl ConfigFile {
             unpack_interval: Duration::from_millis(unpack_interval_ms),
             query_max_rows,
             query_timeout: Duration::from_millis(query_timeout_ms),
+            query_memory_bytes,
+            query_max_result_bytes,
+            query_concurrency,
             metadata_headers,
             // A gateway reachable from other machines requires tokens unless told otherwise.
             auth_enabled: self.auth.enabled.unwrap_or(!listen.ip().is_loopback()),
@@ -932,12 +988,7 @@ pub fn tree_from_flags(
         tree.insert("data_dir".into(), toml::Value::String(d.display().to_string()));
     }
     if let Some(d) = durability {
-        let s = match d {
-            Durability::Async => "async",
-            Durability::Sync => "sync",
-            Durability::Fsync => "fsync",
-        };
-        tree.insert("durability".into(), toml::Value::String(s.into()));
+        tree.insert("durability".into(), toml::Value::String(d.to_string()));
     }
     if !endpoints.is_empty() {
         let list = tree
@@ -957,6 +1008,31 @@ pub fn tree_from_flags(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_dir_comes_from_the_flag_then_the_environment_then_the_file() {
+        let dir = std::env::temp_dir().join(format!("inferlog-data-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "data_dir = \"/from/file\"\n").unwrap();
+        let resolve = |flag: Option<&str>, env: Option<&str>, file: Option<&std::path::Path>| {
+            resolve_data_dir(flag.map(std::path::Path::new), env.map(Into::into), file).unwrap()
+        };
+        assert_eq!(resolve(Some("/flag"), Some("/env"), Some(&file)), PathBuf::from("/flag"));
+        assert_eq!(resolve(None, Some("/env"), Some(&file)), PathBuf::from("/env"));
+        assert_eq!(resolve(None, Some(""), Some(&file)), PathBuf::from("/from/file"));
+        assert_eq!(resolve(None, None, None), PathBuf::from(DEFAULT_DATA_DIR));
+        let missing = resolve_data_dir(None, None, Some(&dir.join("absent.toml"))).unwrap_err().to_string();
+        assert!(missing.contains("absent.toml"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn enums_print_their_documented_names() {
+        assert_eq!(Durability::Async.to_string(), "async");
+        assert_eq!(Durability::Fsync.to_string(), "fsync");
+        assert_eq!(Oversize::Offload.to_string(), "offload");
+    }
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut tree = parse_toml(text, std::path::Path::new("t.toml"))?;

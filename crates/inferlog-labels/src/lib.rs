@@ -282,7 +282,7 @@ pub async fn import(
     }
     let url = inferlog_table::table_url(data_dir, &format!("{endpoint}_labels"))?;
     let delta_err = |source: DeltaTableError| LabelError::Delta { url: url.to_string(), source };
-    let existing = deltalake::DeltaTable::try_from_url(url.clone()).await.map_err(delta_err)?;
+    let existing = inferlog_table::load_if_exists(&url).await.map_err(delta_err)?;
     let existing_kind = match existing.version() {
         Some(_) => {
             let schema = existing.snapshot().map_err(delta_err)?.snapshot().arrow_schema();

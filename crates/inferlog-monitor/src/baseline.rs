@@ -111,6 +111,8 @@ pub enum DriftMetric {
     ChiSquaredPValue,
 }
 
+inferlog_core::display_as_serde_name!(Role, InferredType, DriftMetric);
+
 impl DriftMetric {
     /// The metric's name in `{endpoint}_drift_metrics`.
     pub fn name(self) -> &'static str {
@@ -508,4 +510,17 @@ pub fn suggest_constraints(statistics: &Statistics) -> Constraints {
         })
         .collect();
     Constraints { version: FORMAT_VERSION, monitoring_config: config, features }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn printed_names_are_the_names_of_the_files_and_tables() {
+        assert_eq!(DriftMetric::KsPValue.to_string(), "ks_p_value");
+        assert_eq!(DriftMetric::KsPValue.to_string(), DriftMetric::KsPValue.name());
+        assert_eq!(Role::Prediction.to_string(), "prediction");
+        assert_eq!(InferredType::Fractional.to_string(), "Fractional");
+    }
 }

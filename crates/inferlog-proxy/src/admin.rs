@@ -146,6 +146,65 @@ pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), GatewayError>
     }
 }
 
+/// An endpoint as `GET /admin/endpoints` and `inferlog endpoints` show it: where it forwards
+/// to, and its live capture and traffic settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointView {
+    pub name: String,
+    pub targets: Vec<UpstreamView>,
+    pub shadow: Option<UpstreamView>,
+    pub capture: CaptureState,
+    pub traffic: TrafficState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamView {
+    pub name: String,
+    pub upstream: String,
+    pub model_version: String,
+}
+
+impl EndpointView {
+    pub fn new(settings: &inferlog_core::EndpointSettings, capture: CaptureState, traffic: TrafficState) -> Self {
+        EndpointView {
+            name: settings.name.clone(),
+            targets: settings
+                .targets
+                .iter()
+                .map(|t| UpstreamView { name: t.name.clone(), upstream: t.upstream.to_string(), model_version: t.model_version.clone() })
+                .collect(),
+            shadow: settings.shadow.as_ref().map(|s| UpstreamView {
+                name: s.name.clone(),
+                upstream: s.upstream.to_string(),
+                model_version: s.model_version.clone(),
+            }),
+            capture,
+            traffic,
+        }
+    }
+}
+
+/// `GET /admin/endpoints`: the endpoints the caller may read (all without authentication),
+/// by name.
+pub(crate) async fn list_endpoints(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Vec<EndpointView>>, GatewayError> {
+    let caller = gw.auth.authorize(peer, &headers, None, crate::auth::Role::Read).await?;
+    let mut views: Vec<EndpointView> = gw
+        .endpoints()
+        .filter(|e| caller.may(&e.settings.name, crate::auth::Role::Read))
+        .map(|e| {
+            let capture = *e.state.read().expect("capture state lock");
+            let traffic = e.traffic.read().expect("traffic lock").clone();
+            EndpointView::new(&e.settings, capture, traffic)
+        })
+        .collect();
+    views.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(views))
+}
+
 pub(crate) async fn get_capture(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,

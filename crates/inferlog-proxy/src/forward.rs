@@ -256,6 +256,11 @@ impl Gateway {
         self.endpoints.get(name)
     }
 
+    /// Every endpoint, in no particular order.
+    pub(crate) fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.endpoints.values()
+    }
+
     /// Reports an administrative action by `caller` and its outcome.
     pub(crate) fn audit<T>(&self, caller: &crate::auth::Caller, action: &str, endpoint: Option<&str>, body: &[u8], result: &Result<T, GatewayError>) {
         audit(self.options.audit.as_ref(), caller, action, endpoint, body, result);

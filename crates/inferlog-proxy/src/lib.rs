@@ -24,7 +24,7 @@ pub mod server;
 mod tap;
 pub mod tls;
 
-pub use admin::{require_json, GrantView, CaptureState, CaptureStateStore, TrafficChange, TrafficState, TrafficStateStore};
+pub use admin::{require_json, EndpointView, UpstreamView, GrantView, CaptureState, CaptureStateStore, TrafficChange, TrafficState, TrafficStateStore};
 pub use error::GatewayError;
 pub use forward::{audit, AuditSender, Endpoint, Gateway, GatewayOptions};
 
@@ -62,6 +62,7 @@ pub fn router(gateway: Arc<Gateway>, extra: Router) -> Router {
         .route("/endpoints/{name}/{*rest}", any(forward::proxy))
         .route("/serving-endpoints/{name}/invocations", any(forward::proxy))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/admin/endpoints", get(admin::list_endpoints))
         .route(
             "/admin/endpoints/{name}/capture",
             get(admin::get_capture).put(admin::put_capture),

@@ -11,6 +11,8 @@ pub use deltalake::arrow::record_batch::RecordBatch;
 
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::execution::context::SQLOptions;
+use deltalake::datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use deltalake::datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::DeltaTableBuilder;
 use std::path::Path;
@@ -24,6 +26,8 @@ pub enum QueryError {
     Table { table: String, message: String },
     #[error("{0}")]
     Sql(String),
+    #[error("the query needs more memory than its limit (query_memory_bytes): {0}")]
+    Memory(String),
     #[error("cannot format the result: {0}")]
     Format(String),
 }
@@ -93,12 +97,37 @@ pub async fn session_with(
     as_of: Option<AsOf>,
     visible: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<SessionContext, QueryError> {
+    session_in(data_dir, as_of, visible, Arc::new(RuntimeEnv::default())).await
+}
+
+/// Memory for the sessions that share it: sorts, joins and aggregations of all their
+/// queries together hold at most `bytes`, spilling to disk or failing beyond. (Values a
+/// function computes, such as `repeat()`'s, are not counted: see `ReadLimits`.)
+pub fn memory_limited_runtime(bytes: usize) -> Result<Arc<RuntimeEnv>, QueryError> {
+    // Names the largest consumers in the error when the pool runs out.
+    let consumers = std::num::NonZeroUsize::new(3).expect("3 > 0");
+    RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(TrackConsumersPool::new(FairSpillPool::new(bytes), consumers)))
+        .build_arc()
+        .map_err(sql_err)
+}
+
+/// [`session_with`] on a given runtime (its memory pool, disk manager and object stores).
+pub async fn session_in(
+    data_dir: &Path,
+    as_of: Option<AsOf>,
+    visible: &(dyn Fn(&str) -> bool + Sync),
+    runtime: Arc<RuntimeEnv>,
+) -> Result<SessionContext, QueryError> {
     let config = SessionConfig::new()
         // Point lookups (request_id = '…') skip row groups and pages by statistics and
         // bloom filters instead of decoding whole files.
         .set_bool("datafusion.execution.parquet.pushdown_filters", true)
-        .set_bool("datafusion.execution.parquet.reorder_filters", true);
-    let ctx = SessionContext::new_with_config(config);
+        .set_bool("datafusion.execution.parquet.reorder_filters", true)
+        // SHOW TABLES, SHOW COLUMNS and information_schema.*: they list only the registered
+        // tables, which are the ones the caller may see.
+        .with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     let mut providers = std::collections::HashMap::new();
     for (name, path) in list_tables(data_dir)?.into_iter().filter(|(name, _)| visible(name)) {
         let table_err = |message: String| QueryError::Table { table: name.clone(), message };
@@ -152,15 +181,59 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<QueryResult, Que
     collect(df).await
 }
 
-/// Runs one read-only statement (no DDL, no `COPY`/`INSERT`, no `SET`) for a remote caller,
-/// keeping at most `max_rows` rows of its result.
-pub async fn run_read_only(ctx: &SessionContext, sql: &str, max_rows: usize) -> Result<QueryResult, QueryError> {
+/// How much of a remote caller's result is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    pub max_rows: usize,
+    /// In bytes of Arrow data (the values' buffers), checked as batches arrive.
+    pub max_result_bytes: usize,
+}
+
+/// Runs one read-only statement (no DDL, no `COPY`/`INSERT`, no `SET`) for a remote caller.
+/// The result is read batch by batch and cut at `limits` (the boolean: whether it was);
+/// the rest of the plan is never computed.
+pub async fn run_read_only(ctx: &SessionContext, sql: &str, limits: ReadLimits) -> Result<(QueryResult, bool), QueryError> {
+    use futures::StreamExt;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
     let df = ctx.sql_with_options(sql, options).await.map_err(sql_err)?;
-    collect(df.limit(0, Some(max_rows)).map_err(sql_err)?).await
+    // One row more than the limit tells whether the result was cut.
+    let df = df.limit(0, Some(limits.max_rows.saturating_add(1))).map_err(sql_err)?;
+    let schema = df.schema().inner().clone();
+    let mut stream = df.execute_stream().await.map_err(sql_err)?;
+    let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(sql_err)?;
+        let batch_bytes = data_bytes(&batch)?;
+        let rows_left = limits.max_rows - rows;
+        let bytes_left = limits.max_result_bytes - bytes;
+        if batch.num_rows() <= rows_left && batch_bytes <= bytes_left {
+            rows += batch.num_rows();
+            bytes += batch_bytes;
+            batches.push(batch);
+            continue;
+        }
+        // Keep the rows that fit, by the batch's average row size.
+        let per_row = batch_bytes.div_ceil(batch.num_rows().max(1)).max(1);
+        let keep = rows_left.min(bytes_left / per_row);
+        if keep > 0 {
+            batches.push(batch.slice(0, keep));
+        }
+        return Ok((QueryResult { schema, batches }, true));
+    }
+    Ok((QueryResult { schema, batches }, false))
+}
+
+/// The bytes of a batch's values, counting only the rows it holds (a slice of a larger
+/// batch shares its buffers).
+fn data_bytes(batch: &RecordBatch) -> Result<usize, QueryError> {
+    use deltalake::arrow::array::Array as _;
+    batch.columns().iter().try_fold(0usize, |sum, column| {
+        let size = column.to_data().get_slice_memory_size().map_err(|e| QueryError::Format(e.to_string()))?;
+        Ok(sum.saturating_add(size))
+    })
 }
 
 async fn collect(df: deltalake::datafusion::dataframe::DataFrame) -> Result<QueryResult, QueryError> {
@@ -170,7 +243,11 @@ async fn collect(df: deltalake::datafusion::dataframe::DataFrame) -> Result<Quer
 }
 
 fn sql_err(e: deltalake::datafusion::error::DataFusionError) -> QueryError {
-    QueryError::Sql(one_line(&e.to_string()))
+    use deltalake::datafusion::error::DataFusionError;
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(message) => QueryError::Memory(one_line(message)),
+        _ => QueryError::Sql(one_line(&e.to_string())),
+    }
 }
 
 fn one_line(s: &str) -> String {

@@ -29,6 +29,9 @@ impl std::str::FromStr for OutputFormat {
     }
 }
 
+/// How the text table shows a missing value.
+pub const TABLE_NULL: &str = "NULL";
+
 /// Renders batches as text in the given format.
 pub fn format(batches: &[RecordBatch], format: OutputFormat) -> Result<String, QueryError> {
     let ferr = |e: arrow::error::ArrowError| QueryError::Format(e.to_string());
@@ -36,7 +39,11 @@ pub fn format(batches: &[RecordBatch], format: OutputFormat) -> Result<String, Q
         OutputFormat::Parquet => Err(QueryError::Format(
             "parquet is a file format: use --output FILE.parquet".into(),
         )),
-        OutputFormat::Table => Ok(arrow::util::pretty::pretty_format_batches(batches).map_err(ferr)?.to_string()),
+        OutputFormat::Table => {
+            // NULL must not look like an empty string.
+            let options = arrow::util::display::FormatOptions::default().with_null(TABLE_NULL);
+            Ok(arrow::util::pretty::pretty_format_batches_with_options(batches, &options).map_err(ferr)?.to_string())
+        }
         OutputFormat::Csv => {
             let mut buf = Vec::new();
             {
@@ -167,4 +174,22 @@ pub fn arrow_stream(result: &QueryResult) -> Result<Vec<u8>, QueryError> {
         w.finish().map_err(ferr)?;
     }
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    #[test]
+    fn the_table_shows_null_apart_from_the_empty_string() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Utf8, true)]));
+        let column = StringArray::from(vec![Some(""), None]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(column)]).unwrap();
+        let text = format(&[batch], OutputFormat::Table).unwrap();
+        let cells: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).skip(1).map(|l| l.trim_matches('|').trim()).collect();
+        assert_eq!(cells, ["", "NULL"], "{text}");
+    }
 }

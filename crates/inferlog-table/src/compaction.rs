@@ -67,8 +67,12 @@ pub fn files_per_partition(table: &DeltaTable) -> Result<BTreeMap<String, usize>
 /// One round: compact every partition over the threshold, then vacuum.
 pub async fn compact_once(url: &Url, options: &CompactionOptions) -> Result<CompactionReport, TableError> {
     let err = |e| TableError::Delta { url: url.to_string(), source: e };
-    let mut table = deltalake::open_table(url.clone()).await.map_err(err)?;
+    let mut table = crate::load_if_exists(url).await.map_err(err)?;
     let mut report = CompactionReport::default();
+    if table.version().is_none() {
+        // Not created yet (an unpacked table before its first pass): nothing to compact.
+        return Ok(report);
+    }
     let counts = files_per_partition(&table)?;
     for (date, count) in counts {
         if count <= options.min_files {

@@ -55,6 +55,18 @@ pub fn table_url(data_dir: &Path, table_name: &str) -> crate::Result<Url> {
     Url::from_directory_path(&abs).map_err(|_| TableError::Location(abs.display().to_string()))
 }
 
+/// The table at `url` at its latest version, or an unloaded handle (no version) when no table
+/// is there yet. Looking for the log first keeps Delta's kernel from logging a failed load,
+/// an ERROR line, for every table about to be created.
+pub async fn load_if_exists(url: &Url) -> Result<DeltaTable, DeltaTableError> {
+    use deltalake::logstore::LogStore as _;
+    let mut table = deltalake::DeltaTableBuilder::from_url(url.clone())?.build()?;
+    if table.log_store().is_delta_table_location().await? {
+        table.load().await?;
+    }
+    Ok(table)
+}
+
 /// Opens the inference table at `url`, creating it (partitioned by `date`) when absent.
 /// Safe when another writer creates it at the same moment.
 pub async fn open_or_create(url: &Url, checkpoint_interval: u64) -> crate::Result<DeltaTable> {
@@ -77,7 +89,7 @@ pub async fn open_or_create_with(
             })?;
         }
     }
-    let table = DeltaTable::try_from_url(url.clone()).await.map_err(delta(url))?;
+    let table = load_if_exists(url).await.map_err(delta(url))?;
     if table.version().is_some() {
         return Ok(table);
     }

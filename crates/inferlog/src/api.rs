@@ -2,8 +2,9 @@
 //! `POST /api/endpoints/{name}/labels` (ground truth as it becomes known) and
 //! `POST /api/endpoints/{name}/monitor` (a monitoring run on demand).
 //!
-//! Both run on a background runtime of their own, so a heavy query competes with capture
-//! only for CPU, never for the proxy's scheduler; a query past its timeout is cancelled.
+//! None runs on the proxy's scheduler, so a heavy query competes with capture only for CPU.
+//! Queries run on threads of their own ([`crate::query_runner`]), answered 408 and abandoned
+//! at their timeout; label merges and monitoring runs on the background runtime.
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
@@ -21,8 +22,8 @@ use std::time::Duration;
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
-/// A runtime for work that must not share the proxy's threads: queries, label merges and
-/// unpacking.
+/// A runtime for work that must not share the proxy's threads: label merges, unpacking,
+/// monitoring and compaction of unpacked tables (queries have threads of their own).
 pub struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
 
 impl BackgroundRuntime {
@@ -52,8 +53,9 @@ impl Drop for BackgroundRuntime {
 pub struct ApiState {
     pub data_dir: PathBuf,
     pub endpoints: HashSet<String>,
-    pub max_rows: usize,
+    pub limits: inferlog_query::ReadLimits,
     pub timeout: Duration,
+    pub queries: crate::query_runner::QueryRunner,
     pub checkpoint_interval: u64,
     pub background: Arc<BackgroundRuntime>,
     pub monitors: HashMap<String, MonitorDefaults>,
@@ -101,15 +103,6 @@ struct QueryRequest {
     sql: String,
 }
 
-/// Aborts the task when the request goes away (client gone, shutdown), not only on timeout.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 async fn query(
     State(api): State<Arc<ApiState>>,
     ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
@@ -121,31 +114,27 @@ async fn query(
     let request: QueryRequest = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::BadQuery(format!("expected {{\"sql\": \"...\"}}: {e}")))?;
     let data_dir = api.data_dir.clone();
-    let max_rows = api.max_rows;
-    let timeout = api.timeout;
+    let limits = api.limits;
     let endpoints = api.endpoints.clone();
-    let task = api.background.handle().spawn(async move {
-        let visible = |table: &str| visible_to(&caller, &endpoints, table);
-        let ctx = match inferlog_query::session_with(&data_dir, None, &visible).await {
-            Ok(ctx) => ctx,
-            Err(e) => return Some(Err(GatewayError::Internal(e.to_string()))),
-        };
-        // One row more than the limit tells whether the result was cut. The timeout is
-        // applied here too, so the query stops even if nobody waits for it any more.
-        let run = inferlog_query::run_read_only(&ctx, &request.sql, max_rows.saturating_add(1));
-        match tokio::time::timeout(timeout, run).await {
-            Ok(result) => Some(result.map_err(|e| GatewayError::BadQuery(e.to_string()))),
-            Err(_) => None,
+    let outcome = api
+        .queries
+        .run(api.timeout, move |runtime| async move {
+            let visible = |table: &str| visible_to(&caller, &endpoints, table);
+            let ctx = inferlog_query::session_in(&data_dir, None, &visible, runtime)
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
+            inferlog_query::run_read_only(&ctx, &request.sql, limits)
+                .await
+                .map_err(|e| GatewayError::BadQuery(e.to_string()))
+        })
+        .await;
+    let (result, truncated) = match outcome {
+        Ok(result) => result?,
+        Err(crate::query_runner::Abandoned::Timeout) => {
+            return Err(GatewayError::QueryTimeout { timeout_ms: api.timeout.as_millis() })
         }
-    });
-    let _abort = AbortOnDrop(task.abort_handle());
-    let timed_out = GatewayError::QueryTimeout { timeout_ms: timeout.as_millis() };
-    let mut result = match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(Some(result))) => result?,
-        Ok(Ok(None)) | Err(_) => return Err(timed_out),
-        Ok(Err(join)) => return Err(GatewayError::Internal(format!("query failed: {join}"))),
+        Err(failed) => return Err(GatewayError::Internal(failed.to_string())),
     };
-    let truncated = truncate(&mut result.batches, max_rows);
     let rows = inferlog_query::row_count(&result.batches);
     let wants_arrow = headers
         .get(header::ACCEPT)
@@ -168,25 +157,6 @@ async fn query(
             .insert("x-inferlog-truncated", HeaderValue::from_static("true"));
     }
     Ok(response)
-}
-
-/// Keeps the first `max_rows` rows; whether any were dropped.
-fn truncate(batches: &mut Vec<inferlog_query::RecordBatch>, max_rows: usize) -> bool {
-    if inferlog_query::row_count(batches) <= max_rows {
-        return false;
-    }
-    let mut left = max_rows;
-    let mut kept = Vec::new();
-    for batch in batches.drain(..) {
-        if left == 0 {
-            break;
-        }
-        let n = batch.num_rows().min(left);
-        kept.push(batch.slice(0, n));
-        left -= n;
-    }
-    *batches = kept;
-    true
 }
 
 async fn labels(

@@ -3,6 +3,7 @@
 mod api;
 mod demo;
 mod iris;
+mod query_runner;
 mod retention;
 mod serve;
 mod synth;
@@ -24,10 +25,25 @@ struct Cli {
 enum Command {
     /// Run the gateway in front of one or more model servers.
     Serve(ServeArgs),
+    /// The endpoints: their upstreams and capture and traffic settings (the config's, with the
+    /// changes saved through the admin API on top).
+    Endpoints {
+        /// TOML config file, as for serve.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "DIR", help = DATA_DIR_HELP)]
+        data_dir: Option<PathBuf>,
+        /// NAME=URL, as for serve; repeatable.
+        #[arg(long = "endpoint", value_parser = parse_endpoint)]
+        endpoints: Vec<(String, String)>,
+        /// Print them as JSON (the body of GET /admin/endpoints) instead of one line each.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run SQL over the tables of a data directory.
     Query {
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
         /// table, csv, json (one object per line) or parquet (with --output); default: table,
         /// or the format --output's extension names.
         #[arg(long)]
@@ -45,8 +61,8 @@ enum Command {
     Unpack {
         /// Endpoint name (reads {endpoint}_payload).
         endpoint: String,
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
     },
     /// Ground-truth labels for an endpoint's predictions.
     Labels {
@@ -56,6 +72,7 @@ enum Command {
     /// Record what an endpoint's data looked like when all was well: statistics.json,
     /// constraints.json and reference.parquet under {data_dir}/monitoring/{endpoint}/.
     Baseline {
+        /// Endpoint name.
         endpoint: String,
         /// Training data: a csv or parquet file.
         #[arg(long, value_name = "FILE", conflicts_with = "from_table", required_unless_present = "from_table")]
@@ -75,12 +92,13 @@ enum Command {
         /// The file's column holding the model's output.
         #[arg(long, value_name = "COLUMN")]
         prediction: Option<String>,
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
     },
     /// Data quality, drift and model quality of an endpoint per time window (and slice), into
     /// {endpoint}_profile_metrics, {endpoint}_drift_metrics and {endpoint}_violations.
     Monitor {
+        /// Endpoint name.
         endpoint: String,
         /// Window length: 30m, 1h, 1d, ...
         #[arg(long, default_value = "1h", value_parser = parse_window)]
@@ -98,12 +116,13 @@ enum Command {
         /// own too (repeatable), e.g. --slice model_version.
         #[arg(long = "slice", value_name = "EXPR")]
         slices: Vec<String>,
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
     },
     /// Write one self-contained HTML page of an endpoint's monitoring: reference vs current
     /// distributions, drift and quality over time, violations.
     Report {
+        /// Endpoint name.
         endpoint: String,
         #[arg(long, value_name = "FILE", default_value = "report.html")]
         output: PathBuf,
@@ -113,35 +132,40 @@ enum Command {
         /// End of the current period, exclusive, UTC (default: now).
         #[arg(long, value_name = "TIME")]
         until: Option<String>,
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
     },
     /// Delete an endpoint's rows older than a duration from all its tables, and their files.
     Retention {
+        /// Endpoint name.
         endpoint: String,
         /// 30d, 12h, ...
         #[arg(long, value_parser = parse_window)]
         older_than: i64,
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
     },
     /// Compact an endpoint's payload and unpacked tables now (every date partition with more
     /// than one file) and remove the files they no longer use.
     Optimize {
+        /// Endpoint name.
         endpoint: String,
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
     },
     /// Remove one caller's (or one exchange's) rows from all of an endpoint's tables, and their
     /// files (right to erasure).
     Erase {
+        /// Endpoint name.
         endpoint: String,
+        /// Every exchange whose caller sent this x-client-request-id.
         #[arg(long, required_unless_present = "request_id")]
         client_request_id: Option<String>,
+        /// The one exchange with this request id (the gateway's x-request-id).
         #[arg(long)]
         request_id: Option<String>,
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
     },
     /// API tokens: who may invoke endpoints, read their tables and change their settings.
     Token {
@@ -160,9 +184,10 @@ enum Command {
     /// measuring lookups at scale).
     #[command(hide = true)]
     Generate {
+        /// Endpoint name.
         endpoint: String,
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
         #[arg(long)]
         rows: u64,
         /// Spread the rows over this many days, ending now.
@@ -182,8 +207,9 @@ enum Command {
 enum TokenCommand {
     /// Make a token and print its secret (the last line of the output; it is not stored).
     Create {
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// The token's name.
         #[arg(long)]
         name: String,
         /// invoke, read or owner (owner implies the other two).
@@ -195,33 +221,39 @@ enum TokenCommand {
     },
     /// The tokens and their grants (never their secrets).
     List {
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
     },
     /// Give a token a role on an endpoint (or `*`), replacing its role there.
     Grant {
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// The token's name.
         #[arg(long)]
         name: String,
+        /// invoke, read or owner (owner implies the other two).
         #[arg(long)]
         role: inferlog_proxy::auth::Role,
+        /// The endpoint the role is on, or `*` for all.
         #[arg(long)]
         endpoint: String,
     },
     /// Take a token's role on an endpoint (or `*`) away.
     Ungrant {
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// The token's name.
         #[arg(long)]
         name: String,
+        /// The endpoint, or `*`.
         #[arg(long)]
         endpoint: String,
     },
     /// Remove a token; a running gateway refuses it within a second.
     Revoke {
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// The token's name.
         #[arg(long)]
         name: String,
     },
@@ -232,7 +264,9 @@ enum LabelsCommand {
     /// Merge labels from a csv, parquet or json-lines file into {endpoint}_labels; a key
     /// imported again gets its new label.
     Import {
+        /// Endpoint name (writes {endpoint}_labels).
         endpoint: String,
+        /// The labels: a .csv, .parquet or .json/.jsonl (one object per line) file.
         file: PathBuf,
         /// Which id the file's key column holds (the column has the same name).
         #[arg(long, default_value = "request_id", value_name = "request_id|client_request_id")]
@@ -243,9 +277,32 @@ enum LabelsCommand {
         /// The column holding the instance's row index within its request (default: 0).
         #[arg(long, value_name = "COLUMN")]
         row_index: Option<String>,
-        #[arg(long, default_value = inferlog_core::config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
     },
+}
+
+/// Help of every `--data-dir`: clap cannot show a default for a flag whose absence must stay
+/// visible (the environment and the config file come next).
+const DATA_DIR_HELP: &str =
+    "Where the tables, logs and state live [default: $INFERLOG_DATA_DIR, else the config file's data_dir, else ./inferlog-data]";
+
+/// Where a command finds its data: `--data-dir`, `INFERLOG_DATA_DIR`, or the `data_dir` of a
+/// config file, as `serve` resolves it.
+#[derive(clap::Args, Clone, Default)]
+struct DataDirArgs {
+    #[arg(long, value_name = "DIR", help = DATA_DIR_HELP)]
+    data_dir: Option<PathBuf>,
+    /// The gateway's TOML config file, read for its data_dir.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl DataDirArgs {
+    fn resolve(&self) -> anyhow::Result<PathBuf> {
+        let env = std::env::var_os(inferlog_core::config::DATA_DIR_ENV);
+        Ok(inferlog_core::config::resolve_data_dir(self.data_dir.as_deref(), env, self.config.as_deref())?)
+    }
 }
 
 #[derive(clap::Args, Clone, Default)]
@@ -256,7 +313,7 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080).
     #[arg(long)]
     listen: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", help = DATA_DIR_HELP)]
     data_dir: Option<PathBuf>,
     /// NAME=URL of an upstream model server; repeatable.
     #[arg(long = "endpoint", value_parser = parse_endpoint)]
@@ -324,7 +381,8 @@ async fn audit_cli(data_dir: &std::path::Path, action: &str, endpoint: Option<&s
 async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     use inferlog_proxy::auth::{Grant, TokenStore};
     match command {
-        TokenCommand::Create { data_dir, name, role, endpoint } => {
+        TokenCommand::Create { data, name, role, endpoint } => {
+            let data_dir = data.resolve()?;
             check_grant_target(&endpoint)?;
             let created = TokenStore::new(&data_dir).create(&name, vec![Grant { endpoint: endpoint.clone(), role }]);
             let detail = format!("name={name} role={role}");
@@ -333,13 +391,15 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             println!("token `{name}` holds `{role}` on `{endpoint}`; its secret (shown once, send it as Authorization: Bearer ...):");
             println!("{secret}");
         }
-        TokenCommand::List { data_dir } => {
+        TokenCommand::List { data } => {
+            let data_dir = data.resolve()?;
             for t in TokenStore::new(&data_dir).list()? {
                 let grants: Vec<String> = t.grants.iter().map(|g| format!("{} on {}", g.role, g.endpoint)).collect();
                 println!("{}\t{}\tcreated {}", t.name, grants.join(", "), t.created_at);
             }
         }
-        TokenCommand::Grant { data_dir, name, role, endpoint } => {
+        TokenCommand::Grant { data, name, role, endpoint } => {
+            let data_dir = data.resolve()?;
             check_grant_target(&endpoint)?;
             let result = match TokenStore::new(&data_dir).grant(&name, &endpoint, role) {
                 Ok(Some(_)) => Ok(()),
@@ -350,7 +410,8 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             result.map_err(anyhow::Error::msg)?;
             println!("token `{name}` holds `{role}` on `{endpoint}`");
         }
-        TokenCommand::Ungrant { data_dir, name, endpoint } => {
+        TokenCommand::Ungrant { data, name, endpoint } => {
+            let data_dir = data.resolve()?;
             let result = match TokenStore::new(&data_dir).ungrant(&name, &endpoint) {
                 Ok(Some(true)) => Ok(()),
                 Ok(Some(false)) => Err(format!("token `{name}` holds no role on `{endpoint}`")),
@@ -361,7 +422,8 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             result.map_err(anyhow::Error::msg)?;
             println!("token `{name}` holds no role on `{endpoint}` now");
         }
-        TokenCommand::Revoke { data_dir, name } => {
+        TokenCommand::Revoke { data, name } => {
+            let data_dir = data.resolve()?;
             let revoked = TokenStore::new(&data_dir).revoke(&name).map_err(anyhow::Error::msg)?;
             let result = if revoked { Ok(()) } else { Err(format!("no token named `{name}`")) };
             audit_cli(&data_dir, "token.revoke", None, format!("name={name}"), result.clone()).await?;
@@ -379,6 +441,21 @@ fn check_grant_target(endpoint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `iris  capture on, sampling 0.5  default=http://…/ weight 1  shadow next=http://…/ 0.1`
+fn endpoint_line(view: &inferlog_proxy::EndpointView) -> String {
+    let capture = if view.capture.enabled { "on" } else { "off" };
+    let targets: Vec<String> = view
+        .targets
+        .iter()
+        .map(|t| format!("{}={} weight {}", t.name, t.upstream, view.traffic.weights.get(&t.name).copied().unwrap_or(0)))
+        .collect();
+    let mut line = format!("{}\tcapture {capture}, sampling {}\t{}", view.name, view.capture.sampling_fraction, targets.join(", "));
+    if let Some(shadow) = &view.shadow {
+        line.push_str(&format!("\tshadow {}={} {}", shadow.name, shadow.upstream, view.traffic.shadow_fraction));
+    }
+    line
+}
+
 fn print_deleted(deleted: &[inferlog_table::maintenance::Deleted]) {
     if deleted.is_empty() {
         println!("no tables to delete from");
@@ -388,12 +465,21 @@ fn print_deleted(deleted: &[inferlog_table::maintenance::Deleted]) {
     }
 }
 
+/// Inferlog's own events from info, its dependencies' (Delta's every commit and snapshot load,
+/// DataFusion, hyper) from warn: INFERLOG_LOG replaces this.
+const DEFAULT_LOG_FILTER: &str = "warn,inferlog=info";
+
 fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    // Delta's kernel logs every snapshot load at info: too much for a gateway's log.
-    let filter = EnvFilter::try_from_env("INFERLOG_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,buoyant_kernel=warn,delta_kernel=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("INFERLOG_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    // Colour codes only for a terminal, never into a redirected log file; NO_COLOR (any
+    // non-empty value) turns them off there too.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     if std::env::var("INFERLOG_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
@@ -422,7 +508,26 @@ fn main() -> std::process::ExitCode {
                 let config = serve::load_config(&args)?;
                 serve::run(config, serve::shutdown_signal(), None).await
             }
-            Command::Query { data_dir, format, output, as_of, sql } => {
+            Command::Endpoints { config, data_dir, endpoints, json } => {
+                let config = serve::load_config(&ServeArgs { config, data_dir, endpoints, ..ServeArgs::default() })?;
+                let (capture, traffic) = serve::state_stores(&config.data_dir);
+                let views: Vec<inferlog_proxy::EndpointView> = config
+                    .endpoints
+                    .iter()
+                    .zip(serve::live_settings(&config, &capture, &traffic)?)
+                    .map(|(settings, (capture, traffic))| inferlog_proxy::EndpointView::new(settings, capture, traffic))
+                    .collect();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&views)?);
+                } else {
+                    for view in &views {
+                        println!("{}", endpoint_line(view));
+                    }
+                }
+                Ok(())
+            }
+            Command::Query { data, format, output, as_of, sql } => {
+                let data_dir = data.resolve()?;
                 let ctx = inferlog_query::session(&data_dir, as_of).await?;
                 let result = inferlog_query::run_sql(&ctx, &sql).await?;
                 if let Some(path) = output {
@@ -437,15 +542,17 @@ fn main() -> std::process::ExitCode {
                 }
                 Ok(())
             }
-            Command::Unpack { endpoint, data_dir } => {
+            Command::Unpack { endpoint, data } => {
+                let data_dir = data.resolve()?;
                 let options = inferlog_unpack::UnpackOptions::default();
                 let report = inferlog_unpack::unpack_once(&data_dir, &endpoint, &options).await?;
                 print_unpack_report(&endpoint, &report);
                 Ok(())
             }
             Command::Labels {
-                command: LabelsCommand::Import { endpoint, file, key, label, row_index, data_dir },
+                command: LabelsCommand::Import { endpoint, file, key, label, row_index, data },
             } => {
+                let data_dir = data.resolve()?;
                 let source = file.display().to_string();
                 let imported = async {
                     let labels = inferlog_labels::read_file(&file, key, &label, row_index.as_deref()).await?;
@@ -461,7 +568,8 @@ fn main() -> std::process::ExitCode {
                 );
                 Ok(())
             }
-            Command::Generate { endpoint, data_dir, rows, days, rows_per_commit } => {
+            Command::Generate { endpoint, data, rows, days, rows_per_commit } => {
+                let data_dir = data.resolve()?;
                 synth::generate(synth::GenerateArgs {
                     data_dir: &data_dir,
                     endpoint: &endpoint,
@@ -471,7 +579,8 @@ fn main() -> std::process::ExitCode {
                 })
                 .await
             }
-            Command::Baseline { endpoint, from, from_table: _, since, until, label, prediction, data_dir } => {
+            Command::Baseline { endpoint, from, from_table: _, since, until, label, prediction, data } => {
+                let data_dir = data.resolve()?;
                 let source = match from {
                     Some(path) => inferlog_monitor::BaselineSource::File(path),
                     None => inferlog_monitor::BaselineSource::Table { since_ms: utc_millis(since)?, until_ms: utc_millis(until)? },
@@ -485,11 +594,12 @@ fn main() -> std::process::ExitCode {
                     report.dir.display()
                 );
                 for f in &report.constraints.features {
-                    println!("  {:<24} {:?} {:?}, drift by {:?} at {}", f.name, f.role, f.inferred_type, f.drift.metric, f.drift.threshold);
+                    println!("  {:<24} {} {}, drift by {} at {}", f.name, f.role, f.inferred_type, f.drift.metric, f.drift.threshold);
                 }
                 Ok(())
             }
-            Command::Monitor { endpoint, window, since, until, backfill, slices, data_dir } => {
+            Command::Monitor { endpoint, window, since, until, backfill, slices, data } => {
+                let data_dir = data.resolve()?;
                 let options = inferlog_monitor::MonitorOptions {
                     window_ms: window,
                     since_ms: utc_millis(since)?,
@@ -519,7 +629,8 @@ fn main() -> std::process::ExitCode {
                 }
                 Ok(())
             }
-            Command::Report { endpoint, output, since, until, data_dir } => {
+            Command::Report { endpoint, output, since, until, data } => {
+                let data_dir = data.resolve()?;
                 let until_ms = utc_millis(until)?.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
                 let since_ms = utc_millis(since)?.unwrap_or(until_ms - 86_400_000);
                 let options = inferlog_monitor::ReportOptions { since_ms, until_ms };
@@ -537,7 +648,8 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Token { command } => token_command(command).await,
-            Command::Optimize { endpoint, data_dir } => {
+            Command::Optimize { endpoint, data } => {
+                let data_dir = data.resolve()?;
                 let options = inferlog_table::CompactionOptions {
                     min_files: 1,
                     vacuum_retention: std::time::Duration::ZERO,
@@ -568,7 +680,8 @@ fn main() -> std::process::ExitCode {
                 }
                 Ok(())
             }
-            Command::Retention { endpoint, older_than, data_dir } => {
+            Command::Retention { endpoint, older_than, data } => {
+                let data_dir = data.resolve()?;
                 let cutoff = chrono::Utc::now().timestamp_millis() - older_than;
                 let predicates = inferlog_table::maintenance::retention_predicates(&endpoint, cutoff);
                 let result = inferlog_table::maintenance::delete_where(&data_dir, &predicates, Purge::AfterReaders).await;
@@ -577,7 +690,8 @@ fn main() -> std::process::ExitCode {
                 print_deleted(&result?);
                 Ok(())
             }
-            Command::Erase { endpoint, client_request_id, request_id, data_dir } => {
+            Command::Erase { endpoint, client_request_id, request_id, data } => {
+                let data_dir = data.resolve()?;
                 // The exchanges' request ids, so labels keyed by them and shadows go too.
                 let mut ids: Vec<String> = request_id.clone().into_iter().collect();
                 if let Some(client) = &client_request_id {
@@ -622,8 +736,40 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One clear line, no backtrace.
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("error: {}", one_line_error(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes on one line, each said once: many errors' messages already end
+/// with their source's text, which `{:#}` would print a second time.
+fn one_line_error(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let missing = std::fs::read("/nonexistent/inferlog.toml").unwrap_err();
+        let config = inferlog_core::ConfigError::Read { path: "/nonexistent/inferlog.toml".into(), source: missing };
+        let line = one_line_error(&anyhow::Error::new(config).context("cannot start"));
+        assert_eq!(line, "cannot start: cannot read config file /nonexistent/inferlog.toml: No such file or directory (os error 2)");
+        let plain = anyhow::Error::msg("inner").context("outer");
+        assert_eq!(one_line_error(&plain), "outer: inner");
     }
 }

@@ -16,7 +16,7 @@ use inferlog_capture::{start_log_writer, CaptureHandle};
 use inferlog_core::config::{self, Config};
 use inferlog_proxy::tls::ClientAddr;
 use inferlog_proxy::server::{ConnectionLimits, ConnectionSlots};
-use inferlog_proxy::{CaptureState, CaptureStateStore, Endpoint, Gateway, GatewayOptions, TrafficStateStore};
+use inferlog_proxy::{CaptureState, CaptureStateStore, Endpoint, Gateway, GatewayOptions, TrafficState, TrafficStateStore};
 use inferlog_table::{Committer, CommitterOptions, CompactionOptions, Compactor};
 use inferlog_monitor::ScheduledMonitor;
 use inferlog_unpack::{UnpackOptions, Unpacker};
@@ -34,13 +34,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reads the config file (if any), then `INFERLOG_*` variables, then flags, and validates.
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut tree = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| config::ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            config::parse_toml(&text, path)?
-        }
+        Some(path) => config::read_file(path)?,
         None => toml::Table::new(),
     };
     // Endpoints from flags first, so that environment overrides can reach them; then the
@@ -53,6 +47,35 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         anyhow::bail!("no endpoints configured: give --endpoint NAME=URL or an [[endpoints]] section");
     }
     Ok(config)
+}
+
+/// Where the admin API saves capture and traffic changes.
+pub fn state_stores(data_dir: &Path) -> (CaptureStateStore, TrafficStateStore) {
+    let dir = data_dir.join("state");
+    (CaptureStateStore::new(dir.join("capture.json")), TrafficStateStore::new(dir.join("traffic.json")))
+}
+
+/// Each endpoint's capture and traffic settings as a start sets them, in the config's order:
+/// the config's, with the changes saved through the admin API on top.
+pub fn live_settings(
+    config: &Config,
+    capture: &CaptureStateStore,
+    traffic: &TrafficStateStore,
+) -> anyhow::Result<Vec<(CaptureState, TrafficState)>> {
+    let saved = capture.load()?;
+    let saved_traffic = traffic.load()?;
+    Ok(config
+        .endpoints
+        .iter()
+        .map(|settings| {
+            let state = saved.get(&settings.name).copied().unwrap_or(CaptureState {
+                enabled: settings.capture.enabled,
+                sampling_fraction: settings.capture.sampling_fraction,
+            });
+            let traffic = saved_traffic.get(&settings.name).cloned().unwrap_or_default().apply(settings);
+            (state, traffic)
+        })
+        .collect())
 }
 
 pub async fn shutdown_signal() {
@@ -242,10 +265,8 @@ pub async fn run(
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
     let instance = instance_id(&config.data_dir)?;
-    let state_store = CaptureStateStore::new(config.data_dir.join("state").join("capture.json"));
-    let saved = state_store.load()?;
-    let traffic_store = TrafficStateStore::new(config.data_dir.join("state").join("traffic.json"));
-    let saved_traffic = traffic_store.load()?;
+    let (state_store, traffic_store) = state_stores(&config.data_dir);
+    let live = live_settings(&config, &state_store, &traffic_store)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     // Unpackers stop after the committers, so their last pass sees the last commit.
     let (unpack_stop_tx, unpack_stop_rx) = watch::channel(false);
@@ -264,7 +285,7 @@ pub async fn run(
     let mut endpoints = Vec::new();
     let mut background = Vec::new();
     let mut writer_threads = Vec::new();
-    for settings in &config.endpoints {
+    for (settings, (state, traffic)) in config.endpoints.iter().zip(live) {
         let name = settings.name.clone();
         let url = inferlog_table::table_url(&config.data_dir, &format!("{name}_payload"))?;
         let app_id = format!("inferlog-{instance}-{name}");
@@ -380,12 +401,6 @@ pub async fn run(
             };
             background_runtime.handle().spawn(scheduled.run(stop_rx.clone()));
         }
-        let state = saved.get(&name).copied().unwrap_or(CaptureState {
-            enabled: settings.capture.enabled,
-            sampling_fraction: settings.capture.sampling_fraction,
-        });
-        // Changes made through the admin API, on top of the config file.
-        let traffic = saved_traffic.get(&name).cloned().unwrap_or_default().apply(settings);
         endpoints.push(Endpoint::new(settings.clone(), state, traffic, Some(capture.clone())));
         writer_threads.push(writer_thread);
         runtimes.push(EndpointRuntime { name, capture, last_commit_ms });
@@ -444,8 +459,13 @@ pub async fn run(
     let api_state = Arc::new(ApiState {
         data_dir: config.data_dir.clone(),
         endpoints: config.endpoints.iter().map(|e| e.name.clone()).collect(),
-        max_rows: config.query_max_rows,
+        limits: inferlog_query::ReadLimits {
+            max_rows: config.query_max_rows,
+            max_result_bytes: config.query_max_result_bytes,
+        },
         timeout: config.query_timeout,
+        queries: crate::query_runner::QueryRunner::new(config.query_concurrency, config.query_memory_bytes)
+            .context("cannot set up the query memory pool")?,
         checkpoint_interval: config.checkpoint_interval,
         background: background_runtime.clone(),
         monitors: config
@@ -471,7 +491,7 @@ pub async fn run(
 
     let addr = listener.local_addr()?;
     let scheme = if listener_tls.is_some() { "https" } else { "http" };
-    tracing::info!(listen = %addr, %scheme, data_dir = %config.data_dir.display(), durability = ?config.durability,
+    tracing::info!(listen = %addr, %scheme, data_dir = %config.data_dir.display(), durability = %config.durability,
         max_connections, open_files,
         endpoints = ?config.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), "inferlog gateway ready");
     // Tools that start the gateway on port 0 read the address from this line.
