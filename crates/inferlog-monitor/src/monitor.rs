@@ -269,7 +269,7 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
                 if type_errors > 0.0 {
                     report.violations.push(violation(Some(name), "data_type_check", format!("{type_errors} values of another type")));
                 }
-                for (m, v) in &quality {
+                for (_, v) in &quality {
                     if *v > 0.0 {
                         let (check, description) = match &prepared[i] {
                             Prepared::Numeric(sample) => ("range_check", describe_out_of_range(sample.as_slice(), f)),

@@ -3,15 +3,21 @@
 use crate::monitoring::{crate_time_ms, inferlog};
 use serde_json::Value;
 
+/// Synthetic iris exchanges in `data_dir` (`generate` with `args`), unpacked.
+fn generate_and_unpack(data_dir: &str, args: &[&str]) {
+    let generate = [&["generate", "iris", "--data-dir", data_dir][..], args].concat();
+    let (ok, _, err) = inferlog(&generate);
+    assert!(ok, "{err}");
+    let (ok, _, err) = inferlog(&["unpack", "iris", "--data-dir", data_dir]);
+    assert!(ok, "{err}");
+}
+
 #[test]
 fn runs_of_other_window_lengths_and_slices_keep_their_rows() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let dd = d.to_str().unwrap();
-    let (ok, _, err) = inferlog(&["generate", "iris", "--data-dir", dd, "--rows", "2000", "--days", "1", "--rows-per-commit", "1000"]);
-    assert!(ok, "{err}");
-    let (ok, _, err) = inferlog(&["unpack", "iris", "--data-dir", dd]);
-    assert!(ok, "{err}");
+    generate_and_unpack(dd, &["--rows", "2000", "--days", "1", "--rows-per-commit", "1000"]);
     let (ok, _, err) = inferlog(&["baseline", "iris", "--from-table", "--data-dir", dd, "--since", "2000-01-01 00:00"]);
     assert!(ok, "{err}");
     let q = |sql: &str| -> Vec<Value> {
@@ -58,10 +64,7 @@ fn an_empty_window_is_not_a_missing_column() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let dd = d.to_str().unwrap();
-    let (ok, _, err) = inferlog(&["generate", "iris", "--data-dir", dd, "--rows", "500", "--days", "1"]);
-    assert!(ok, "{err}");
-    let (ok, _, err) = inferlog(&["unpack", "iris", "--data-dir", dd]);
-    assert!(ok, "{err}");
+    generate_and_unpack(dd, &["--rows", "500", "--days", "1"]);
     // A baseline with a feature the unpacked table has no column for.
     let mut csv = String::from("sepal_length,leaf_count\n");
     for i in 0..50 {
@@ -118,10 +121,7 @@ fn range_violations_name_the_bound_crossed_and_the_summary_names_slices() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let dd = d.to_str().unwrap();
-    let (ok, _, err) = inferlog(&["generate", "iris", "--data-dir", dd, "--rows", "500", "--days", "1"]);
-    assert!(ok, "{err}");
-    let (ok, _, err) = inferlog(&["unpack", "iris", "--data-dir", dd]);
-    assert!(ok, "{err}");
+    generate_and_unpack(dd, &["--rows", "500", "--days", "1"]);
     // Sepal lengths between 5.0 and 5.4 in the baseline; the traffic has both shorter and longer.
     let mut csv = String::from("sepal_length\n");
     for i in 0..50 {
