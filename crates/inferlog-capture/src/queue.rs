@@ -30,7 +30,7 @@ fn weight(record: &Record) -> u64 {
 }
 
 /// A group stops growing past this many bytes, so one write stays bounded.
-const GROUP_MAX_BYTES: u64 = 64 << 20;
+const GROUP_MAX_BYTES: u64 = 8 << 20;
 
 /// Why a record will never reach the table: the `reason` of `inferlog_capture_dropped_total`.
 pub const QUEUE_FULL: &str = "queue_full";
@@ -277,7 +277,6 @@ pub fn start_log_writer(
                             Err(_) => break,
                         }
                     }
-                    queued.fetch_sub(group_bytes, Ordering::AcqRel);
                     // Everything written is in the table: seal the active segment so that the
                     // committer deletes it, rather than keep committed records on disk until the
                     // segment is full. (If even that cannot be written, the segment stays.)
@@ -296,6 +295,7 @@ pub fn start_log_writer(
                     if let Some(reason) = refused {
                         count_dropped(&name, reason, group.len() as u64);
                         group.clear(); // dropping the ack senders tells sync callers
+                        queued.fetch_sub(group_bytes, Ordering::AcqRel);
                         continue;
                     }
                     payloads.clear();
@@ -341,6 +341,10 @@ pub fn start_log_writer(
                             group.clear(); // dropping the ack senders tells sync callers
                         }
                     }
+                    // A group's records and their frames count against the queue's bound until
+                    // they are written, so the bound holds for all the memory capture keeps.
+                    payloads.clear();
+                    queued.fetch_sub(group_bytes, Ordering::AcqRel);
                 }
                 if durability != Durability::Fsync {
                     // Shutting down: what was written reaches the disk before the process exits.

@@ -88,6 +88,11 @@ pub struct ConfigFile {
     pub log_min_free_bytes: Option<u64>,
     /// How often pending records are committed to the table, in milliseconds.
     pub commit_interval_ms: Option<u64>,
+    /// Largest commit, in bytes of logged records: a busy log is committed in several commits
+    /// of at most this much, which bounds the committer's memory.
+    pub commit_max_bytes: Option<u64>,
+    /// Largest commit, in records.
+    pub commit_max_records: Option<u64>,
     /// A checkpoint is written every this many commits.
     pub checkpoint_interval: Option<u64>,
     /// How often partitions are checked for compaction, in seconds (0 disables).
@@ -160,6 +165,8 @@ pub struct EndpointFile {
     pub capture: CaptureFile,
     /// Keep `{name}_unpacked` (typed features and predictions) a few seconds behind.
     pub unpack: Option<bool>,
+    /// The model's feature names in its input order: columns for features sent by position.
+    pub feature_names: Option<Vec<String>>,
     /// Scheduled monitoring inside `inferlog serve`.
     pub monitor: Option<MonitorFile>,
     /// With authentication on, anyone may invoke the endpoint without a token.
@@ -305,6 +312,9 @@ pub struct Config {
     pub log_max_bytes: u64,
     pub log_min_free_bytes: u64,
     pub commit_interval: Duration,
+    /// Largest commit in bytes of logged records, and in records.
+    pub commit_max_bytes: usize,
+    pub commit_max_records: usize,
     pub checkpoint_interval: u64,
     pub compaction_interval: Option<Duration>,
     pub compaction_min_files: usize,
@@ -337,6 +347,8 @@ pub struct EndpointSettings {
     pub model_version: String,
     pub capture: CaptureSettings,
     pub unpack: bool,
+    /// Names of positional features, in order (empty: `input_0`, `input_1`, …).
+    pub feature_names: Vec<String>,
     pub monitor: Option<MonitorSettings>,
     pub public: bool,
     pub redact: Vec<RedactRule>,
@@ -552,6 +564,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "log_max_bytes",
     "log_min_free_bytes",
     "commit_interval_ms",
+    "commit_max_bytes",
+    "commit_max_records",
     "checkpoint_interval",
     "compaction_interval_s",
     "compaction_min_files",
@@ -739,6 +753,8 @@ impl ConfigFile {
         let queue_max_bytes = positive("queue_max_bytes", self.queue_max_bytes, 256 << 20)?;
         let log_max_bytes = positive("log_max_bytes", self.log_max_bytes, 4 << 30)?;
         let commit_interval_ms = positive("commit_interval_ms", self.commit_interval_ms, 1000)?;
+        let commit_max_bytes = positive("commit_max_bytes", self.commit_max_bytes, 32 << 20)? as usize;
+        let commit_max_records = positive("commit_max_records", self.commit_max_records, 50_000)? as usize;
         let checkpoint_interval = positive("checkpoint_interval", self.checkpoint_interval, 100)?;
         let compaction_min_files =
             positive("compaction_min_files", self.compaction_min_files.map(|v| v as u64), 64)? as usize;
@@ -879,6 +895,17 @@ impl ConfigFile {
                     sampling_seed: ep.capture.sampling_seed,
                 },
                 unpack: ep.unpack.unwrap_or(false),
+                feature_names: {
+                    let names = ep.feature_names.unwrap_or_default();
+                    if let Some(i) = names.iter().position(|n| n.trim().is_empty()) {
+                        return Err(invalid(key("feature_names"), format!("entry {i} is empty")));
+                    }
+                    let mut seen = std::collections::HashSet::new();
+                    if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
+                        return Err(invalid(key("feature_names"), format!("{dup:?} is listed twice")));
+                    }
+                    names
+                },
                 monitor: ep.monitor.map(|m| monitor_settings(m, key)).transpose()?,
                 public: ep.public.unwrap_or(false),
                 retention: ep
@@ -924,6 +951,8 @@ impl ConfigFile {
             // The largest commit's Parquet files fit in the default reserve.
             log_min_free_bytes: self.log_min_free_bytes.unwrap_or(256 << 20),
             commit_interval: Duration::from_millis(commit_interval_ms),
+            commit_max_bytes,
+            commit_max_records,
             checkpoint_interval,
             compaction_interval,
             compaction_min_files,
@@ -1025,6 +1054,20 @@ mod tests {
         let missing = resolve_data_dir(None, None, Some(&dir.join("absent.toml"))).unwrap_err().to_string();
         assert!(missing.contains("absent.toml"), "{missing}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn feature_names_are_checked_and_kept_in_order() {
+        let config = |names: &str| {
+            let text = format!("[[endpoints]]\nname = \"iris\"\nupstream = \"http://127.0.0.1:1\"\nfeature_names = {names}\n");
+            read_tree(parse_toml(&text, std::path::Path::new("t.toml")).unwrap()).unwrap().validate()
+        };
+        let ok = config(r#"["sepal length (cm)", "sepal width (cm)"]"#).unwrap();
+        assert_eq!(ok.endpoints[0].feature_names, ["sepal length (cm)", "sepal width (cm)"]);
+        let twice = config(r#"["a", "b", "a"]"#).unwrap_err().to_string();
+        assert!(twice.contains("endpoints[0].feature_names") && twice.contains("\"a\" is listed twice"), "{twice}");
+        let empty = config(r#"["a", " "]"#).unwrap_err().to_string();
+        assert!(empty.contains("entry 1 is empty"), "{empty}");
     }
 
     #[test]

@@ -30,8 +30,9 @@ pub struct ScheduledMonitor {
     pub data_dir: PathBuf,
     pub endpoint: String,
     pub settings: MonitorSettings,
-    /// Unpack new payloads before each run (for endpoints without a continuous unpacker).
-    pub unpack_first: bool,
+    /// Unpack new payloads before each run (for endpoints without a continuous unpacker),
+    /// with these options.
+    pub unpack_first: Option<inferlog_unpack::UnpackOptions>,
     /// How long after a window ends its exchanges are in the unpacked table.
     pub settle: Duration,
     /// Held during a run, so scheduled and on-demand runs of one endpoint never overlap.
@@ -106,8 +107,8 @@ impl ScheduledMonitor {
     /// alert on those that became final.
     pub async fn run_once(&self, alerts: &AlertSender, now_ms: i64) -> Result<ScheduledRun, MonitorError> {
         let _running = self.lock.lock().await;
-        if self.unpack_first {
-            inferlog_unpack::unpack_once(&self.data_dir, &self.endpoint, &inferlog_unpack::UnpackOptions::default())
+        if let Some(options) = &self.unpack_first {
+            inferlog_unpack::unpack_once(&self.data_dir, &self.endpoint, options)
                 .await
                 .map_err(|e| MonitorError::Input(format!("unpacking before monitoring: {e}")))?;
         }

@@ -269,6 +269,7 @@ fn positional<'a>(
     side: Side,
 ) -> Result<TableBuilder, PayloadError> {
     let mut table = TableBuilder::new();
+    table.positional = true;
     for row in rows {
         while table.width() < row.len() {
             table.add_column(side.positional(table.width()))?;

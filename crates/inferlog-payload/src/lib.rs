@@ -63,6 +63,24 @@ pub struct Instances {
     pub columns: Vec<String>,
     /// One entry per model instance, each `columns.len()` cells long.
     pub rows: Vec<Vec<Value>>,
+    /// The payload gave values by position only (`{"instances": [[…]]}`, `{"inputs": [[…]]}`,
+    /// `dataframe_split` without `columns`): the columns are `input_0`, `input_1`, ….
+    pub positional: bool,
+}
+
+impl Instances {
+    /// Names positional columns after `names` (the model's feature names, in its input order);
+    /// columns past the end of the list keep their positional names, and payloads that named
+    /// their own columns are left as they are.
+    pub fn name_positional(&mut self, names: &[String]) {
+        if !self.positional || names.is_empty() {
+            return;
+        }
+        for (column, name) in self.columns.iter_mut().zip(names) {
+            *column = sanitize_column_name(name);
+        }
+        self.columns = names::make_unique(std::mem::take(&mut self.columns));
+    }
 }
 
 /// Parses a captured request body into one row per model input instance.

@@ -24,6 +24,8 @@ pub(crate) const MAX_CELLS: usize = 10_000_000;
 pub(crate) struct TableBuilder {
     columns: Vec<String>,
     rows: Vec<Vec<Value>>,
+    /// Columns were named by position, see [`Instances::positional`].
+    pub(crate) positional: bool,
 }
 
 impl TableBuilder {
@@ -77,6 +79,7 @@ impl TableBuilder {
         Instances {
             columns: make_unique(self.columns),
             rows,
+            positional: self.positional,
         }
     }
 }

@@ -105,6 +105,23 @@ fn databricks_iris_dataframe_split() {
 }
 
 #[test]
+fn positional_columns_take_the_configured_feature_names() {
+    let names: Vec<String> = ["sepal length (cm)", "sepal width (cm)", "input_3"].map(String::from).to_vec();
+    let mut parsed = request(r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#);
+    assert!(parsed.positional);
+    parsed.name_positional(&names);
+    // Sanitized like any column name; one past the list keeps its position; a name that
+    // meets a positional one is made unique.
+    assert_eq!(parsed.columns, ["sepal_length_cm", "sepal_width_cm", "input_3", "input_3_2"]);
+    assert_eq!(parsed.rows, [vec![Float(5.1), Float(3.5), Float(1.4), Float(0.2)]]);
+
+    let mut named = request(r#"{"dataframe_records": [{"a": 1, "b": 2}]}"#);
+    assert!(!named.positional);
+    named.name_positional(&names);
+    assert_eq!(named.columns, ["a", "b"], "a payload's own names stay");
+}
+
+#[test]
 fn dataframe_split_with_index_and_without_columns() {
     let parsed = request(
         r#"{"dataframe_split": {"index": [7, 8], "data": [[1, "a", null], [2, "b", true]]}}"#,

@@ -41,8 +41,8 @@ impl Default for CommitterOptions {
         CommitterOptions {
             interval: Duration::from_secs(1),
             checkpoint_interval: 100,
-            max_batch_records: 200_000,
-            max_batch_bytes: 256 << 20,
+            max_batch_records: 50_000,
+            max_batch_bytes: 32 << 20,
         }
     }
 }
@@ -161,6 +161,9 @@ impl Committer {
             let Some(last) = last else { break };
             if !records.is_empty() {
                 let batch = records_to_batch(&records)?;
+                let count = records.len() as u64;
+                // The batch holds its own copy: the decoded records are not needed while writing.
+                drop(records);
                 let props = CommitProperties::default()
                     .with_application_transaction(Transaction::new(self.app_id.clone(), last as i64));
                 let written = t
@@ -176,7 +179,7 @@ impl Committer {
                     .map_err(|e| TableError::Delta { url: self.url.to_string(), source: e })?;
                 *t = written;
                 progress.commits += 1;
-                progress.records += records.len() as u64;
+                progress.records += count;
             }
             after = last;
             *committed = Some(last);

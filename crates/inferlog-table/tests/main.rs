@@ -132,6 +132,36 @@ async fn a_replayed_log_is_committed_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_commit_holds_at_most_max_batch_bytes_of_logged_records() {
+    let mut fx = Fixture::new();
+    fx.append(300);
+    let max_batch_bytes = 4096;
+    // A batch ends with the record that takes it to the limit.
+    let mut expected_commits = 0;
+    let mut in_batch = 0;
+    for i in 0..300 {
+        if in_batch == 0 {
+            expected_commits += 1;
+        }
+        in_batch += serde_json::to_vec(&record(i)).unwrap().len();
+        if in_batch >= max_batch_bytes {
+            in_batch = 0;
+        }
+    }
+    assert!(expected_commits > 20, "the limit splits the log: {expected_commits}");
+    let c = Committer {
+        options: CommitterOptions { max_batch_records: 1000, max_batch_bytes, ..CommitterOptions::default() },
+        ..fx.committer()
+    };
+    let (mut table, mut committed, mut reader) = (None, None, WalReader::new(&fx.log.dir));
+    let p = c.pass(&mut table, &mut committed, &mut reader).await.unwrap();
+    assert_eq!(p.records, 300);
+    assert_eq!(p.commits, expected_commits);
+    assert_eq!(table.unwrap().version(), Some(expected_commits), "one table version per batch after creation");
+    assert_eq!(rows_and_distinct(&fx.data_dir).await, (300, 300));
+}
+
+#[tokio::test]
 async fn records_wait_in_the_log_while_the_table_cannot_be_written() {
     let mut fx = Fixture::new();
     fx.append(50);

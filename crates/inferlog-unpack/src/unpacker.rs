@@ -66,11 +66,14 @@ pub struct UnpackOptions {
     pub checkpoint_interval: u64,
     /// Source rows read per commit to the unpacked table.
     pub rows_per_commit: usize,
+    /// Names for features sent by position (`{"instances": [[…]]}`), in the model's input
+    /// order; without them such features are `input_0`, `input_1`, ….
+    pub feature_names: Vec<String>,
 }
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        UnpackOptions { checkpoint_interval: 100, rows_per_commit: 50_000 }
+        UnpackOptions { checkpoint_interval: 100, rows_per_commit: 50_000, feature_names: Vec::new() }
     }
 }
 
@@ -126,8 +129,9 @@ pub async fn unpack_once(data_dir: &Path, endpoint: &str, options: &UnpackOption
         let existing = target.snapshot().map_err(|e| UnpackError::delta(&target_url, e))?.snapshot().arrow_schema();
         // Parsing and typing are CPU work: keep them off the runtime's worker.
         let rows = chunk.rows;
+        let feature_names = options.feature_names.clone();
         let (failed, built) = tokio::task::spawn_blocking(move || {
-            let unpacked = unpack_rows(&rows);
+            let unpacked = unpack_rows(&rows, &feature_names);
             build_batch(&unpacked, &existing).map(|built| (unpacked.failed_requests, built))
         })
         .await
@@ -211,7 +215,7 @@ struct Unpacked<'a> {
     failed_requests: usize,
 }
 
-fn unpack_rows(sources: &[SourceRow]) -> Unpacked<'_> {
+fn unpack_rows<'a>(sources: &'a [SourceRow], feature_names: &[String]) -> Unpacked<'a> {
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut columns: Vec<String> = Vec::new();
     let mut rows = Vec::new();
@@ -230,7 +234,7 @@ fn unpack_rows(sources: &[SourceRow]) -> Unpacked<'_> {
             continue;
         };
         let mut errors = Vec::new();
-        let inputs = match request_body {
+        let mut inputs = match request_body {
             Ok(body) => parse_request(&body, source.request_content_type.as_deref()).unwrap_or_else(|e| {
                 errors.push(format!("request: {e}"));
                 Instances::default()
@@ -240,6 +244,7 @@ fn unpack_rows(sources: &[SourceRow]) -> Unpacked<'_> {
                 Instances::default()
             }
         };
+        inputs.name_positional(feature_names);
         let succeeded = source.status_code.is_some_and(|s| (200..300).contains(&s));
         let outputs = match source.response_body() {
             Some(Ok(body)) if succeeded => parse_response(&body, source.response_content_type.as_deref())

@@ -430,3 +430,34 @@ async fn features_named_like_fixed_columns_or_predictions_always_get_an_input_pr
     assert_eq!(got[1]["input_prediction"], 0.5, "the same column whatever the response");
     assert!(got[1]["prediction"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positional_features_land_in_the_columns_named_by_feature_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = vec![
+        record(
+            0,
+            r#"{"dataframe_records": [{"sepal length (cm)": 5.0, "sepal width (cm)": 3.4, "petal length (cm)": 1.5, "petal width (cm)": 0.2}]}"#,
+            "application/json",
+            200,
+            r#"{"predictions": [0]}"#,
+        ),
+        record(1, r#"{"instances": [[4.9, 3.0, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5]]}"#, "application/json", 200, r#"{"predictions": [0, 1]}"#),
+        record(2, r#"{"inputs": [[7.7, 3.0, 6.1, 2.3]]}"#, "application/json", 200, r#"{"predictions": [2]}"#),
+    ];
+    append(dir.path(), "iris", &records).await;
+    let options = UnpackOptions {
+        feature_names: ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"].map(String::from).to_vec(),
+        ..options()
+    };
+    let report = unpack_once(dir.path(), "iris", &options).await.unwrap();
+    assert_eq!((report.rows, report.errors), (4, 0));
+    let got = rows(dir.path(), "SELECT * FROM iris_unpacked ORDER BY request_id, row_index").await;
+    // One set of feature columns for named and positional payloads alike.
+    let columns: Vec<&String> = got[0].as_object().unwrap().keys().filter(|k| k.contains("_cm") || k.starts_with("input_")).collect();
+    assert_eq!(columns.len(), 4, "{columns:?}");
+    assert_eq!(got[1]["sepal_length_cm"], 4.9);
+    assert_eq!(got[2]["petal_width_cm"], 1.5);
+    assert_eq!(got[3]["petal_length_cm"], 6.1);
+    assert_eq!(got[3]["prediction"], 2);
+}

@@ -110,6 +110,8 @@ pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {
             model_version: Some("1".into()),
             capture: Default::default(),
             unpack: Some(true),
+            // The model's signature: names for the features that `instances` and `inputs` send by position.
+            feature_names: Some(iris::FEATURES.map(String::from).to_vec()),
             monitor: None,
             public: None,
             redact: Vec::new(),

@@ -293,7 +293,7 @@ const DATA_DIR_HELP: &str =
 struct DataDirArgs {
     #[arg(long, value_name = "DIR", help = DATA_DIR_HELP)]
     data_dir: Option<PathBuf>,
-    /// The gateway's TOML config file, read for its data_dir.
+    /// The gateway's TOML config file, read for its data_dir (by unpack also for the endpoint's feature_names).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -487,8 +487,29 @@ fn init_logging() {
     }
 }
 
+/// Keeps one caught panic of a dependency out of the output. object_store's `BufWriter::abort`
+/// panics ("Already shut down") when asked to abort an upload whose completion already failed,
+/// as on a full disk; delta-rs calls it under `catch_unwind`, logs its own warning and returns
+/// the write error, which the committer retries. The default hook would still print that panic
+/// with a backtrace. Every other panic is printed as the default hook prints it.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let from_buffered_upload = info
+            .location()
+            .is_some_and(|l| l.file().contains("object_store") && l.file().ends_with("buffered.rs"));
+        let already_shut_down = info.payload().downcast_ref::<&str>().is_some_and(|m| *m == "Already shut down");
+        if from_buffered_upload && already_shut_down {
+            tracing::debug!("an upload whose completion failed cannot be aborted; the write error is retried");
+            return;
+        }
+        default(info)
+    }));
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    install_panic_hook();
     // Payloads, logs, side files, state and tables are for the data dir's owner only: every
     // file the process creates is 0600 and every folder 0700 (delta-rs creates the table files
     // with default modes, so this is set for the whole process). Output files the user names
@@ -544,7 +565,14 @@ fn main() -> std::process::ExitCode {
             }
             Command::Unpack { endpoint, data } => {
                 let data_dir = data.resolve()?;
-                let options = inferlog_unpack::UnpackOptions::default();
+                let mut options = inferlog_unpack::UnpackOptions::default();
+                // The endpoint's feature names, as the gateway's unpacker uses them.
+                if let Some(config) = &data.config {
+                    let config = serve::load_config(&ServeArgs { config: Some(config.clone()), ..ServeArgs::default() })?;
+                    if let Some(settings) = config.endpoints.iter().find(|e| e.name == endpoint) {
+                        options.feature_names = settings.feature_names.clone();
+                    }
+                }
                 let report = inferlog_unpack::unpack_once(&data_dir, &endpoint, &options).await?;
                 print_unpack_report(&endpoint, &report);
                 Ok(())

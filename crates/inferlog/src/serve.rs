@@ -342,7 +342,8 @@ pub async fn run(
             options: CommitterOptions {
                 interval: config.commit_interval,
                 checkpoint_interval: config.checkpoint_interval,
-                ..CommitterOptions::default()
+                max_batch_records: config.commit_max_records,
+                max_batch_bytes: config.commit_max_bytes,
             },
             last_commit_ms: last_commit_ms.clone(),
         };
@@ -359,15 +360,17 @@ pub async fn run(
             };
             tokio::spawn(compactor.run(stop_rx.clone()));
         }
+        let unpack_options = UnpackOptions {
+            checkpoint_interval: config.checkpoint_interval,
+            feature_names: settings.feature_names.clone(),
+            ..UnpackOptions::default()
+        };
         if settings.unpack {
             let unpacker = Unpacker {
                 data_dir: config.data_dir.clone(),
                 endpoint: name.clone(),
                 interval: config.unpack_interval,
-                options: UnpackOptions {
-                    checkpoint_interval: config.checkpoint_interval,
-                    ..UnpackOptions::default()
-                },
+                options: unpack_options.clone(),
             };
             unpackers.push(background_runtime.handle().spawn(unpacker.run(unpack_stop_rx.clone())));
             if let Some(interval) = config.compaction_interval {
@@ -391,7 +394,7 @@ pub async fn run(
                 data_dir: config.data_dir.clone(),
                 endpoint: name.clone(),
                 settings: monitor.clone(),
-                unpack_first: !settings.unpack,
+                unpack_first: (!settings.unpack).then(|| unpack_options.clone()),
                 // An exchange received in a window is recorded when its response ends (up to the
                 // upstream timeout later), then reaches the unpacked table within a commit and
                 // an unpack interval; a second more for the work itself.

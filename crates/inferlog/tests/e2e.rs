@@ -188,3 +188,29 @@ fn metrics_report_requests_and_capture_progress() {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
 }
+
+#[test]
+fn the_demo_reports_drift_of_named_features_and_no_format_artefacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("demo");
+    let out = std::process::Command::new(bin())
+        .args(["demo", "--requests", "150", "--data-dir", data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("ERROR") && !stderr.contains("panicked"), "{stderr}");
+    assert!(stdout.contains("baseline_drift_check"), "{stdout}");
+    // `instances` and `inputs` lists land in the model's named features, like every other format.
+    assert!(!stdout.contains("extra_column_check") && !stdout.contains("missing_column_check"), "{stdout}");
+    let columns = query(&data_dir, "SELECT column_name FROM information_schema.columns WHERE table_name = 'iris_unpacked'");
+    let names: Vec<&str> = columns.iter().filter_map(|c| c["column_name"].as_str()).collect();
+    assert!(names.contains(&"sepal_length_cm") && !names.iter().any(|n| n.starts_with("input_")), "{names:?}");
+    let positional = query(
+        &data_dir,
+        "SELECT count(*) AS n FROM iris_unpacked u JOIN iris_payload p USING (request_id) \
+         WHERE p.request LIKE '{\"instances\":[[%' AND u.sepal_length_cm IS NOT NULL",
+    );
+    assert!(positional[0]["n"].as_u64().unwrap() > 0, "positional instances are unpacked into named columns");
+    assert!(data_dir.join("report.html").exists());
+}

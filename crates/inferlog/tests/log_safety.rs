@@ -166,3 +166,81 @@ fn data_dir_files_are_private_to_their_owner() {
     assert!(std::fs::read_dir(data_dir.join("tables/m_payload/_offload")).is_ok(), "a side file was checked");
     assert!(seen.1 > 5, "files checked: {seen:?}");
 }
+
+/// A tmpfs of a few MiB, unmounted on drop: a disk that really fills (the test machines run
+/// the tests as root with the right to mount).
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: std::path::PathBuf, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(&path).unwrap();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "cannot mount a tmpfs at {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        SmallDisk { path }
+    }
+
+    fn grow(&self, size: &str) {
+        let out = Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Bodies Parquet cannot shrink much: 16 KiB of hex from a fixed pseudo-random sequence.
+fn incompressible_body(i: u64) -> String {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut hex = String::with_capacity(16 * 1024);
+    while hex.len() < 16 * 1024 - 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        hex.push_str(&format!("{x:016x}"));
+    }
+    format!("{{\"inputs\": [\"{hex}\"]}}")
+}
+
+#[test]
+fn a_full_table_disk_holds_records_in_the_log_without_a_panic_and_commits_them_once_it_has_room() {
+    let _exclusive = exclusive();
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The tables on a 2 MiB disk; the log keeps its own disk.
+    let disk = SmallDisk::mount(dir.path().join("small"), "2m");
+    std::os::unix::fs::symlink(&disk.path, dir.path().join("tables")).unwrap();
+    let toml = format!("commit_interval_ms = 200\n{}", endpoint_toml("m", &up.url(), ""));
+    let mut gw = Gateway::start(dir.path(), &toml);
+    let http = client();
+    let n = 300;
+    for i in 0..n {
+        let resp = http.post(gw.url("/endpoints/m/echo")).header("content-type", "application/json").body(incompressible_body(i)).send().unwrap();
+        assert_eq!(resp.status(), 200, "the full disk never reaches the caller");
+    }
+    let failing = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = http.get(gw.url("/metrics")).send().unwrap().text().unwrap();
+        let failures = metrics
+            .lines()
+            .find(|l| l.starts_with("inferlog_table_commit_failures_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if failures > 0.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < failing, "the table's disk filled: {metrics}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    disk.grow("256m");
+    assert_eq!(wait_rows(dir.path(), "m_payload", n as usize, Duration::from_secs(60)), n as usize);
+    assert_eq!(duplicated_request_ids(dir.path()), 0);
+    gw.terminate();
+    let logs = gw.logs();
+    assert!(logs.contains("No space left on device"), "the cause is named: {logs}");
+    assert!(!logs.contains("panicked") && !logs.contains("stack backtrace"), "{logs}");
+}
