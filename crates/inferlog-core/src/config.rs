@@ -62,6 +62,9 @@ impl std::str::FromStr for Durability {
 pub struct ConfigFile {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// Where the tables live: a local path, `file:///…`, `s3://bucket/prefix`, `gs://…`,
+    /// `az://…`; default `{data_dir}/tables`.
+    pub tables_uri: Option<String>,
     pub durability: Option<Durability>,
     /// Upstream response deadline in milliseconds.
     pub upstream_timeout_ms: Option<u64>,
@@ -298,6 +301,8 @@ pub struct CaptureFile {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where the tables are, and the data dir's own files.
+    pub layout: crate::Layout,
     pub durability: Durability,
     pub upstream_timeout: Duration,
     pub request_body_timeout: Duration,
@@ -551,6 +556,7 @@ pub const ENV_PREFIX: &str = "INFERLOG_";
 const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
     "data_dir",
+    "tables_uri",
     "durability",
     "upstream_timeout_ms",
     "request_body_timeout_ms",
@@ -613,14 +619,33 @@ pub fn resolve_data_dir(
     if let Some(dir) = env.filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
-    if let Some(path) = config_file {
-        match read_file(path)?.get("data_dir") {
-            Some(toml::Value::String(dir)) => return Ok(PathBuf::from(dir)),
-            Some(_) => return Err(invalid("data_dir", "must be a string")),
-            None => {}
-        }
+    Ok(file_string(config_file, "data_dir")?.map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from))
+}
+
+/// The tables root of a command, in the same order: `--tables-uri`, `INFERLOG_TABLES_URI`,
+/// the config file's `tables_uri`; `None`: under the data dir.
+pub fn resolve_tables_uri(
+    flag: Option<&str>,
+    env: Option<String>,
+    config_file: Option<&std::path::Path>,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(uri) = flag {
+        return Ok(Some(uri.to_string()));
     }
-    Ok(PathBuf::from(DEFAULT_DATA_DIR))
+    if let Some(uri) = env.filter(|u| !u.is_empty()) {
+        return Ok(Some(uri));
+    }
+    file_string(config_file, "tables_uri")
+}
+
+/// A top-level string key of a config file, when a file is given and has it.
+fn file_string(config_file: Option<&std::path::Path>, key: &str) -> Result<Option<String>, ConfigError> {
+    let Some(path) = config_file else { return Ok(None) };
+    match read_file(path)?.get(key) {
+        Some(toml::Value::String(value)) => Ok(Some(value.clone())),
+        Some(_) => Err(invalid(key, "must be a string")),
+        None => Ok(None),
+    }
 }
 
 /// Applies `INFERLOG_*` variables onto the tree. Values are read as TOML scalars when they
@@ -934,9 +959,21 @@ impl ConfigFile {
             });
         }
 
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let layout = crate::Layout::new(&data_dir, self.tables_uri.as_deref())
+            .map_err(|e| invalid("tables_uri", e.to_string()))?;
+        if !layout.tables_are_local() {
+            if let Some(i) = endpoints.iter().position(|e| e.capture.oversize == Oversize::Offload) {
+                return Err(invalid(
+                    format!("endpoints[{i}].capture.oversize"),
+                    format!("\"offload\" keeps bodies beside local tables; tables_uri is {}", layout.tables_root()),
+                ));
+            }
+        }
         Ok(Config {
             listen,
-            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir,
+            layout,
             durability: self.durability.unwrap_or_default(),
             upstream_timeout: Duration::from_millis(upstream_timeout_ms),
             request_body_timeout: Duration::from_millis(request_body_timeout_ms),

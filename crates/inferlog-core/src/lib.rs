@@ -1,13 +1,15 @@
 //! Shared vocabulary of Inferlog: the captured [`Record`], configuration types and their
-//! validation. No I/O happens here, so every other crate can depend on it cheaply.
+//! validation, and the data [`Layout`]. No I/O happens here, so every other crate can depend on it cheaply.
 
 pub mod config;
+pub mod layout;
 #[cfg(any(test, feature = "fuzz-corpus"))]
 pub mod fuzz_corpus;
 pub mod llm;
 pub mod record;
 
 pub use config::{CaptureSettings, Config, ConfigError, Durability, EndpointSettings};
+pub use layout::{EndpointTable, Layout, LayoutError};
 pub use record::Record;
 
 /// Writes a unit enum variant under its serde name, so what the CLI and the logs print is

@@ -263,7 +263,7 @@ pub fn from_json(body: &[u8]) -> Result<Vec<Label>, LabelError> {
 
 /// Merges labels into `{endpoint}_labels`: a label whose key is already there replaces it.
 pub async fn import(
-    data_dir: &Path,
+    layout: &inferlog_core::Layout,
     endpoint: &str,
     labels: Vec<Label>,
     source: &str,
@@ -280,7 +280,7 @@ pub async fn import(
     if labels.is_empty() {
         return Err(LabelError::Input("no labels to import".into()));
     }
-    let url = inferlog_table::table_url(data_dir, &format!("{endpoint}_labels"))?;
+    let url = layout.labels(endpoint);
     let delta_err = |source: DeltaTableError| LabelError::Delta { url: url.to_string(), source };
     let existing = inferlog_table::load_if_exists(&url).await.map_err(delta_err)?;
     let existing_kind = match existing.version() {

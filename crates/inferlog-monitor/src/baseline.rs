@@ -6,6 +6,7 @@
 //! The files live in `{data_dir}/monitoring/{endpoint}/`. Their format is modelled on
 //! SageMaker Model Monitor's and documented in docs/monitoring.md.
 
+use inferlog_core::Layout;
 use crate::{values, MonitorError};
 use deltalake::arrow::array::{ArrayRef, RecordBatch};
 use deltalake::arrow::compute::cast;
@@ -185,13 +186,13 @@ pub struct Constraints {
 const NOT_MODEL_DATA: [&str; 8] = inferlog_unpack::FIXED_COLUMNS;
 
 /// The folder of an endpoint's baseline.
-pub fn baseline_dir(data_dir: &Path, endpoint: &str) -> PathBuf {
-    data_dir.join("monitoring").join(endpoint)
+pub fn baseline_dir(layout: &Layout, endpoint: &str) -> PathBuf {
+    layout.monitoring_dir(endpoint)
 }
 
 /// Reads `statistics.json` or `constraints.json` of an endpoint's baseline.
-pub fn read_baseline_file<T: serde::de::DeserializeOwned>(data_dir: &Path, endpoint: &str, name: &str) -> Result<T, MonitorError> {
-    let dir = baseline_dir(data_dir, endpoint);
+pub fn read_baseline_file<T: serde::de::DeserializeOwned>(layout: &Layout, endpoint: &str, name: &str) -> Result<T, MonitorError> {
+    let dir = baseline_dir(layout, endpoint);
     let bytes = std::fs::read(dir.join(name)).map_err(|e| {
         MonitorError::NotReady(format!(
             "no baseline for `{endpoint}` in {} ({e}); create one with `inferlog baseline {endpoint} --from FILE`",
@@ -220,7 +221,7 @@ pub struct BaselineReport {
 
 /// Builds and writes an endpoint's baseline.
 pub async fn build(
-    data_dir: &Path,
+    layout: &Layout,
     endpoint: &str,
     source: &BaselineSource,
     options: &BaselineOptions,
@@ -229,7 +230,7 @@ pub async fn build(
     let (df, source_text) = match source {
         BaselineSource::File(path) => (read_file(&ctx, path).await?, path.display().to_string()),
         BaselineSource::Table { since_ms, until_ms } => {
-            (read_window(data_dir, endpoint, *since_ms, *until_ms).await?, window_text(endpoint, *since_ms, *until_ms))
+            (read_window(layout, endpoint, *since_ms, *until_ms).await?, window_text(endpoint, *since_ms, *until_ms))
         }
     };
     let columns = pick_columns(df.schema().as_arrow(), source, options)?;
@@ -265,7 +266,7 @@ pub async fn build(
         features,
     };
     let constraints = suggest_constraints(&statistics);
-    let dir = baseline_dir(data_dir, endpoint);
+    let dir = baseline_dir(layout, endpoint);
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |e: std::io::Error| MonitorError::Io { path, source: e }
@@ -325,12 +326,12 @@ async fn read_file(ctx: &SessionContext, path: &Path) -> Result<DataFrame, Monit
 }
 
 async fn read_window(
-    data_dir: &Path,
+    layout: &Layout,
     endpoint: &str,
     since_ms: Option<i64>,
     until_ms: Option<i64>,
 ) -> Result<DataFrame, MonitorError> {
-    let ctx = inferlog_query::session(data_dir, None).await?;
+    let ctx = inferlog_query::session(layout, None).await?;
     let table = format!("{endpoint}_unpacked");
     let mut filters = vec!["row_index IS NOT NULL".to_string()];
     if let Some(since) = since_ms {

@@ -5,6 +5,7 @@
 //! windows it covers that have its window length and slices, so re-running (or backfilling)
 //! a window never doubles it, and runs of other lengths or slices keep theirs.
 
+use inferlog_core::Layout;
 use crate::baseline::{baseline_dir, read_baseline_file, Constraints, DriftMetric, FeatureConstraints};
 use crate::{values, MonitorError};
 use deltalake::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
@@ -84,24 +85,24 @@ pub(crate) enum ColumnData {
 
 /// [`run`] on a blocking thread: a large window is seconds of computation, which must not
 /// hold up the other tasks of the runtime it is called from (queries, unpacking).
-pub async fn run_blocking(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> Result<MonitorReport, MonitorError> {
-    let (data_dir, endpoint, options) = (data_dir.to_path_buf(), endpoint.to_string(), options.clone());
+pub async fn run_blocking(layout: &Layout, endpoint: &str, options: &MonitorOptions) -> Result<MonitorReport, MonitorError> {
+    let (layout, endpoint, options) = (layout.clone(), endpoint.to_string(), options.clone());
     let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(run(&data_dir, &endpoint, &options)))
+    tokio::task::spawn_blocking(move || handle.block_on(run(&layout, &endpoint, &options)))
         .await
         .map_err(|e| MonitorError::Input(format!("the monitoring run stopped: {e}")))?
 }
 
 /// Runs the monitor over `[since, until)` in windows and writes the three metric tables.
-pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> Result<MonitorReport, MonitorError> {
+pub async fn run(layout: &Layout, endpoint: &str, options: &MonitorOptions) -> Result<MonitorReport, MonitorError> {
     let window = options.window_ms.max(1);
     let until = options
         .until_ms
         .unwrap_or_else(|| chrono::Utc::now().timestamp_millis().div_euclid(window) * window + window);
-    let dir = baseline_dir(data_dir, endpoint);
-    let constraints: Constraints = read_baseline_file(data_dir, endpoint, "constraints.json")?;
+    let dir = baseline_dir(layout, endpoint);
+    let constraints: Constraints = read_baseline_file(layout, endpoint, "constraints.json")?;
     // Only this endpoint's tables: slice expressions are SQL and must not reach others.
-    let ctx = endpoint_session(data_dir, endpoint).await?;
+    let ctx = endpoint_session(layout, endpoint).await?;
     let table = format!("{endpoint}_unpacked");
     let present: Vec<String> = match ctx.table(table.as_str()).await {
         Ok(df) => df.schema().fields().iter().map(|f| f.name().clone()).collect(),
@@ -314,7 +315,7 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
         start = end;
     }
     quality_metrics(&ctx, endpoint, &constraints, &present, since, until, window, &options.slices, &mut report).await?;
-    write_tables(data_dir, endpoint, since, until, window, &options.slices, &report).await?;
+    write_tables(layout, endpoint, since, until, window, &options.slices, &report).await?;
     Ok(report)
 }
 
@@ -322,9 +323,9 @@ pub async fn run(data_dir: &Path, endpoint: &str, options: &MonitorOptions) -> R
 const MAX_WINDOWS: i64 = 100_000;
 
 /// A session with only `endpoint`'s own tables.
-pub(crate) async fn endpoint_session(data_dir: &Path, endpoint: &str) -> Result<deltalake::datafusion::prelude::SessionContext, MonitorError> {
+pub(crate) async fn endpoint_session(layout: &Layout, endpoint: &str) -> Result<deltalake::datafusion::prelude::SessionContext, MonitorError> {
     let own = ["payload", "unpacked", "labels"].map(|suffix| format!("{endpoint}_{suffix}"));
-    Ok(inferlog_query::session_with(data_dir, None, &|table| own.iter().any(|t| t == table)).await?)
+    Ok(inferlog_query::session_with(layout, None, &|table| own.iter().any(|t| t == table)).await?)
 }
 
 /// The time of the table's first instance row.
@@ -822,7 +823,7 @@ fn metric_schema(extra: Vec<Field>) -> SchemaRef {
 /// `window_seconds` existed (null) count as this run's and are replaced.
 #[allow(clippy::too_many_arguments)]
 async fn write_tables(
-    data_dir: &Path,
+    layout: &Layout,
     endpoint: &str,
     since: i64,
     until: i64,
@@ -867,7 +868,7 @@ async fn write_tables(
         .fold(col("slice_key").is_null(), |any, slice| any.or(col("slice_key").eq(lit(slice.clone()))));
     let replaced = col("window_start").gt_eq(at(since)).and(col("window_start").lt(at(until))).and(own_length).and(own_slices);
     for (suffix, batch) in [("profile_metrics", profile), ("drift_metrics", drift), ("violations", violations)] {
-        let url = inferlog_table::table_url(data_dir, &format!("{endpoint}_{suffix}"))?;
+        let url = layout.table(&format!("{endpoint}_{suffix}"));
         let table = inferlog_table::table::open_or_create_with(&url, batch.schema().as_ref(), &[], 100).await?;
         table
             .write(vec![batch])

@@ -2,6 +2,7 @@
 //! current period's data for each monitored column, drift and quality over time from the metric
 //! tables, and the violations.
 
+use inferlog_core::Layout;
 use crate::baseline::{baseline_dir, read_baseline_file, Constraints, FeatureConstraints, Role, Statistics};
 use crate::monitor::{drift_values, read_reference, threshold_for, ColumnData, Prepared};
 use crate::report_html::{Distribution, DriftSummary, FeatureReport, ReportData, Series, ViolationRow};
@@ -10,7 +11,6 @@ use deltalake::arrow::array::{ArrayRef, RecordBatch};
 use deltalake::datafusion::prelude::SessionContext;
 use inferlog_stats::{sturges_edges, Histogram, SortedSample};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Metrics of the whole window shown under "Quality over time", in this order, when present.
 const QUALITY_METRICS: [&str; 14] = [
@@ -39,15 +39,15 @@ pub struct ReportOptions {
 }
 
 /// Collects the report of `endpoint` over the period.
-pub async fn build(data_dir: &Path, endpoint: &str, options: &ReportOptions) -> Result<ReportData, MonitorError> {
+pub async fn build(layout: &Layout, endpoint: &str, options: &ReportOptions) -> Result<ReportData, MonitorError> {
     let (since, until) = (options.since_ms, options.until_ms);
     if since >= until {
         return Err(MonitorError::Input("--since must be before --until".into()));
     }
-    let dir = baseline_dir(data_dir, endpoint);
-    let constraints: Constraints = read_baseline_file(data_dir, endpoint, "constraints.json")?;
-    let statistics: Statistics = read_baseline_file(data_dir, endpoint, "statistics.json")?;
-    let ctx = inferlog_query::session_with(data_dir, None, &|table| table.strip_prefix(endpoint).is_some_and(|rest| {
+    let dir = baseline_dir(layout, endpoint);
+    let constraints: Constraints = read_baseline_file(layout, endpoint, "constraints.json")?;
+    let statistics: Statistics = read_baseline_file(layout, endpoint, "statistics.json")?;
+    let ctx = inferlog_query::session_with(layout, None, &|table| table.strip_prefix(endpoint).is_some_and(|rest| {
         ["_payload", "_unpacked", "_labels", "_profile_metrics", "_drift_metrics", "_violations"].contains(&rest)
     }))
     .await?;

@@ -10,6 +10,7 @@
 //! fails every attempt is logged and not retried later; a process killed mid-delivery sends
 //! the window's alerts again after restart, so receivers deduplicate by `alert_id`.
 
+use inferlog_core::Layout;
 use crate::baseline::baseline_dir;
 use crate::monitor::{run_blocking, MonitorOptions, MonitorReport, Violation};
 use crate::MonitorError;
@@ -27,7 +28,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ScheduledMonitor {
-    pub data_dir: PathBuf,
+    pub layout: Layout,
     pub endpoint: String,
     pub settings: MonitorSettings,
     /// Unpack new payloads before each run (for endpoints without a continuous unpacker),
@@ -58,8 +59,8 @@ struct ScheduleState {
 }
 
 impl ScheduleState {
-    fn path(data_dir: &Path, endpoint: &str) -> PathBuf {
-        baseline_dir(data_dir, endpoint).join("schedule.json")
+    fn path(layout: &Layout, endpoint: &str) -> PathBuf {
+        baseline_dir(layout, endpoint).join("schedule.json")
     }
 
     fn load(path: &Path) -> Self {
@@ -108,12 +109,12 @@ impl ScheduledMonitor {
     pub async fn run_once(&self, alerts: &AlertSender, now_ms: i64) -> Result<ScheduledRun, MonitorError> {
         let _running = self.lock.lock().await;
         if let Some(options) = &self.unpack_first {
-            inferlog_unpack::unpack_once(&self.data_dir, &self.endpoint, options)
+            inferlog_unpack::unpack_once(&self.layout, &self.endpoint, options)
                 .await
                 .map_err(|e| MonitorError::Input(format!("unpacking before monitoring: {e}")))?;
         }
         let window = self.settings.window_ms;
-        let state_path = ScheduleState::path(&self.data_dir, &self.endpoint);
+        let state_path = ScheduleState::path(&self.layout, &self.endpoint);
         let mut state = ScheduleState::load(&state_path);
         let current_end = now_ms.div_euclid(window) * window + window;
         let since = state
@@ -127,7 +128,7 @@ impl ScheduledMonitor {
             slices: self.settings.slices.clone(),
             backfill: false,
         };
-        let report = run_blocking(&self.data_dir, &self.endpoint, &options).await?;
+        let report = run_blocking(&self.layout, &self.endpoint, &options).await?;
         let final_through = (now_ms - self.settle.as_millis() as i64).div_euclid(window) * window;
         let already = state.final_through_ms.unwrap_or(i64::MIN);
         let alerted: Vec<Violation> = report

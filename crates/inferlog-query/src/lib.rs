@@ -1,5 +1,6 @@
-//! SQL over the inference tables: every Delta table under `{data_dir}/tables` is registered
-//! in a DataFusion session under its folder name (`iris_payload`, ...).
+//! SQL over the inference tables: every Delta table under the tables root (local or on an
+//! object store, see `inferlog_core::layout`) is registered in a DataFusion session under its
+//! folder name (`iris_payload`, ...).
 
 mod functions;
 mod output;
@@ -15,13 +16,15 @@ use deltalake::datafusion::execution::memory_pool::{FairSpillPool, TrackConsumer
 use deltalake::datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::DeltaTableBuilder;
-use std::path::Path;
+use inferlog_core::Layout;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    #[error("no tables folder at {0} (has `inferlog serve` run with this --data-dir?)")]
+    #[error("no tables at {0} (has `inferlog serve` run with this --data-dir or --tables-uri?)")]
     NoTables(String),
+    #[error("cannot list the tables at {root}: {message}")]
+    Store { root: String, message: String },
     #[error("cannot open table {table}: {message}")]
     Table { table: String, message: String },
     #[error("{0}")]
@@ -32,17 +35,34 @@ pub enum QueryError {
     Format(String),
 }
 
-/// The Delta tables under `{data_dir}/tables`, as (name, folder).
-pub fn list_tables(data_dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, QueryError> {
-    let dir = data_dir.join("tables");
-    let entries = std::fs::read_dir(&dir).map_err(|_| QueryError::NoTables(dir.display().to_string()))?;
-    let mut out: Vec<_> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join("_delta_log").is_dir())
-        .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
-        .collect();
+/// The Delta tables under the tables root, as (name, URL), by name.
+pub async fn list_tables(layout: &Layout) -> Result<Vec<(String, url::Url)>, QueryError> {
+    use deltalake::logstore::object_store::ObjectStore as _;
+    let root = layout.tables_root();
+    if let Ok(dir) = root.to_file_path() {
+        // A data dir that never held a table, named as such.
+        if !dir.is_dir() {
+            return Err(QueryError::NoTables(dir.display().to_string()));
+        }
+    }
+    let store_err = |e: String| QueryError::Store { root: root.to_string(), message: e };
+    let store = deltalake::logstore::store_for(root, std::iter::empty::<(String, String)>()).map_err(|e| store_err(e.to_string()))?;
+    let listing = store.list_with_delimiter(None).await.map_err(|e| store_err(e.to_string()))?;
+    let mut out = Vec::new();
+    for folder in listing.common_prefixes {
+        let Some(name) = folder.filename().map(str::to_string) else { continue };
+        let url = layout.table(&name);
+        if is_delta_table(&url).await.map_err(|e| store_err(e.to_string()))? {
+            out.push((name, url));
+        }
+    }
     out.sort();
     Ok(out)
+}
+
+async fn is_delta_table(url: &url::Url) -> Result<bool, deltalake::DeltaTableError> {
+    use deltalake::logstore::LogStore as _;
+    DeltaTableBuilder::from_url(url.clone())?.build()?.log_store().is_delta_table_location().await
 }
 
 /// Which version of the tables a session reads (Delta time travel).
@@ -86,18 +106,18 @@ pub fn parse_utc_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> 
 
 /// A session with every table of the data directory registered (at its latest version, or
 /// as of `as_of`), and the `inference_table(...)` and `labeled(...)` table functions.
-pub async fn session(data_dir: &Path, as_of: Option<AsOf>) -> Result<SessionContext, QueryError> {
-    session_with(data_dir, as_of, &|_| true).await
+pub async fn session(layout: &Layout, as_of: Option<AsOf>) -> Result<SessionContext, QueryError> {
+    session_with(layout, as_of, &|_| true).await
 }
 
 /// [`session`] with only the tables `visible` accepts (by name): a caller sees, and can name,
 /// nothing else.
 pub async fn session_with(
-    data_dir: &Path,
+    layout: &Layout,
     as_of: Option<AsOf>,
     visible: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<SessionContext, QueryError> {
-    session_in(data_dir, as_of, visible, Arc::new(RuntimeEnv::default())).await
+    session_in(layout, as_of, visible, Arc::new(RuntimeEnv::default())).await
 }
 
 /// Memory for the sessions that share it: sorts, joins and aggregations of all their
@@ -114,7 +134,7 @@ pub fn memory_limited_runtime(bytes: usize) -> Result<Arc<RuntimeEnv>, QueryErro
 
 /// [`session_with`] on a given runtime (its memory pool, disk manager and object stores).
 pub async fn session_in(
-    data_dir: &Path,
+    layout: &Layout,
     as_of: Option<AsOf>,
     visible: &(dyn Fn(&str) -> bool + Sync),
     runtime: Arc<RuntimeEnv>,
@@ -129,10 +149,8 @@ pub async fn session_in(
         .with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let mut providers = std::collections::HashMap::new();
-    for (name, path) in list_tables(data_dir)?.into_iter().filter(|(name, _)| visible(name)) {
+    for (name, url) in list_tables(layout).await?.into_iter().filter(|(name, _)| visible(name)) {
         let table_err = |message: String| QueryError::Table { table: name.clone(), message };
-        let abs = std::fs::canonicalize(&path).map_err(|e| table_err(e.to_string()))?;
-        let url = url::Url::from_directory_path(&abs).map_err(|_| table_err("not a directory".into()))?;
         let builder = DeltaTableBuilder::from_url(url).map_err(|e| table_err(e.to_string()))?;
         let table = match as_of {
             None => builder.load().await.map_err(|e| table_err(e.to_string()))?,

@@ -1,14 +1,14 @@
 //! The `_audit` table: who changed what, when, and how it went.
 
-use crate::table::{open_or_create_with, table_url};
+use crate::table::open_or_create_with;
 use deltalake::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use deltalake::protocol::SaveMode;
 use inferlog_core::record::AuditEvent;
-use std::path::Path;
+use inferlog_core::Layout;
 use std::sync::Arc;
 
-pub const AUDIT_TABLE: &str = "_audit";
+pub use inferlog_core::layout::AUDIT_TABLE;
 
 fn schema() -> Schema {
     Schema::new(vec![
@@ -21,8 +21,8 @@ fn schema() -> Schema {
     ])
 }
 
-/// Appends `events` to `{data_dir}/tables/_audit` in one commit.
-pub async fn append(data_dir: &Path, events: &[AuditEvent]) -> crate::Result<()> {
+/// Appends `events` to the `_audit` table in one commit.
+pub async fn append(layout: &Layout, events: &[AuditEvent]) -> crate::Result<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -39,7 +39,7 @@ pub async fn append(data_dir: &Path, events: &[AuditEvent]) -> crate::Result<()>
             text(&|e| Some(&e.result)),
         ],
     )?;
-    let url = table_url(data_dir, AUDIT_TABLE)?;
+    let url = layout.audit();
     let table = open_or_create_with(&url, &schema, &[], 100).await?;
     table
         .write(vec![batch])

@@ -22,7 +22,7 @@ pub mod table;
 
 pub use committer::{Committer, CommitterOptions};
 pub use compaction::{compact_once, Compactor, CompactionOptions};
-pub use table::{committed_lsn, load_if_exists, open_or_create, table_url, TableError};
+pub use table::{check_store, committed_lsn, exists, load_if_exists, open_or_create, TableError};
 
 /// Describes this crate's metrics (for `# HELP` on `/metrics`); call once the recorder is
 /// installed.

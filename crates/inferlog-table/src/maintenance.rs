@@ -8,7 +8,7 @@
 //! Erasure ([`Purge::Now`]) removes every replaced file at once, because one may still hold
 //! the erased rows; a reader of an older version may then fail and retry.
 
-use crate::table::table_url;
+use crate::table::exists;
 use deltalake::datafusion::prelude::{col, lit, Expr};
 use deltalake::datafusion::scalar::ScalarValue;
 use crate::TableError;
@@ -19,6 +19,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTableError;
 use inferlog_core::record::{is_offload_path, OFFLOAD_DIR};
 use std::collections::HashSet;
+use inferlog_core::Layout;
 use std::path::Path;
 use std::time::Duration;
 
@@ -46,21 +47,25 @@ const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
 
 /// Deletes the rows matching each predicate from its table (tables that do not exist are
 /// skipped), then removes their data files and offloaded bodies from disk.
-pub async fn delete_where(data_dir: &Path, predicates: &[(String, Expr)], purge: Purge) -> Result<Vec<Deleted>, TableError> {
+pub async fn delete_where(layout: &Layout, predicates: &[(String, Expr)], purge: Purge) -> Result<Vec<Deleted>, TableError> {
     let mut out = Vec::new();
     for (name, predicate) in predicates {
-        let table_dir = data_dir.join("tables").join(name);
-        if !table_dir.join("_delta_log").is_dir() {
+        let url = layout.table(name);
+        if !exists(&url).await? {
             continue;
         }
-        let url = table_url(data_dir, name)?;
+        // Offloaded bodies exist only beside local tables (offloading needs local tables).
+        let table_dir = layout.local_table_dir(name);
         let err = |e| TableError::Delta { url: url.to_string(), source: e };
         let table = deltalake::open_table(url.clone()).await.map_err(err)?;
         let side_files = offloaded_files(&table, predicate).await.map_err(err)?;
         let (table, metrics) = table.delete().with_predicate(predicate.clone()).await.map_err(err)?;
         // First the bodies of the deleted rows: once the commit is in, nothing names them, and
         // a failure further down must not leave them behind for good.
-        let mut files_removed = remove_side_files(&table_dir, &side_files).map_err(err)?;
+        let mut files_removed = match &table_dir {
+            Some(dir) => remove_side_files(dir, &side_files).map_err(err)?,
+            None => 0,
+        };
         let retention = match purge {
             Purge::AfterReaders => chrono::Duration::from_std(crate::CompactionOptions::default().vacuum_retention)
                 .unwrap_or(chrono::Duration::hours(1)),
@@ -73,7 +78,9 @@ pub async fn delete_where(data_dir: &Path, predicates: &[(String, Expr)], purge:
             .await
             .map_err(err)?;
         files_removed += vacuumed.files_deleted.len();
-        files_removed += sweep_orphaned_side_files(&table, &table_dir).await.map_err(err)?;
+        if let Some(dir) = &table_dir {
+            files_removed += sweep_orphaned_side_files(&table, dir).await.map_err(err)?;
+        }
         out.push(Deleted { table: name.clone(), rows: metrics.num_deleted_rows.unwrap_or(0), files_removed });
     }
     Ok(out)

@@ -5,7 +5,6 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::StructType;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
-use std::path::Path;
 use url::Url;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,18 +40,12 @@ fn delta(url: &Url) -> impl FnOnce(DeltaTableError) -> TableError + '_ {
     }
 }
 
-/// The URL of an endpoint's payload table under a data directory.
-pub fn table_url(data_dir: &Path, table_name: &str) -> crate::Result<Url> {
-    let path = data_dir.join("tables").join(table_name);
-    std::fs::create_dir_all(&path).map_err(|e| TableError::Folder {
-        path: path.display().to_string(),
-        source: e,
-    })?;
-    let abs = std::fs::canonicalize(&path).map_err(|e| TableError::Folder {
-        path: path.display().to_string(),
-        source: e,
-    })?;
-    Url::from_directory_path(&abs).map_err(|_| TableError::Location(abs.display().to_string()))
+/// Whether a Delta table is at `url` (its log has a commit). Asks the store, so it holds for
+/// tables on object storage as for local ones.
+pub async fn exists(url: &Url) -> crate::Result<bool> {
+    use deltalake::logstore::LogStore as _;
+    let table = deltalake::DeltaTableBuilder::from_url(url.clone()).and_then(|b| b.build()).map_err(delta(url))?;
+    table.log_store().is_delta_table_location().await.map_err(delta(url))
 }
 
 /// The table at `url` at its latest version, or an unloaded handle (no version) when no table
@@ -136,4 +129,19 @@ pub async fn application_version(table: &DeltaTable, app_id: &str) -> crate::Res
         .transaction_version(table.log_store().as_ref(), app_id)
         .await
         .map_err(delta(&url))
+}
+
+/// How long a start waits for the tables' store to answer.
+pub const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Lists the tables root once: a store that cannot be reached, or refuses the credentials,
+/// is named at start rather than discovered by the first commit.
+pub async fn check_store(root: &Url) -> Result<(), String> {
+    use deltalake::logstore::object_store::ObjectStore as _;
+    let store = deltalake::logstore::store_for(root, std::iter::empty::<(String, String)>()).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(STORE_CHECK_TIMEOUT, store.list_with_delimiter(None)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", STORE_CHECK_TIMEOUT.as_secs())),
+    }
 }

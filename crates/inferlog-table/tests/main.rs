@@ -4,8 +4,9 @@ use deltalake::datafusion::prelude::SessionContext;
 use inferlog_capture::wal::{WalReader, WalWriter};
 use inferlog_capture::LogWriterHandle;
 use inferlog_core::Record;
+use inferlog_core::Layout;
 use inferlog_table::compaction::files_per_partition;
-use inferlog_table::{compact_once, table_url, CompactionOptions, Committer, CommitterOptions};
+use inferlog_table::{compact_once, CompactionOptions, Committer, CommitterOptions};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -75,7 +76,7 @@ impl Fixture {
     fn committer(&self) -> Committer {
         Committer {
             endpoint: "iris".into(),
-            url: table_url(&self.data_dir, "iris_payload").unwrap(),
+            url: Layout::local(&self.data_dir).unwrap().table("iris_payload"),
             app_id: "inferlog-test-iris".into(),
             log: self.log.clone(),
             options: CommitterOptions { max_batch_records: 1000, checkpoint_interval: 10, ..CommitterOptions::default() },
@@ -85,7 +86,7 @@ impl Fixture {
 }
 
 async fn sql(data_dir: &Path, q: &str) -> Vec<u64> {
-    let url = table_url(data_dir, "iris_payload").unwrap();
+    let url = Layout::local(data_dir).unwrap().table("iris_payload");
     let table = deltalake::open_table(url).await.unwrap();
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state()).unwrap();
@@ -216,7 +217,7 @@ async fn compaction_keeps_every_row_exactly_once_while_appends_continue() {
     assert!(checkpoints >= 3, "{checkpoints} checkpoints after 41 commits");
     assert!(log_dir.join("_last_checkpoint").exists());
 
-    let url = table_url(&fx.data_dir, "iris_payload").unwrap();
+    let url = Layout::local(&fx.data_dir).unwrap().table("iris_payload");
     let before = files_per_partition(&deltalake::open_table(url.clone()).await.unwrap()).unwrap();
     assert_eq!(before.len(), 2);
     assert!(before.values().all(|n| *n == 40), "{before:?}");
@@ -254,7 +255,7 @@ async fn a_table_made_before_the_llm_columns_gains_them_on_the_next_commit() {
     let old = deltalake::arrow::datatypes::Schema::new(
         full.fields().iter().filter(|f| !added.contains(&f.name().as_str())).cloned().collect::<Vec<_>>(),
     );
-    let url = table_url(&fx.data_dir, "iris_payload").unwrap();
+    let url = Layout::local(&fx.data_dir).unwrap().table("iris_payload");
     let table = inferlog_table::table::open_or_create_with(&url, &old, &["date"], 10).await.unwrap();
     assert_eq!(table.snapshot().unwrap().schema().fields().count(), old.fields().len());
 

@@ -24,7 +24,6 @@ pub fn describe_metrics() {
     describe_counter!("inferlog_unpack_failures_total", "Background unpack runs that failed (retried)");
 }
 
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -56,7 +55,7 @@ impl UnpackError {
 
 /// Keeps one endpoint's unpacked table a few seconds behind its payload table.
 pub struct Unpacker {
-    pub data_dir: PathBuf,
+    pub layout: inferlog_core::Layout,
     pub endpoint: String,
     pub interval: Duration,
     pub options: UnpackOptions,
@@ -70,7 +69,7 @@ impl Unpacker {
         let mut failures = 0u32;
         loop {
             let stopping = *stop.borrow();
-            match unpack_once(&self.data_dir, &self.endpoint, &self.options).await {
+            match unpack_once(&self.layout, &self.endpoint, &self.options).await {
                 Ok(report) => {
                     failures = 0;
                     if report.requests > 0 {

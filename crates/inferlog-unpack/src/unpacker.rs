@@ -18,7 +18,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use inferlog_payload::{parse_request, parse_response, Instances, Value};
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use inferlog_core::{EndpointTable, Layout};
 use std::sync::{Arc, LazyLock};
 
 /// Application id under which the unpacked table records the last source version it holds.
@@ -97,19 +97,18 @@ pub struct UnpackReport {
 }
 
 /// Unpacks what `{endpoint}_payload` gained since the last run into `{endpoint}_unpacked`.
-pub async fn unpack_once(data_dir: &Path, endpoint: &str, options: &UnpackOptions) -> Result<UnpackReport, UnpackError> {
-    let source_name = format!("{endpoint}_payload");
-    if !data_dir.join("tables").join(&source_name).join("_delta_log").is_dir() {
+pub async fn unpack_once(layout: &Layout, endpoint: &str, options: &UnpackOptions) -> Result<UnpackReport, UnpackError> {
+    let source_url = layout.payload(endpoint);
+    if !inferlog_table::exists(&source_url).await? {
         return Err(UnpackError::NoSource {
             endpoint: endpoint.to_string(),
-            table: source_name,
+            table: EndpointTable::Payload.name(endpoint),
         });
     }
-    let source_url = inferlog_table::table_url(data_dir, &source_name)?;
     let source = deltalake::open_table(source_url.clone())
         .await
         .map_err(|e| UnpackError::delta(&source_url, e))?;
-    let target_url = inferlog_table::table_url(data_dir, &format!("{endpoint}_unpacked"))?;
+    let target_url = layout.unpacked(endpoint);
     let mut target =
         inferlog_table::table::open_or_create_with(
             &target_url,

@@ -4,7 +4,8 @@
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
 use inferlog_core::Record;
-use inferlog_table::{compact_once, table_url, CompactionOptions};
+use inferlog_core::Layout;
+use inferlog_table::{compact_once, CompactionOptions};
 use inferlog_unpack::{unpack_once, UnpackOptions};
 use serde_json::Value;
 use std::path::Path;
@@ -44,7 +45,7 @@ fn record(i: usize, request: &str, content_type: &str, status: i32, response: &s
 }
 
 async fn append(data_dir: &Path, endpoint: &str, records: &[Record]) {
-    let url = table_url(data_dir, &format!("{endpoint}_payload")).unwrap();
+    let url = Layout::local(data_dir).unwrap().table(&format!("{endpoint}_payload"));
     let table = inferlog_table::open_or_create(&url, 100).await.unwrap();
     let batch = inferlog_table::schema::records_to_batch(records).unwrap();
     table
@@ -133,7 +134,7 @@ async fn mlflow_formats_become_typed_rows_per_instance() {
         record(6, "", "application/json", 200, r#"{"status": "ok"}"#),
     ];
     append(dir.path(), "iris", &records).await;
-    let report = unpack_once(dir.path(), "iris", &options()).await.unwrap();
+    let report = unpack_once(&Layout::local(dir.path()).unwrap(), "iris", &options()).await.unwrap();
     assert_eq!(report.requests, 7);
     assert_eq!(report.rows, 3 + 1 + 1 + 1 + 1 + 1);
     assert_eq!(report.errors, 1);
@@ -201,7 +202,7 @@ async fn tf_serving_and_v2_formats_with_named_outputs_and_binary_values() {
         ),
     ];
     append(dir.path(), "tf", &tf).await;
-    let report = unpack_once(dir.path(), "tf", &options()).await.unwrap();
+    let report = unpack_once(&Layout::local(dir.path()).unwrap(), "tf", &options()).await.unwrap();
     assert_eq!((report.rows, report.errors), (3, 0));
     let got = rows(
         dir.path(),
@@ -225,7 +226,7 @@ async fn tf_serving_and_v2_formats_with_named_outputs_and_binary_values() {
         r#"{"model_name": "iris", "id": "42", "outputs": [{"name": "label", "shape": [2], "datatype": "INT64", "data": [0, 1]}, {"name": "proba", "shape": [2, 3], "datatype": "FP32", "data": [0.9, 0.05, 0.05, 0.1, 0.8, 0.1]}]}"#,
     )];
     append(dir.path(), "kserve", &v2).await;
-    unpack_once(dir.path(), "kserve", &options()).await.unwrap();
+    unpack_once(&Layout::local(dir.path()).unwrap(), "kserve", &options()).await.unwrap();
     let got = rows(dir.path(), "SELECT * FROM kserve_unpacked ORDER BY row_index").await;
     assert_eq!(got.len(), 2);
     assert_eq!(got[1]["input_0_0"], 6.7);
@@ -239,7 +240,7 @@ async fn columns_are_added_and_widened_without_failing_a_run() {
     let dir = tempfile::tempdir().unwrap();
     let body = |x: &str, extra: &str| format!(r#"{{"dataframe_records": [{{"x": {x}{extra}}}]}}"#);
     append(dir.path(), "ev", &[record(0, &body("1", ""), "application/json", 200, "[10]")]).await;
-    let first = unpack_once(dir.path(), "ev", &options()).await.unwrap();
+    let first = unpack_once(&Layout::local(dir.path()).unwrap(), "ev", &options()).await.unwrap();
     assert_eq!(first.columns_added, vec!["x".to_string(), "prediction".to_string()]);
     let t = rows(dir.path(), "SELECT arrow_typeof(x) AS t FROM ev_unpacked").await;
     assert_eq!(t[0]["t"], "Int64");
@@ -254,7 +255,7 @@ async fn columns_are_added_and_widened_without_failing_a_run() {
         ],
     )
     .await;
-    let second = unpack_once(dir.path(), "ev", &options()).await.unwrap();
+    let second = unpack_once(&Layout::local(dir.path()).unwrap(), "ev", &options()).await.unwrap();
     assert_eq!(second.requests, 2, "only the new exchanges are read");
     assert_eq!(second.columns_widened, vec!["x".to_string()]);
     assert_eq!(second.columns_added, vec!["y".to_string()]);
@@ -279,15 +280,15 @@ async fn incremental_runs_survive_compaction_and_lost_history() {
         (from..from + n).map(|i| record(i, &body(i), "application/json", 200, &format!("[{i}]"))).collect()
     };
     append(dir.path(), "inc", &batch(0, 10)).await;
-    assert_eq!(unpack_once(dir.path(), "inc", &options()).await.unwrap().rows, 10);
-    let up_to_date = unpack_once(dir.path(), "inc", &options()).await.unwrap();
+    assert_eq!(unpack_once(&Layout::local(dir.path()).unwrap(), "inc", &options()).await.unwrap().rows, 10);
+    let up_to_date = unpack_once(&Layout::local(dir.path()).unwrap(), "inc", &options()).await.unwrap();
     assert_eq!((up_to_date.source_versions, up_to_date.requests), (None, 0));
 
     // New rows, then a compaction (its commits move rows without adding any).
     for k in 0..3 {
         append(dir.path(), "inc", &batch(10 + 5 * k, 5)).await;
     }
-    let url = table_url(dir.path(), "inc_payload").unwrap();
+    let url = Layout::local(dir.path()).unwrap().table("inc_payload");
     let compacted = compact_once(
         &url,
         &CompactionOptions { min_files: 1, vacuum_retention: Duration::from_secs(3600), ..CompactionOptions::default() },
@@ -295,7 +296,7 @@ async fn incremental_runs_survive_compaction_and_lost_history() {
     .await
     .unwrap();
     assert!(compacted.files_removed > 0);
-    let report = unpack_once(dir.path(), "inc", &options()).await.unwrap();
+    let report = unpack_once(&Layout::local(dir.path()).unwrap(), "inc", &options()).await.unwrap();
     assert_eq!((report.requests, report.rows, report.full_scan), (15, 15, false));
 
     // More rows whose files are compacted and vacuumed before the next run: the run
@@ -309,7 +310,7 @@ async fn incremental_runs_survive_compaction_and_lost_history() {
     )
     .await
     .unwrap();
-    let report = unpack_once(dir.path(), "inc", &options()).await.unwrap();
+    let report = unpack_once(&Layout::local(dir.path()).unwrap(), "inc", &options()).await.unwrap();
     assert_eq!((report.requests, report.rows), (10, 10));
     assert!(report.full_scan);
 
@@ -326,7 +327,7 @@ async fn incremental_runs_survive_compaction_and_lost_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_without_a_payload_table_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let err = unpack_once(dir.path(), "nope", &options()).await.unwrap_err().to_string();
+    let err = unpack_once(&Layout::local(dir.path()).unwrap(), "nope", &options()).await.unwrap_err().to_string();
     assert!(err.contains("no endpoint `nope`") && err.contains("nope_payload"), "{err}");
 }
 
@@ -343,12 +344,12 @@ async fn a_comparison_pass_cut_short_is_finished_without_repeating_rows() {
     // four exchanges, marked only with the comparison's target version.
     let scratch = tempfile::tempdir().unwrap();
     append(scratch.path(), "cut", &records[..4]).await;
-    unpack_once(scratch.path(), "cut", &options()).await.unwrap();
+    unpack_once(&Layout::local(scratch.path()).unwrap(), "cut", &options()).await.unwrap();
     let part = rows_as_batches(scratch.path(), "SELECT * FROM cut_unpacked").await;
 
     let dir = tempfile::tempdir().unwrap();
     append(dir.path(), "cut", &records).await; // payload version 1
-    let url = table_url(dir.path(), "cut_unpacked").unwrap();
+    let url = Layout::local(dir.path()).unwrap().table("cut_unpacked");
     let target = inferlog_table::table::open_or_create_with(&url, &inferlog_unpack::fixed_schema(), &["date"], 100)
         .await
         .unwrap();
@@ -364,13 +365,13 @@ async fn a_comparison_pass_cut_short_is_finished_without_repeating_rows() {
         .await
         .unwrap();
 
-    let report = unpack_once(dir.path(), "cut", &options()).await.unwrap();
+    let report = unpack_once(&Layout::local(dir.path()).unwrap(), "cut", &options()).await.unwrap();
     assert!(report.full_scan, "an unfinished comparison is finished by comparing");
     assert_eq!((report.requests, report.rows), (6, 6));
     let got = rows(dir.path(), "SELECT count(*) AS n, count(DISTINCT request_id) AS ids FROM cut_unpacked").await;
     assert_eq!((got[0]["n"].as_i64(), got[0]["ids"].as_i64()), (Some(10), Some(10)));
     // Closed: the next run is incremental again and finds nothing.
-    let again = unpack_once(dir.path(), "cut", &options()).await.unwrap();
+    let again = unpack_once(&Layout::local(dir.path()).unwrap(), "cut", &options()).await.unwrap();
     assert_eq!((again.source_versions, again.full_scan), (None, false));
 }
 
@@ -418,7 +419,7 @@ async fn features_named_like_fixed_columns_or_predictions_always_get_an_input_pr
         ],
     )
     .await;
-    unpack_once(dir.path(), "names", &options()).await.unwrap();
+    unpack_once(&Layout::local(dir.path()).unwrap(), "names", &options()).await.unwrap();
     let got = rows(
         dir.path(),
         "SELECT request_id, input_prediction, input_date, x, prediction FROM names_unpacked ORDER BY request_id",
@@ -450,7 +451,7 @@ async fn positional_features_land_in_the_columns_named_by_feature_names() {
         feature_names: ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"].map(String::from).to_vec(),
         ..options()
     };
-    let report = unpack_once(dir.path(), "iris", &options).await.unwrap();
+    let report = unpack_once(&Layout::local(dir.path()).unwrap(), "iris", &options).await.unwrap();
     assert_eq!((report.rows, report.errors), (4, 0));
     let got = rows(dir.path(), "SELECT * FROM iris_unpacked ORDER BY request_id, row_index").await;
     // One set of feature columns for named and positional payloads alike.

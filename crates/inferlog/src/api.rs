@@ -16,7 +16,6 @@ use inferlog_proxy::auth::{Authenticator, Caller, Role, ANY_ENDPOINT};
 use inferlog_proxy::tls::ClientAddr;
 use inferlog_proxy::{require_json, GatewayError};
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +50,7 @@ impl Drop for BackgroundRuntime {
 }
 
 pub struct ApiState {
-    pub data_dir: PathBuf,
+    pub layout: inferlog_core::Layout,
     pub endpoints: HashSet<String>,
     pub limits: inferlog_query::ReadLimits,
     pub timeout: Duration,
@@ -113,14 +112,14 @@ async fn query(
     require_json(&headers)?;
     let request: QueryRequest = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::BadQuery(format!("expected {{\"sql\": \"...\"}}: {e}")))?;
-    let data_dir = api.data_dir.clone();
+    let layout = api.layout.clone();
     let limits = api.limits;
     let endpoints = api.endpoints.clone();
     let outcome = api
         .queries
         .run(api.timeout, move |runtime| async move {
             let visible = |table: &str| visible_to(&caller, &endpoints, table);
-            let ctx = inferlog_query::session_in(&data_dir, None, &visible, runtime)
+            let ctx = inferlog_query::session_in(&layout, None, &visible, runtime)
                 .await
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;
             inferlog_query::run_read_only(&ctx, &request.sql, limits)
@@ -178,13 +177,13 @@ async fn import_labels(api: &ApiState, name: &str, headers: &HeaderMap, body: &[
         return Err(GatewayError::EndpointNotFound(name.to_string()));
     }
     let labels = inferlog_labels::from_json(body).map_err(|e| GatewayError::BadAdminRequest(e.to_string()))?;
-    let data_dir = api.data_dir.clone();
+    let layout = api.layout.clone();
     let checkpoint_interval = api.checkpoint_interval;
     let endpoint = name.to_string();
     let report = api
         .background
         .handle()
-        .spawn(async move { inferlog_labels::import(&data_dir, &endpoint, labels, "api", checkpoint_interval).await })
+        .spawn(async move { inferlog_labels::import(&layout, &endpoint, labels, "api", checkpoint_interval).await })
         .await
         .map_err(|e| GatewayError::Internal(format!("label import failed: {e}")))?
         .map_err(|e| match e {
@@ -254,7 +253,7 @@ async fn run_monitor(api: &ApiState, name: &str, headers: &HeaderMap, body: &[u8
         slices: request.slices.unwrap_or_else(|| defaults.slices.clone()),
         backfill: request.backfill,
     };
-    let data_dir = api.data_dir.clone();
+    let layout = api.layout.clone();
     let lock = defaults.lock.clone();
     let endpoint = name.to_string();
     let report = api
@@ -262,7 +261,7 @@ async fn run_monitor(api: &ApiState, name: &str, headers: &HeaderMap, body: &[u8
         .handle()
         .spawn(async move {
             let _running = lock.lock().await;
-            inferlog_monitor::run_monitor_blocking(&data_dir, &endpoint, &options).await
+            inferlog_monitor::run_monitor_blocking(&layout, &endpoint, &options).await
         })
         .await
         .map_err(|e| GatewayError::Internal(format!("monitoring run failed: {e}")))?

@@ -67,7 +67,7 @@ async fn send(client: &HttpClient, gateway: SocketAddr, i: usize) -> anyhow::Res
 }
 
 async fn print_query(data_dir: &Path, title: &str, sql: &str) -> anyhow::Result<usize> {
-    let ctx = inferlog_query::session(data_dir, None).await?;
+    let ctx = inferlog_query::session(&inferlog_core::Layout::local(data_dir)?, None).await?;
     let batches = inferlog_query::run_sql(&ctx, sql).await?.batches;
     println!("\n{title}\n  $ inferlog query --data-dir {} \"{sql}\"", data_dir.display());
     println!("{}", inferlog_query::format(&batches, inferlog_query::OutputFormat::Table)?);
@@ -75,7 +75,8 @@ async fn print_query(data_dir: &Path, title: &str, sql: &str) -> anyhow::Result<
 }
 
 async fn recorded_rows(data_dir: &Path) -> usize {
-    let Ok(ctx) = inferlog_query::session(data_dir, None).await else { return 0 };
+    let Ok(layout) = inferlog_core::Layout::local(data_dir) else { return 0 };
+    let Ok(ctx) = inferlog_query::session(&layout, None).await else { return 0 };
     let Ok(result) = inferlog_query::run_sql(&ctx, "SELECT request_id FROM iris_payload").await else { return 0 };
     inferlog_query::row_count(&result.batches)
 }
@@ -205,11 +206,12 @@ pub async fn run(data_dir: &Path, requests: usize) -> anyhow::Result<()> {
 /// A baseline from the model's training data, one monitoring run over the traffic just sent,
 /// and the HTML report; returns the report's path.
 async fn monitor(data_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let layout = inferlog_core::Layout::local(data_dir)?;
     let train = data_dir.join("iris-train.csv");
     std::fs::write(&train, iris::training_csv())?;
     let source = inferlog_monitor::BaselineSource::File(train);
     let options = inferlog_monitor::BaselineOptions { label: Some("species".into()), prediction: Some("predicted".into()) };
-    inferlog_monitor::build_baseline(data_dir, "iris", &source, &options).await?;
+    inferlog_monitor::build_baseline(&layout, "iris", &source, &options).await?;
     let now = chrono::Utc::now().timestamp_millis();
     let options = inferlog_monitor::MonitorOptions {
         window_ms: 3_600_000,
@@ -218,7 +220,7 @@ async fn monitor(data_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
         slices: vec!["model_version".into()],
         backfill: false,
     };
-    let run = inferlog_monitor::run_monitor(data_dir, "iris", &options).await?;
+    let run = inferlog_monitor::run_monitor(&layout, "iris", &options).await?;
     println!(
         "\nMonitored against a baseline of the training data ({} profile, {} drift metrics, {} violations):",
         run.profile.len(),
@@ -240,7 +242,7 @@ async fn monitor(data_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     .await?;
     let report = data_dir.join("report.html");
     let options = inferlog_monitor::ReportOptions { since_ms: now - 3_600_000, until_ms: now + 60_000 };
-    let data = inferlog_monitor::build_report(data_dir, "iris", &options).await?;
+    let data = inferlog_monitor::build_report(&layout, "iris", &options).await?;
     std::fs::write(&report, inferlog_monitor::report_html::render(&data))?;
     Ok(report)
 }

@@ -293,7 +293,9 @@ const DATA_DIR_HELP: &str =
 struct DataDirArgs {
     #[arg(long, value_name = "DIR", help = DATA_DIR_HELP)]
     data_dir: Option<PathBuf>,
-    /// The gateway's TOML config file, read for its data_dir (by unpack also for the endpoint's feature_names).
+    #[arg(long, value_name = "URI", help = TABLES_URI_HELP)]
+    tables_uri: Option<String>,
+    /// The gateway's TOML config file, read for its data_dir and tables_uri (by unpack also for the endpoint's feature_names).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -303,7 +305,16 @@ impl DataDirArgs {
         let env = std::env::var_os(inferlog_core::config::DATA_DIR_ENV);
         Ok(inferlog_core::config::resolve_data_dir(self.data_dir.as_deref(), env, self.config.as_deref())?)
     }
+
+    /// The data dir and the tables root, each found as `serve` finds it.
+    fn layout(&self) -> anyhow::Result<inferlog_core::Layout> {
+        let env = std::env::var(inferlog_core::layout::TABLES_URI_ENV).ok();
+        let tables_uri = inferlog_core::config::resolve_tables_uri(self.tables_uri.as_deref(), env, self.config.as_deref())?;
+        inferlog_core::Layout::new(&self.resolve()?, tables_uri.as_deref()).context("--tables-uri")
+    }
 }
+
+const TABLES_URI_HELP: &str = "Where the tables live: a path, file:///…, s3://bucket/prefix, gs://…, az://… [default: $INFERLOG_TABLES_URI, else the config file's tables_uri, else DATA_DIR/tables]";
 
 #[derive(clap::Args, Clone, Default)]
 pub struct ServeArgs {
@@ -315,6 +326,8 @@ pub struct ServeArgs {
     listen: Option<String>,
     #[arg(long, value_name = "DIR", help = DATA_DIR_HELP)]
     data_dir: Option<PathBuf>,
+    #[arg(long, value_name = "URI", help = TABLES_URI_HELP)]
+    tables_uri: Option<String>,
     /// NAME=URL of an upstream model server; repeatable.
     #[arg(long = "endpoint", value_parser = parse_endpoint)]
     endpoints: Vec<(String, String)>,
@@ -368,13 +381,13 @@ fn print_unpack_report(endpoint: &str, report: &inferlog_unpack::UnpackReport) {
 }
 
 /// Records a command's administrative action in the `_audit` table, as `cli:{user}`.
-async fn audit_cli(data_dir: &std::path::Path, action: &str, endpoint: Option<&str>, detail: String, result: Result<(), String>) -> anyhow::Result<()> {
+async fn audit_cli(layout: &inferlog_core::Layout, action: &str, endpoint: Option<&str>, detail: String, result: Result<(), String>) -> anyhow::Result<()> {
     let who = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
     let mut event = inferlog_core::record::AuditEvent::now(&who, action, endpoint, detail, result);
     // The rules the gateway saved: a token's name is redacted here as in the gateway's events.
     let key = std::env::var(format!("{}REDACTION_KEY", inferlog_core::config::ENV_PREFIX)).ok();
-    inferlog_capture::redact::load_audit_redactor(data_dir, key.as_deref()).map_err(anyhow::Error::msg)?.apply_to_audit(&mut event);
-    inferlog_table::audit::append(data_dir, &[event]).await.context("cannot write the _audit table")?;
+    inferlog_capture::redact::load_audit_redactor(layout.data_dir(), key.as_deref()).map_err(anyhow::Error::msg)?.apply_to_audit(&mut event);
+    inferlog_table::audit::append(layout, &[event]).await.context("cannot write the _audit table")?;
     Ok(())
 }
 
@@ -382,51 +395,56 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     use inferlog_proxy::auth::{Grant, TokenStore};
     match command {
         TokenCommand::Create { data, name, role, endpoint } => {
-            let data_dir = data.resolve()?;
+            let layout = data.layout()?;
+                let data_dir = layout.data_dir();
             check_grant_target(&endpoint)?;
             let created = TokenStore::new(&data_dir).create(&name, vec![Grant { endpoint: endpoint.clone(), role }]);
             let detail = format!("name={name} role={role}");
-            audit_cli(&data_dir, "token.create", Some(&endpoint), detail, created.as_ref().map(|_| ()).map_err(Clone::clone)).await?;
+            audit_cli(&layout, "token.create", Some(&endpoint), detail, created.as_ref().map(|_| ()).map_err(Clone::clone)).await?;
             let secret = created.map_err(anyhow::Error::msg)?;
             println!("token `{name}` holds `{role}` on `{endpoint}`; its secret (shown once, send it as Authorization: Bearer ...):");
             println!("{secret}");
         }
         TokenCommand::List { data } => {
-            let data_dir = data.resolve()?;
+            let layout = data.layout()?;
+                let data_dir = layout.data_dir();
             for t in TokenStore::new(&data_dir).list()? {
                 let grants: Vec<String> = t.grants.iter().map(|g| format!("{} on {}", g.role, g.endpoint)).collect();
                 println!("{}\t{}\tcreated {}", t.name, grants.join(", "), t.created_at);
             }
         }
         TokenCommand::Grant { data, name, role, endpoint } => {
-            let data_dir = data.resolve()?;
+            let layout = data.layout()?;
+                let data_dir = layout.data_dir();
             check_grant_target(&endpoint)?;
             let result = match TokenStore::new(&data_dir).grant(&name, &endpoint, role) {
                 Ok(Some(_)) => Ok(()),
                 Ok(None) => Err(format!("no token named `{name}`")),
                 Err(e) => Err(e),
             };
-            audit_cli(&data_dir, "grant", Some(&endpoint), format!("name={name} role={role}"), result.clone()).await?;
+            audit_cli(&layout, "grant", Some(&endpoint), format!("name={name} role={role}"), result.clone()).await?;
             result.map_err(anyhow::Error::msg)?;
             println!("token `{name}` holds `{role}` on `{endpoint}`");
         }
         TokenCommand::Ungrant { data, name, endpoint } => {
-            let data_dir = data.resolve()?;
+            let layout = data.layout()?;
+                let data_dir = layout.data_dir();
             let result = match TokenStore::new(&data_dir).ungrant(&name, &endpoint) {
                 Ok(Some(true)) => Ok(()),
                 Ok(Some(false)) => Err(format!("token `{name}` holds no role on `{endpoint}`")),
                 Ok(None) => Err(format!("no token named `{name}`")),
                 Err(e) => Err(e),
             };
-            audit_cli(&data_dir, "ungrant", Some(&endpoint), format!("name={name}"), result.clone()).await?;
+            audit_cli(&layout, "ungrant", Some(&endpoint), format!("name={name}"), result.clone()).await?;
             result.map_err(anyhow::Error::msg)?;
             println!("token `{name}` holds no role on `{endpoint}` now");
         }
         TokenCommand::Revoke { data, name } => {
-            let data_dir = data.resolve()?;
+            let layout = data.layout()?;
+                let data_dir = layout.data_dir();
             let revoked = TokenStore::new(&data_dir).revoke(&name).map_err(anyhow::Error::msg)?;
             let result = if revoked { Ok(()) } else { Err(format!("no token named `{name}`")) };
-            audit_cli(&data_dir, "token.revoke", None, format!("name={name}"), result.clone()).await?;
+            audit_cli(&layout, "token.revoke", None, format!("name={name}"), result.clone()).await?;
             result.map_err(anyhow::Error::msg)?;
             println!("token `{name}` revoked");
         }
@@ -548,8 +566,8 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Query { data, format, output, as_of, sql } => {
-                let data_dir = data.resolve()?;
-                let ctx = inferlog_query::session(&data_dir, as_of).await?;
+                let layout = data.layout()?;
+                let ctx = inferlog_query::session(&layout, as_of).await?;
                 let result = inferlog_query::run_sql(&ctx, &sql).await?;
                 if let Some(path) = output {
                     inferlog_query::write_output(&result, &path, format)?;
@@ -564,7 +582,7 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Unpack { endpoint, data } => {
-                let data_dir = data.resolve()?;
+                let layout = data.layout()?;
                 let mut options = inferlog_unpack::UnpackOptions::default();
                 // The endpoint's feature names, as the gateway's unpacker uses them.
                 if let Some(config) = &data.config {
@@ -573,22 +591,22 @@ fn main() -> std::process::ExitCode {
                         options.feature_names = settings.feature_names.clone();
                     }
                 }
-                let report = inferlog_unpack::unpack_once(&data_dir, &endpoint, &options).await?;
+                let report = inferlog_unpack::unpack_once(&layout, &endpoint, &options).await?;
                 print_unpack_report(&endpoint, &report);
                 Ok(())
             }
             Command::Labels {
                 command: LabelsCommand::Import { endpoint, file, key, label, row_index, data },
             } => {
-                let data_dir = data.resolve()?;
+                let layout = data.layout()?;
                 let source = file.display().to_string();
                 let imported = async {
                     let labels = inferlog_labels::read_file(&file, key, &label, row_index.as_deref()).await?;
-                    inferlog_labels::import(&data_dir, &endpoint, labels, &source, 100).await
+                    inferlog_labels::import(&layout, &endpoint, labels, &source, 100).await
                 }
                 .await;
                 let result = imported.as_ref().map(|_| ()).map_err(|e| e.to_string());
-                audit_cli(&data_dir, "labels.import", Some(&endpoint), source.clone(), result).await?;
+                audit_cli(&layout, "labels.import", Some(&endpoint), source.clone(), result).await?;
                 let report = imported?;
                 println!(
                     "{} labels merged into {endpoint}_labels ({} replaced an earlier label; table version {})",
@@ -597,7 +615,8 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Generate { endpoint, data, rows, days, rows_per_commit } => {
-                let data_dir = data.resolve()?;
+                let layout = data.layout()?;
+                let data_dir = layout.data_dir();
                 synth::generate(synth::GenerateArgs {
                     data_dir: &data_dir,
                     endpoint: &endpoint,
@@ -608,13 +627,13 @@ fn main() -> std::process::ExitCode {
                 .await
             }
             Command::Baseline { endpoint, from, from_table: _, since, until, label, prediction, data } => {
-                let data_dir = data.resolve()?;
+                let layout = data.layout()?;
                 let source = match from {
                     Some(path) => inferlog_monitor::BaselineSource::File(path),
                     None => inferlog_monitor::BaselineSource::Table { since_ms: utc_millis(since)?, until_ms: utc_millis(until)? },
                 };
                 let options = inferlog_monitor::BaselineOptions { label, prediction };
-                let report = inferlog_monitor::build_baseline(&data_dir, &endpoint, &source, &options).await?;
+                let report = inferlog_monitor::build_baseline(&layout, &endpoint, &source, &options).await?;
                 println!(
                     "baseline of {} columns from {} rows written to {}",
                     report.statistics.features.len(),
@@ -627,7 +646,7 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Monitor { endpoint, window, since, until, backfill, slices, data } => {
-                let data_dir = data.resolve()?;
+                let layout = data.layout()?;
                 let options = inferlog_monitor::MonitorOptions {
                     window_ms: window,
                     since_ms: utc_millis(since)?,
@@ -635,7 +654,7 @@ fn main() -> std::process::ExitCode {
                     slices,
                     backfill,
                 };
-                let report = inferlog_monitor::run_monitor(&data_dir, &endpoint, &options).await?;
+                let report = inferlog_monitor::run_monitor(&layout, &endpoint, &options).await?;
                 let drifted = report.drift.iter().filter(|d| d.drifted && d.compared_to == "baseline").count();
                 // Every metric of every slice counts as drifted here; a violation is raised only
                 // by each column's own drift metric (constraints.json), hence two numbers.
@@ -658,11 +677,11 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Report { endpoint, output, since, until, data } => {
-                let data_dir = data.resolve()?;
+                let layout = data.layout()?;
                 let until_ms = utc_millis(until)?.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
                 let since_ms = utc_millis(since)?.unwrap_or(until_ms - 86_400_000);
                 let options = inferlog_monitor::ReportOptions { since_ms, until_ms };
-                let data = inferlog_monitor::build_report(&data_dir, &endpoint, &options).await?;
+                let data = inferlog_monitor::build_report(&layout, &endpoint, &options).await?;
                 std::fs::write(&output, inferlog_monitor::report_html::render(&data))
                     .with_context(|| format!("cannot write {}", output.display()))?;
                 println!(
@@ -677,7 +696,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Token { command } => token_command(command).await,
             Command::Optimize { endpoint, data } => {
-                let data_dir = data.resolve()?;
+                let layout = data.layout()?;
                 let options = inferlog_table::CompactionOptions {
                     min_files: 1,
                     vacuum_retention: std::time::Duration::ZERO,
@@ -686,17 +705,17 @@ fn main() -> std::process::ExitCode {
                 let mut lines = Vec::new();
                 let mut failure = None;
                 for table in [format!("{endpoint}_payload"), format!("{endpoint}_unpacked")] {
-                    if !data_dir.join("tables").join(&table).join("_delta_log").is_dir() {
+                    let url = layout.table(&table);
+                    if !inferlog_table::exists(&url).await? {
                         continue;
                     }
-                    let url = inferlog_table::table_url(&data_dir, &table)?;
                     match inferlog_table::compact_once(&url, &options).await {
                         Ok(r) => lines.push(format!("{table}: {} files merged into {}, {} removed from disk", r.files_removed, r.files_added, r.files_vacuumed)),
                         Err(e) => failure = Some(format!("{table}: {e}")),
                     }
                 }
                 let result = failure.clone().map_or(Ok(()), Err);
-                audit_cli(&data_dir, "optimize", Some(&endpoint), lines.join("; "), result).await?;
+                audit_cli(&layout, "optimize", Some(&endpoint), lines.join("; "), result).await?;
                 if let Some(f) = failure {
                     anyhow::bail!(f);
                 }
@@ -709,17 +728,17 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Retention { endpoint, older_than, data } => {
-                let data_dir = data.resolve()?;
+                let layout = data.layout()?;
                 let cutoff = chrono::Utc::now().timestamp_millis() - older_than;
                 let predicates = inferlog_table::maintenance::retention_predicates(&endpoint, cutoff);
-                let result = inferlog_table::maintenance::delete_where(&data_dir, &predicates, Purge::AfterReaders).await;
+                let result = inferlog_table::maintenance::delete_where(&layout, &predicates, Purge::AfterReaders).await;
                 let detail = format!("older than {} ms (before {cutoff})", older_than);
-                audit_cli(&data_dir, "retention", Some(&endpoint), detail, result.as_ref().map(|_| ()).map_err(|e| e.to_string())).await?;
+                audit_cli(&layout, "retention", Some(&endpoint), detail, result.as_ref().map(|_| ()).map_err(|e| e.to_string())).await?;
                 print_deleted(&result?);
                 Ok(())
             }
             Command::Erase { endpoint, client_request_id, request_id, data } => {
-                let data_dir = data.resolve()?;
+                let layout = data.layout()?;
                 // The exchanges' request ids, so labels keyed by them and shadows go too.
                 let mut ids: Vec<String> = request_id.clone().into_iter().collect();
                 if let Some(client) = &client_request_id {
@@ -729,21 +748,21 @@ fn main() -> std::process::ExitCode {
                     );
                     // No payload table: nothing to find. Any other failure stops the erasure,
                     // which would otherwise leave the labels keyed by these request ids.
-                    if data_dir.join("tables").join(format!("{endpoint}_payload")).is_dir() {
-                        let ctx = inferlog_query::session(&data_dir, None).await?;
+                    if inferlog_table::exists(&layout.payload(&endpoint)).await? {
+                        let ctx = inferlog_query::session(&layout, None).await?;
                         let result = inferlog_query::run_sql(&ctx, &sql).await?;
                         let text = inferlog_query::format(&result.batches, inferlog_query::OutputFormat::Json)?;
                         ids.extend(text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["request_id"].as_str().map(str::to_string)));
                     }
                 }
                 let predicates = inferlog_table::maintenance::erasure_predicates(&endpoint, client_request_id.as_deref(), &ids);
-                let result = inferlog_table::maintenance::delete_where(&data_dir, &predicates, Purge::Now).await;
+                let result = inferlog_table::maintenance::delete_where(&layout, &predicates, Purge::Now).await;
                 let detail = match (&client_request_id, &request_id) {
                     (Some(c), _) => format!("client_request_id={c}"),
                     (None, Some(r)) => format!("request_id={r}"),
                     _ => String::new(),
                 };
-                audit_cli(&data_dir, "erase", Some(&endpoint), detail, result.as_ref().map(|_| ()).map_err(|e| e.to_string())).await?;
+                audit_cli(&layout, "erase", Some(&endpoint), detail, result.as_ref().map(|_| ()).map_err(|e| e.to_string())).await?;
                 print_deleted(&result?);
                 Ok(())
             }

@@ -5,7 +5,6 @@
 use inferlog_core::config::RetentionSettings;
 use inferlog_core::record::AuditEvent;
 use inferlog_table::maintenance::Purge;
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -15,7 +14,7 @@ const FIRST_RUN_AFTER: Duration = Duration::from_secs(10);
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 pub struct ScheduledRetention {
-    pub data_dir: PathBuf,
+    pub layout: inferlog_core::Layout,
     pub endpoint: String,
     pub settings: RetentionSettings,
     pub audit: mpsc::Sender<AuditEvent>,
@@ -43,7 +42,7 @@ impl ScheduledRetention {
     pub async fn run_once(&self) -> bool {
         let cutoff = chrono::Utc::now().timestamp_millis() - self.settings.older_than_ms;
         let predicates = inferlog_table::maintenance::retention_predicates(&self.endpoint, cutoff);
-        let result = inferlog_table::maintenance::delete_where(&self.data_dir, &predicates, Purge::AfterReaders).await;
+        let result = inferlog_table::maintenance::delete_where(&self.layout, &predicates, Purge::AfterReaders).await;
         let detail = format!("older than {} ms (before {cutoff})", self.settings.older_than_ms);
         match &result {
             Ok(deleted) => {

@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::routing::get;
 use inferlog_capture::{start_log_writer, CaptureHandle};
 use inferlog_core::config::{self, Config};
+use inferlog_core::EndpointTable;
 use inferlog_proxy::tls::ClientAddr;
 use inferlog_proxy::server::{ConnectionLimits, ConnectionSlots};
 use inferlog_proxy::{CaptureState, CaptureStateStore, Endpoint, Gateway, GatewayOptions, TrafficState, TrafficStateStore};
@@ -42,6 +43,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     config::tree_from_flags(None, None, None, &args.endpoints, &mut tree);
     config::apply_env(&mut tree, std::env::vars())?;
     config::tree_from_flags(args.listen.as_deref(), args.data_dir.as_deref(), args.durability, &[], &mut tree);
+    if let Some(uri) = &args.tables_uri {
+        tree.insert("tables_uri".into(), toml::Value::String(uri.clone()));
+    }
     let config = config::read_tree(tree)?.validate()?;
     if config.endpoints.is_empty() {
         anyhow::bail!("no endpoints configured: give --endpoint NAME=URL or an [[endpoints]] section");
@@ -281,13 +285,19 @@ pub async fn run(
         Some(tls) => Some(inferlog_proxy::tls::server_config(&tls.cert, &tls.key).context("tls")?),
         None => None,
     };
+    if !config.layout.tables_are_local() {
+        let root = config.layout.tables_root();
+        inferlog_table::check_store(root)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the tables at {root}: {e}"))?;
+    }
     let mut runtimes = Vec::new();
     let mut endpoints = Vec::new();
     let mut background = Vec::new();
     let mut writer_threads = Vec::new();
     for (settings, (state, traffic)) in config.endpoints.iter().zip(live) {
         let name = settings.name.clone();
-        let url = inferlog_table::table_url(&config.data_dir, &format!("{name}_payload"))?;
+        let url = config.layout.payload(&name);
         let app_id = format!("inferlog-{instance}-{name}");
         // Which records the table already holds; if the table cannot be reached now the log's
         // own numbering carries on and the committer catches up later.
@@ -324,8 +334,11 @@ pub async fn run(
             },
             inferlog_capture::Prepare {
                 redactor: (!redactor.is_empty()).then(|| Arc::new(redactor)),
-                offloader: (settings.capture.oversize == inferlog_core::config::Oversize::Offload).then(|| inferlog_capture::offload::Offloader {
-                    table_dir: config.data_dir.join("tables").join(format!("{name}_payload")),
+                // Validation allows offloading only to local tables.
+                offloader: config.layout.local_table_dir(&EndpointTable::Payload.name(&name))
+                    .filter(|_| settings.capture.oversize == inferlog_core::config::Oversize::Offload)
+                    .map(|table_dir| inferlog_capture::offload::Offloader {
+                    table_dir,
                     inline_max: settings.capture.max_payload_bytes,
                     fsync: config.durability == inferlog_core::Durability::Fsync,
                 }),
@@ -367,7 +380,7 @@ pub async fn run(
         };
         if settings.unpack {
             let unpacker = Unpacker {
-                data_dir: config.data_dir.clone(),
+                layout: config.layout.clone(),
                 endpoint: name.clone(),
                 interval: config.unpack_interval,
                 options: unpack_options.clone(),
@@ -377,7 +390,7 @@ pub async fn run(
                 // The unpacked table gains a small file per pass too.
                 let compactor = Compactor {
                     endpoint: format!("{name}_unpacked"),
-                    url: inferlog_table::table_url(&config.data_dir, &format!("{name}_unpacked"))?,
+                    url: config.layout.unpacked(&name),
                     options: CompactionOptions {
                         interval,
                         min_files: config.compaction_min_files,
@@ -391,7 +404,7 @@ pub async fn run(
         monitor_locks.insert(name.clone(), monitor_lock.clone());
         if let Some(monitor) = &settings.monitor {
             let scheduled = ScheduledMonitor {
-                data_dir: config.data_dir.clone(),
+                layout: config.layout.clone(),
                 endpoint: name.clone(),
                 settings: monitor.clone(),
                 unpack_first: (!settings.unpack).then(|| unpack_options.clone()),
@@ -418,12 +431,12 @@ pub async fn run(
     inferlog_capture::redact::save_audit_rules(&config.data_dir, &audit_rules).context("cannot save the _audit table's redaction rules")?;
     let audit_redactor = inferlog_capture::redact::Redactor::new(&audit_rules, config.redaction_key.as_deref())
         .map_err(|e| anyhow::anyhow!("redaction of the _audit table: {e}"))?;
-    let audit_writer = background_runtime.handle().spawn(write_audit(config.data_dir.clone(), audit_events, audit_redactor));
+    let audit_writer = background_runtime.handle().spawn(write_audit(config.layout.clone(), audit_events, audit_redactor));
     let mut retention_tasks = Vec::new();
     for settings in &config.endpoints {
         if let Some(retention) = &settings.retention {
             let scheduled = crate::retention::ScheduledRetention {
-                data_dir: config.data_dir.clone(),
+                layout: config.layout.clone(),
                 endpoint: settings.name.clone(),
                 settings: retention.clone(),
                 audit: audit.clone(),
@@ -460,7 +473,7 @@ pub async fn run(
             .collect(),
     });
     let api_state = Arc::new(ApiState {
-        data_dir: config.data_dir.clone(),
+        layout: config.layout.clone(),
         endpoints: config.endpoints.iter().map(|e| e.name.clone()).collect(),
         limits: inferlog_query::ReadLimits {
             max_rows: config.query_max_rows,
@@ -494,7 +507,7 @@ pub async fn run(
 
     let addr = listener.local_addr()?;
     let scheme = if listener_tls.is_some() { "https" } else { "http" };
-    tracing::info!(listen = %addr, %scheme, data_dir = %config.data_dir.display(), durability = %config.durability,
+    tracing::info!(listen = %addr, %scheme, data_dir = %config.data_dir.display(), tables = %config.layout.tables_root(), durability = %config.durability,
         max_connections, open_files,
         endpoints = ?config.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), "inferlog gateway ready");
     // Tools that start the gateway on port 0 read the address from this line.
@@ -572,14 +585,14 @@ pub async fn run(
 }
 
 async fn write_audit(
-    data_dir: std::path::PathBuf,
+    layout: inferlog_core::Layout,
     mut events: tokio::sync::mpsc::Receiver<inferlog_core::record::AuditEvent>,
     redactor: inferlog_capture::redact::Redactor,
 ) {
     let mut batch = Vec::new();
     while events.recv_many(&mut batch, 1000).await > 0 {
         batch.iter_mut().for_each(|event| redactor.apply_to_audit(event));
-        if let Err(e) = inferlog_table::audit::append(&data_dir, &batch).await {
+        if let Err(e) = inferlog_table::audit::append(&layout, &batch).await {
             tracing::error!(error = %e, events = batch.len(), "cannot write to the _audit table");
         }
         batch.clear();

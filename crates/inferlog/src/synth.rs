@@ -19,7 +19,7 @@ pub struct GenerateArgs<'a> {
 /// Writes `rows` exchanges in time order, `rows_per_commit` per Delta commit (one file per
 /// date partition each), like a gateway whose small files have been compacted.
 pub async fn generate(args: GenerateArgs<'_>) -> anyhow::Result<()> {
-    let url = inferlog_table::table_url(args.data_dir, &format!("{}_payload", args.endpoint))?;
+    let url = inferlog_core::Layout::local(args.data_dir)?.payload(args.endpoint);
     let mut table = inferlog_table::open_or_create(&url, 100).await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let span_ms = i64::from(args.days.max(1)) * 86_400_000;

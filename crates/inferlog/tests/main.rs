@@ -19,6 +19,7 @@ mod metrics;
 mod monitoring;
 mod monitoring_fixes;
 mod net;
+mod object_store;
 mod query_limits;
 mod redaction;
 mod retention;

@@ -326,7 +326,7 @@ pub fn query(data_dir: &FsPath, sql: &str) -> Vec<Value> {
 pub fn try_query(data_dir: &FsPath, sql: &str) -> Result<Vec<Value>, String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let ctx = inferlog_query::session(data_dir, None).await.map_err(|e| e.to_string())?;
+        let ctx = inferlog_query::session(&inferlog_core::Layout::local(data_dir).unwrap(), None).await.map_err(|e| e.to_string())?;
         let result = inferlog_query::run_sql(&ctx, sql).await.map_err(|e| e.to_string())?;
         let text = inferlog_query::format(&result.batches, inferlog_query::OutputFormat::Json).map_err(|e| e.to_string())?;
         Ok(text.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
@@ -362,4 +362,62 @@ pub fn row(data_dir: &FsPath, table: &str, request_id: &str) -> Value {
 
 pub fn endpoint_toml(name: &str, upstream: &str, capture: &str) -> String {
     format!("[[endpoints]]\nname = \"{name}\"\nupstream = \"{upstream}\"\n[endpoints.capture]\n{capture}\n")
+}
+
+/// The virtualenv's interpreter, which `scripts/test` makes and names in `INTEROP_PYTHON`.
+pub fn python() -> String {
+    std::env::var("INTEROP_PYTHON").expect("INTEROP_PYTHON is not set: run the tests with scripts/test, which installs the Python packages")
+}
+
+/// An S3-compatible server (moto, in memory, one request at a time so conditional writes are
+/// atomic) on an ephemeral loopback port, with the bucket `inferlog`; stopped on drop.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        Self::start_with(&[])
+    }
+
+    /// With extra environment for moto (e.g. to make it check credentials).
+    pub fn start_with(env: &[(&str, &str)]) -> S3Server {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/s3_server.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            // One line per request: nobody reads it, so it must not fill a pipe.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the S3 server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let endpoint = line.trim().strip_prefix("s3 listening on ").unwrap_or_else(|| panic!("the S3 server did not start: {line:?}")).to_string();
+        S3Server { child, endpoint }
+    }
+
+    /// The variables every client of the store is given (the documented set).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ]
+    }
+
+    /// `inferlog ARGS` with the store's variables; the output (status, stdout, stderr).
+    pub fn inferlog(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin()).args(args).envs(self.env()).output().unwrap()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,125 @@
+//! Tables on an S3-compatible object store: the gateway commits there, every command reads
+//! and writes there, and other engines (Python deltalake, polars, DuckDB) read the same rows
+//! straight from the store.
+
+use crate::support::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TABLES: &str = "s3://inferlog/prod";
+
+fn json_lines(out: &std::process::Output) -> Vec<Value> {
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn query_store(s3: &S3Server, data_dir: &std::path::Path, sql: &str) -> Vec<Value> {
+    json_lines(&s3.inferlog(&["query", "--data-dir", data_dir.to_str().unwrap(), "--tables-uri", TABLES, "--format", "json", sql]))
+}
+
+/// The rows another engine reads from the store: `s3_read.py ENGINE URI SQL`.
+fn read_with(s3: &S3Server, engine: &str, table: &str, sql: &str) -> Vec<Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3_read.py");
+    let out = Command::new(python()).args([script, engine, &format!("{TABLES}/{table}"), sql]).envs(s3.env()).output().unwrap();
+    json_lines(&out)
+}
+
+#[test]
+fn tables_on_s3_hold_every_exchange_once_and_every_engine_reads_the_same_rows() {
+    let s3 = S3Server::start();
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!("tables_uri = \"{TABLES}\"\ncommit_interval_ms = 200\n{}", endpoint_toml("m", &up.url(), ""));
+    let mut command = Command::new(bin());
+    command.envs(s3.env());
+    let mut gw = Gateway::start_command(dir.path(), &toml, command);
+    let http = client();
+    let n = 40;
+    for i in 0..n {
+        let resp = http.post(gw.url("/endpoints/m/echo")).header("content-type", "application/json").body(format!("{{\"inputs\": [[{i}, {}]]}}", i * 2)).send().unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let rows = query_store(&s3, dir.path(), "SELECT request_id, status_code, request FROM m_payload ORDER BY request_id");
+        if rows.len() >= n || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(rows.len(), n, "every exchange once");
+    assert!(!dir.path().join("tables").exists(), "nothing of the tables on local disk");
+    assert!(dir.path().join("wal/m").is_dir(), "the log stays local");
+
+    let expected: Vec<(String, i64)> = rows.iter().map(|r| (r["request_id"].as_str().unwrap().to_string(), r["status_code"].as_i64().unwrap())).collect();
+    for engine in ["deltalake", "polars", "duckdb"] {
+        let got = read_with(&s3, engine, "m_payload", "SELECT request_id, status_code FROM m_payload");
+        let got: Vec<(String, i64)> = got.iter().map(|r| (r["request_id"].as_str().unwrap().to_string(), r["status_code"].as_i64().unwrap())).collect();
+        assert_eq!(got, expected, "{engine} reads what inferlog query reads");
+    }
+
+    // Commands on the store: unpack, then query what it wrote.
+    let unpack = s3.inferlog(&["unpack", "m", "--data-dir", dir.path().to_str().unwrap(), "--tables-uri", TABLES]);
+    assert!(unpack.status.success(), "{}", String::from_utf8_lossy(&unpack.stderr));
+    let unpacked = query_store(&s3, dir.path(), "SELECT count(*) AS n, count(input_1) AS with_feature FROM m_unpacked");
+    assert_eq!((unpacked[0]["n"].as_u64(), unpacked[0]["with_feature"].as_u64()), (Some(n as u64), Some(n as u64)));
+
+    // The profile every engine reads: reader 1, writer 2, no table features.
+    for table in ["m_payload", "m_unpacked"] {
+        let protocol = read_with(&s3, "protocol", table, "");
+        assert_eq!(protocol[0]["min_reader_version"], 1, "{table}: {protocol:?}");
+        assert_eq!(protocol[0]["min_writer_version"], 2, "{table}: {protocol:?}");
+    }
+    gw.terminate();
+    let logs = gw.logs();
+    assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
+    assert!(logs.contains(&format!("tables={TABLES}/")), "the start names where the tables are: {logs}");
+}
+
+/// Starts `inferlog serve` on the store of `env`, expecting it to refuse; its one error line.
+fn refused_start(env: &[(&'static str, String)]) -> String {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap(), "--tables-uri", TABLES])
+        .args(["--endpoint", &format!("m={}", up.url())])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(error.contains(&format!("cannot reach the tables at {TABLES}/")), "{error}");
+    error.to_string()
+}
+
+#[test]
+fn a_store_that_cannot_be_reached_stops_the_start_with_one_line() {
+    let s3 = S3Server::start();
+    let mut env = s3.env();
+    env[0].1 = format!("http://127.0.0.1:{}", closed_port());
+    let error = refused_start(&env);
+    assert!(error.contains("error sending request"), "the cause is named: {error}");
+}
+
+#[test]
+fn a_store_that_refuses_the_credentials_stops_the_start_with_one_line() {
+    // moto checks credentials after its first action (creating the bucket); `test` is unknown.
+    let s3 = S3Server::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]);
+    let error = refused_start(&s3.env());
+    assert!(error.contains("InvalidAccessKeyId"), "the store's refusal is named: {error}");
+}
+
+#[test]
+fn a_tables_uri_on_an_unknown_store_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["query", "--data-dir", dir.path().to_str().unwrap(), "--tables-uri", "ftp://host/x", "SELECT 1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--tables-uri") && stderr.contains("is not on a supported store: `ftp://`"), "{stderr}");
+}
