@@ -176,6 +176,8 @@ impl LogWriterHandle {
 pub struct Prepare {
     pub redactor: Option<Arc<crate::redact::Redactor>>,
     pub offloader: Option<crate::offload::Offloader>,
+    /// Written into every record's `gateway_id`.
+    pub gateway_id: Option<String>,
 }
 
 /// An endpoint's log: whose it is, its durability and its bounds.
@@ -306,6 +308,9 @@ pub fn start_log_writer(
                     // Token usage of plain JSON responses, read here off the request path while
                     // the whole body is at hand (streams have theirs from their events).
                     for p in group.iter_mut() {
+                        if p.record.gateway_id.is_none() {
+                            p.record.gateway_id.clone_from(&prepare.gateway_id);
+                        }
                         p.record.fill_llm_facts();
                         tokens.observe(&p.record);
                     }

@@ -65,6 +65,10 @@ pub struct ConfigFile {
     /// Where the tables live: a local path, `file:///…`, `s3://bucket/prefix`, `gs://…`,
     /// `az://…`; default `{data_dir}/tables`.
     pub tables_uri: Option<String>,
+    /// This gateway's name in each row's `gateway_id` (default: its instance id).
+    pub gateway_name: Option<String>,
+    /// Time to live of the leases that pick the gateway doing an endpoint's singleton work.
+    pub lease_ttl_ms: Option<u64>,
     pub durability: Option<Durability>,
     /// Upstream response deadline in milliseconds.
     pub upstream_timeout_ms: Option<u64>,
@@ -303,6 +307,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where the tables are, and the data dir's own files.
     pub layout: crate::Layout,
+    /// The configured name of this gateway, if any.
+    pub gateway_name: Option<String>,
+    pub lease_ttl: Duration,
     pub durability: Durability,
     pub upstream_timeout: Duration,
     pub request_body_timeout: Duration,
@@ -557,6 +564,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
     "data_dir",
     "tables_uri",
+    "gateway_name",
+    "lease_ttl_ms",
     "durability",
     "upstream_timeout_ms",
     "request_body_timeout_ms",
@@ -970,10 +979,24 @@ impl ConfigFile {
                 ));
             }
         }
+        let gateway_name = match self.gateway_name {
+            Some(name) if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) => {
+                return Err(invalid("gateway_name", "must be 1 to 128 printable characters"));
+            }
+            other => other,
+        };
         Ok(Config {
             listen,
             data_dir,
             layout,
+            gateway_name,
+            lease_ttl: {
+                let ms = positive("lease_ttl_ms", self.lease_ttl_ms, 30_000)?;
+                if ms < 3_000 {
+                    return Err(invalid("lease_ttl_ms", "must be at least 3000 (renewed every third of it)"));
+                }
+                Duration::from_millis(ms)
+            },
             durability: self.durability.unwrap_or_default(),
             upstream_timeout: Duration::from_millis(upstream_timeout_ms),
             request_body_timeout: Duration::from_millis(request_body_timeout_ms),

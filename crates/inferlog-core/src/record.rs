@@ -77,6 +77,9 @@ pub struct Record {
     pub request_offload: Option<String>,
     #[serde(default)]
     pub response_offload: Option<String>,
+    /// The gateway that recorded the exchange: its `gateway_name`, else its instance id.
+    #[serde(default)]
+    pub gateway_id: Option<String>,
 }
 
 /// The folder under a payload table that holds offloaded bodies.

@@ -40,6 +40,8 @@ pub struct ScheduledMonitor {
     pub lock: Arc<Mutex<()>>,
     /// Trust for an https webhook (the gateway's upstream trust); default: no roots.
     pub webhook_tls: Option<rustls::ClientConfig>,
+    /// Scheduled runs happen only while this gateway holds the endpoint's lease.
+    pub lease: inferlog_table::lease::LeaseFlag,
 }
 
 /// What a scheduled run did.
@@ -85,6 +87,9 @@ impl ScheduledMonitor {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|stop| *stop) => return,
+            }
+            if !self.lease.is_held() {
+                continue;
             }
             let endpoint = self.endpoint.clone();
             match self.run_once(&alerts, chrono::Utc::now().timestamp_millis()).await {

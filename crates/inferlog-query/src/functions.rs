@@ -1,7 +1,7 @@
 //! The table functions of Inferlog SQL:
 //!
-//! - `inference_table('iris' [, model_version => '3'] [, since => T] [, until => T])`: the
-//!   endpoint's payload table, filtered. `since` is inclusive, `until` exclusive; both also
+//! - `inference_table('iris' [, model_version => '3'] [, since => T] [, until => T]
+//!   [, gateway => 'gw-a'])`: the endpoint's payload table, filtered. `since` is inclusive, `until` exclusive; both also
 //!   bound the `date` partition column, so a narrow range reads only its days' files.
 //! - `labeled('iris')`: unpacked rows joined with their ground-truth labels.
 //!
@@ -91,11 +91,12 @@ enum ParamKind {
     Timestamp,
 }
 
-const INFERENCE_TABLE_PARAMS: [Param; 4] = [
+const INFERENCE_TABLE_PARAMS: [Param; 5] = [
     Param { name: "endpoint", kind: ParamKind::Text, required: true },
     Param { name: "model_version", kind: ParamKind::Text, required: false },
     Param { name: "since", kind: ParamKind::Timestamp, required: false },
     Param { name: "until", kind: ParamKind::Timestamp, required: false },
+    Param { name: "gateway", kind: ParamKind::Text, required: false },
 ];
 
 const LABELED_PARAMS: [Param; 1] = [Param { name: "endpoint", kind: ParamKind::Text, required: true }];
@@ -206,6 +207,14 @@ impl InferlogFunctions {
             // `until` is exclusive: the last day that can hold a row is the day of until - 1 ms.
             filters.push(col("date").lt_eq(lit(ScalarValue::Date32(Some(inferlog_core::record::date_days(until.saturating_sub(1)))))));
             filters.push(col("timestamp_ms").lt(lit(until)));
+        }
+        if let Some(gateway) = args.text(4) {
+            // A table no gateway has written since the column was added has no such rows.
+            filters.push(if plan.schema().has_column_with_unqualified_name("gateway_id") {
+                col("gateway_id").eq(lit(gateway))
+            } else {
+                lit(false)
+            });
         }
         for filter in filters {
             plan = plan.filter(filter)?;

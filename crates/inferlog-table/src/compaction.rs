@@ -110,6 +110,8 @@ pub struct Compactor {
     pub endpoint: String,
     pub url: Url,
     pub options: CompactionOptions,
+    /// Compacts only while this gateway holds the endpoint's lease.
+    pub lease: crate::lease::LeaseFlag,
 }
 
 impl Compactor {
@@ -118,6 +120,9 @@ impl Compactor {
             tokio::select! {
                 _ = tokio::time::sleep(self.options.interval) => {}
                 _ = shutdown.changed() => return,
+            }
+            if !self.lease.is_held() {
+                continue;
             }
             match compact_once(&self.url, &self.options).await {
                 Ok(r) if r.files_removed > 0 => {

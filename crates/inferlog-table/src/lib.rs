@@ -16,6 +16,7 @@
 pub mod audit;
 pub mod committer;
 pub mod compaction;
+pub mod lease;
 pub mod maintenance;
 pub mod schema;
 pub mod table;
@@ -30,6 +31,7 @@ pub fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge};
     describe_counter!("inferlog_capture_records_committed_total", "Records committed to the endpoint's payload table");
     describe_gauge!("inferlog_table_last_commit_timestamp_seconds", "Unix time of the endpoint's last successful commit");
+    describe_gauge!("inferlog_lease_held", "1 while this gateway holds the lease (the endpoint's singleton work runs here), else 0");
     describe_counter!("inferlog_table_commit_failures_total", "Commits to the payload table that failed (retried; the records stay in the log)");
     describe_counter!("inferlog_table_compacted_files_total", "Small files of the payload table replaced by compaction");
 }

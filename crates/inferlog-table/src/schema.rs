@@ -81,6 +81,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         string("shadow_of"),
         string("request_offload"),
         string("response_offload"),
+        string("gateway_id"),
     ]))
 });
 
@@ -178,6 +179,7 @@ pub fn records_to_batch(records: &[Record]) -> Result<RecordBatch, deltalake::ar
         strings(&|r| r.shadow_of.as_deref()),
         strings(&|r| r.request_offload.as_deref()),
         strings(&|r| r.response_offload.as_deref()),
+        strings(&|r| r.gateway_id.as_deref()),
     ];
     RecordBatch::try_new(payload_schema(), columns)
 }

@@ -59,6 +59,8 @@ pub struct Unpacker {
     pub endpoint: String,
     pub interval: Duration,
     pub options: UnpackOptions,
+    /// Unpacks only while this gateway holds the endpoint's lease.
+    pub lease: inferlog_table::lease::LeaseFlag,
 }
 
 impl Unpacker {
@@ -69,24 +71,27 @@ impl Unpacker {
         let mut failures = 0u32;
         loop {
             let stopping = *stop.borrow();
-            match unpack_once(&self.layout, &self.endpoint, &self.options).await {
-                Ok(report) => {
-                    failures = 0;
-                    if report.requests > 0 {
-                        metrics::counter!("inferlog_unpack_rows_total", "endpoint" => endpoint.clone())
-                            .increment(report.rows as u64);
-                        metrics::counter!("inferlog_unpack_errors_total", "endpoint" => endpoint.clone())
-                            .increment(report.errors as u64);
-                        tracing::debug!(endpoint = %endpoint, requests = report.requests, rows = report.rows,
-                            errors = report.errors, "unpacked");
+            // On one gateway of a fleet at a time: the lease's holder.
+            if self.lease.is_held() {
+                match unpack_once(&self.layout, &self.endpoint, &self.options).await {
+                    Ok(report) => {
+                        failures = 0;
+                        if report.requests > 0 {
+                            metrics::counter!("inferlog_unpack_rows_total", "endpoint" => endpoint.clone())
+                                .increment(report.rows as u64);
+                            metrics::counter!("inferlog_unpack_errors_total", "endpoint" => endpoint.clone())
+                                .increment(report.errors as u64);
+                            tracing::debug!(endpoint = %endpoint, requests = report.requests, rows = report.rows,
+                                errors = report.errors, "unpacked");
+                        }
                     }
-                }
-                // The payload table appears with the first commit.
-                Err(UnpackError::NoSource { .. }) => {}
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    metrics::counter!("inferlog_unpack_failures_total", "endpoint" => endpoint.clone()).increment(1);
-                    tracing::warn!(endpoint = %endpoint, error = %e, "unpack run failed; will retry");
+                    // The payload table appears with the first commit.
+                    Err(UnpackError::NoSource { .. }) => {}
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        metrics::counter!("inferlog_unpack_failures_total", "endpoint" => endpoint.clone()).increment(1);
+                        tracing::warn!(endpoint = %endpoint, error = %e, "unpack run failed; will retry");
+                    }
                 }
             }
             if stopping {

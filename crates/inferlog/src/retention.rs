@@ -18,6 +18,8 @@ pub struct ScheduledRetention {
     pub endpoint: String,
     pub settings: RetentionSettings,
     pub audit: mpsc::Sender<AuditEvent>,
+    /// Runs only while this gateway holds the endpoint's lease.
+    pub lease: inferlog_table::lease::LeaseFlag,
 }
 
 impl ScheduledRetention {
@@ -30,6 +32,11 @@ impl ScheduledRetention {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|stop| *stop) => return,
+            }
+            if !self.lease.is_held() {
+                // Another gateway holds it; look again soon in case it goes.
+                wait = RETRY_AFTER;
+                continue;
             }
             let succeeded = self.run_once().await;
             let now = chrono::Utc::now();

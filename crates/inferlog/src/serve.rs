@@ -15,6 +15,7 @@ use axum::routing::get;
 use inferlog_capture::{start_log_writer, CaptureHandle};
 use inferlog_core::config::{self, Config};
 use inferlog_core::EndpointTable;
+use inferlog_table::lease::{Lease, LeaseFlag};
 use inferlog_proxy::tls::ClientAddr;
 use inferlog_proxy::server::{ConnectionLimits, ConnectionSlots};
 use inferlog_proxy::{CaptureState, CaptureStateStore, Endpoint, Gateway, GatewayOptions, TrafficState, TrafficStateStore};
@@ -269,6 +270,8 @@ pub async fn run(
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
     let instance = instance_id(&config.data_dir)?;
+    // What each row names as the gateway that recorded it.
+    let gateway_id = config.gateway_name.clone().unwrap_or_else(|| instance.clone());
     let (state_store, traffic_store) = state_stores(&config.data_dir);
     let live = live_settings(&config, &state_store, &traffic_store)?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -295,6 +298,7 @@ pub async fn run(
     let mut endpoints = Vec::new();
     let mut background = Vec::new();
     let mut writer_threads = Vec::new();
+    let mut leases = std::collections::HashMap::new();
     for (settings, (state, traffic)) in config.endpoints.iter().zip(live) {
         let name = settings.name.clone();
         let url = config.layout.payload(&name);
@@ -333,6 +337,7 @@ pub async fn run(
                 log_min_free_bytes: config.log_min_free_bytes,
             },
             inferlog_capture::Prepare {
+                gateway_id: Some(gateway_id.clone()),
                 redactor: (!redactor.is_empty()).then(|| Arc::new(redactor)),
                 // Validation allows offloading only to local tables.
                 offloader: config.layout.local_table_dir(&EndpointTable::Payload.name(&name))
@@ -361,6 +366,20 @@ pub async fn run(
             last_commit_ms: last_commit_ms.clone(),
         };
         background.push(tokio::spawn(committer.run(stop_rx.clone())));
+        // The endpoint's singleton work (compaction, unpacking, scheduled monitoring,
+        // retention) runs where its lease is held: anywhere for local tables, on one gateway
+        // of a fleet sharing a tables root.
+        let lease = if config.layout.tables_are_local() {
+            metrics::gauge!("inferlog_lease_held", "lease" => name.clone()).set(1.0);
+            LeaseFlag::always()
+        } else {
+            let lease = Lease::new(config.layout.tables_root(), &name, &instance, config.lease_ttl)
+                .map_err(|e| anyhow::anyhow!("lease {name}: {e}"))?;
+            let flag = lease.flag();
+            background_runtime.handle().spawn(lease.run(stop_rx.clone()));
+            flag
+        };
+        leases.insert(name.clone(), lease.clone());
         if let Some(interval) = config.compaction_interval {
             let compactor = Compactor {
                 endpoint: name.clone(),
@@ -370,6 +389,7 @@ pub async fn run(
                     min_files: config.compaction_min_files,
                     ..CompactionOptions::default()
                 },
+                lease: lease.clone(),
             };
             tokio::spawn(compactor.run(stop_rx.clone()));
         }
@@ -384,6 +404,7 @@ pub async fn run(
                 endpoint: name.clone(),
                 interval: config.unpack_interval,
                 options: unpack_options.clone(),
+                lease: lease.clone(),
             };
             unpackers.push(background_runtime.handle().spawn(unpacker.run(unpack_stop_rx.clone())));
             if let Some(interval) = config.compaction_interval {
@@ -396,6 +417,7 @@ pub async fn run(
                         min_files: config.compaction_min_files,
                         ..CompactionOptions::default()
                     },
+                    lease: lease.clone(),
                 };
                 background_runtime.handle().spawn(compactor.run(stop_rx.clone()));
             }
@@ -414,6 +436,7 @@ pub async fn run(
                 settle: config.upstream_timeout + config.commit_interval + config.unpack_interval + Duration::from_secs(1),
                 lock: monitor_lock,
                 webhook_tls: Some(upstream_tls.clone()),
+                lease: lease.clone(),
             };
             background_runtime.handle().spawn(scheduled.run(stop_rx.clone()));
         }
@@ -440,6 +463,7 @@ pub async fn run(
                 endpoint: settings.name.clone(),
                 settings: retention.clone(),
                 audit: audit.clone(),
+                lease: leases[&settings.name].clone(),
             };
             retention_tasks.push(background_runtime.handle().spawn(scheduled.run(stop_rx.clone())));
         }
@@ -507,7 +531,7 @@ pub async fn run(
 
     let addr = listener.local_addr()?;
     let scheme = if listener_tls.is_some() { "https" } else { "http" };
-    tracing::info!(listen = %addr, %scheme, data_dir = %config.data_dir.display(), tables = %config.layout.tables_root(), durability = %config.durability,
+    tracing::info!(listen = %addr, %scheme, gateway = %gateway_id, data_dir = %config.data_dir.display(), tables = %config.layout.tables_root(), durability = %config.durability,
         max_connections, open_files,
         endpoints = ?config.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), "inferlog gateway ready");
     // Tools that start the gateway on port 0 read the address from this line.

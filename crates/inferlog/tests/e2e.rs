@@ -214,3 +214,18 @@ fn the_demo_reports_drift_of_named_features_and_no_format_artefacts() {
     assert!(positional[0]["n"].as_u64().unwrap() > 0, "positional instances are unpacked into named columns");
     assert!(data_dir.join("report.html").exists());
 }
+
+#[test]
+fn without_a_gateway_name_each_row_names_the_gateway_by_its_instance_id() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &format!("commit_interval_ms = 200\n{}", endpoint_toml("m", &up.url(), "")));
+    for i in 0..3 {
+        client().post(gw.url("/endpoints/m/echo")).body(format!("{{\"i\": {i}}}")).send().unwrap();
+    }
+    assert_eq!(wait_rows(dir.path(), "m_payload", 3, Duration::from_secs(30)), 3);
+    let instance = std::fs::read_to_string(dir.path().join("instance.id")).unwrap();
+    let rows = query(dir.path(), "SELECT DISTINCT gateway_id FROM m_payload");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["gateway_id"].as_str(), Some(instance.trim()));
+}

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod config;
 mod crash;
+mod deploy;
 mod e2e;
 mod edge;
 mod hostile;

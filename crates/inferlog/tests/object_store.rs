@@ -30,7 +30,7 @@ fn tables_on_s3_hold_every_exchange_once_and_every_engine_reads_the_same_rows() 
     let s3 = S3Server::start();
     let up = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!("tables_uri = \"{TABLES}\"\ncommit_interval_ms = 200\n{}", endpoint_toml("m", &up.url(), ""));
+    let toml = format!("tables_uri = \"{TABLES}\"\ngateway_name = \"gw-a\"\ncommit_interval_ms = 200\n{}", endpoint_toml("m", &up.url(), ""));
     let mut command = Command::new(bin());
     command.envs(s3.env());
     let mut gw = Gateway::start_command(dir.path(), &toml, command);
@@ -58,6 +58,12 @@ fn tables_on_s3_hold_every_exchange_once_and_every_engine_reads_the_same_rows() 
         let got: Vec<(String, i64)> = got.iter().map(|r| (r["request_id"].as_str().unwrap().to_string(), r["status_code"].as_i64().unwrap())).collect();
         assert_eq!(got, expected, "{engine} reads what inferlog query reads");
     }
+
+    // Each row names the gateway that recorded it, and inference_table() filters on it.
+    let by_gateway = query_store(&s3, dir.path(), "SELECT (SELECT count(*) FROM inference_table('m', gateway => 'gw-a')) AS a, \
+         (SELECT count(*) FROM inference_table('m', gateway => 'gw-b')) AS b, (SELECT min(gateway_id) FROM m_payload) AS id");
+    assert_eq!((by_gateway[0]["a"].as_u64(), by_gateway[0]["b"].as_u64()), (Some(n as u64), Some(0)));
+    assert_eq!(by_gateway[0]["id"], "gw-a");
 
     // Commands on the store: unpack, then query what it wrote.
     let unpack = s3.inferlog(&["unpack", "m", "--data-dir", dir.path().to_str().unwrap(), "--tables-uri", TABLES]);
@@ -122,4 +128,77 @@ fn a_tables_uri_on_an_unknown_store_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("--tables-uri") && stderr.contains("is not on a supported store: `ftp://`"), "{stderr}");
+}
+
+/// `inferlog_lease_held{lease="m"}` on a gateway's /metrics.
+fn holds_lease(gw: &Gateway) -> Option<bool> {
+    let metrics = client().get(gw.url("/metrics")).send().ok()?.text().ok()?;
+    let line = metrics.lines().find(|l| l.starts_with("inferlog_lease_held{lease=\"m\"}"))?;
+    Some(line.ends_with(" 1"))
+}
+
+#[test]
+fn two_gateways_share_one_table_exactly_once_and_one_lease_holder_is_replaced_when_it_dies() {
+    let s3 = S3Server::start();
+    let up = Upstream::start();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let start = |dir: &std::path::Path, name: &str| {
+        let toml = format!(
+            "tables_uri = \"{TABLES}\"\ngateway_name = \"{name}\"\nlease_ttl_ms = 3000\ncommit_interval_ms = 200\n{}",
+            endpoint_toml("m", &up.url(), "")
+        );
+        let mut command = Command::new(bin());
+        command.envs(s3.env());
+        Gateway::start_command(dir, &toml, command)
+    };
+    let mut a = start(dirs[0].path(), "gw-a");
+    let mut b = start(dirs[1].path(), "gw-b");
+    let http = client();
+    let n = 30;
+    for i in 0..n {
+        for gw in [&a, &b] {
+            let resp = http.post(gw.url("/endpoints/m/echo")).body(format!("{{\"i\": {i}}}")).send().unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+    }
+    let data_dir = dirs[0].path().to_path_buf();
+    let counts = |expected: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = query_store(&s3, &data_dir, "SELECT gateway_id, count(*) AS n, count(DISTINCT request_id) AS d FROM m_payload GROUP BY 1 ORDER BY 1");
+            assert!(rows.iter().all(|r| r["n"] == r["d"]), "no row twice: {rows:?}");
+            let total: u64 = rows.iter().map(|r| r["n"].as_u64().unwrap()).sum();
+            if total >= expected || Instant::now() > deadline {
+                return (rows.len(), total);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    assert_eq!(counts(2 * n), (2, 2 * n), "both gateways' rows in the one table, each once");
+
+    // Exactly one holder of the endpoint's lease.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (held_a, held_b) = loop {
+        let held = (holds_lease(&a), holds_lease(&b));
+        if matches!(held, (Some(x), Some(y)) if x != y) || Instant::now() > deadline {
+            break held;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(held_a != held_b && held_a.is_some() && held_b.is_some(), "one holder: {held_a:?} {held_b:?}");
+    let (holder, other) = if held_a == Some(true) { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    holder.kill9();
+    let killed_at = Instant::now();
+    while holds_lease(other) != Some(true) {
+        assert!(killed_at.elapsed() < Duration::from_secs(3 + 5), "the other gateway takes the lease within its time to live");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..10 {
+        let resp = http.post(other.url("/endpoints/m/echo")).body(format!("{{\"after\": {i}}}")).send().unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(counts(2 * n + 10).1, 2 * n + 10);
+    other.terminate();
+    let logs = other.logs();
+    assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
 }
