@@ -113,7 +113,11 @@ impl Lease {
         let every = self.ttl / 3;
         let mut failing = false;
         loop {
-            let held = match self.try_hold().await {
+            // A store that hangs counts as one that fails: the lease is not held meanwhile.
+            let attempt = tokio::time::timeout(every, self.try_hold()).await.unwrap_or_else(|_| {
+                Err(object_store::Error::Generic { store: "lease", source: format!("no answer within {} ms", every.as_millis()).into() })
+            });
+            let held = match attempt {
                 Ok(held) => {
                     if failing {
                         tracing::info!(lease = %self.name, "the lease store answers again");

@@ -202,3 +202,59 @@ fn two_gateways_share_one_table_exactly_once_and_one_lease_holder_is_replaced_wh
     let logs = other.logs();
     assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
 }
+
+#[test]
+fn a_store_that_stops_answering_for_30_s_delays_commits_only() {
+    let _exclusive = exclusive();
+    let s3 = S3Server::start();
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!("tables_uri = \"{TABLES}\"\ncommit_interval_ms = 200\ndurability = \"sync\"\n{}", endpoint_toml("m", &up.url(), ""));
+    let mut command = Command::new(bin());
+    command.envs(s3.env());
+    let mut gw = Gateway::start_command(dir.path(), &toml, command);
+    let http = client();
+    let send = |from: usize, count: usize| {
+        for i in from..from + count {
+            let started = Instant::now();
+            let resp = http.post(gw.url("/endpoints/m/echo")).body(format!("{{\"i\": {i}}}")).send().unwrap();
+            assert_eq!(resp.status(), 200, "serving never depends on the store");
+            assert!(started.elapsed() < Duration::from_secs(2), "nor waits on it: {:?}", started.elapsed());
+        }
+    };
+    send(0, 20);
+    let committed = |expected: u64, within: Duration| {
+        let deadline = Instant::now() + within;
+        loop {
+            let rows = query_store(&s3, dir.path(), "SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM m_payload");
+            let (n, d) = (rows[0]["n"].as_u64().unwrap(), rows[0]["d"].as_u64().unwrap());
+            assert_eq!(n, d, "none twice");
+            if n == expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "every answered request committed: {n} of {expected}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    committed(20, Duration::from_secs(30));
+    // The store stops answering (its process is stopped, connections hang) for 30 s.
+    s3.pause();
+    let paused = Instant::now();
+    let mut sent = 20;
+    while paused.elapsed() < Duration::from_secs(30) {
+        send(sent, 10);
+        sent += 10;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let metrics = http.get(gw.url("/metrics")).send().unwrap().text().unwrap();
+    let age = metrics
+        .lines()
+        .find(|l| l.starts_with("inferlog_table_last_commit_age_seconds"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(age > 10.0, "the outage shows in the commit age: {age}");
+    s3.resume();
+    committed(sent as u64, Duration::from_secs(90));
+    gw.terminate();
+    assert!(!gw.logs().contains("panicked"), "{}", gw.logs());
+}

@@ -409,6 +409,16 @@ impl S3Server {
         ]
     }
 
+    /// Stops the server's process (SIGSTOP): connections open and requests hang, as with a
+    /// store that stopped answering; its data stays.
+    pub fn pause(&self) {
+        assert!(Command::new("kill").args(["-STOP", &self.child.id().to_string()]).status().unwrap().success());
+    }
+
+    pub fn resume(&self) {
+        assert!(Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status().unwrap().success());
+    }
+
     /// `inferlog ARGS` with the store's variables; the output (status, stdout, stderr).
     pub fn inferlog(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin()).args(args).envs(self.env()).output().unwrap()
@@ -417,6 +427,7 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
+        self.resume();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
