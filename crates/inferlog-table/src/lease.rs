@@ -20,6 +20,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use url::Url;
 
+/// Where the leases are, under the tables root.
+const LEASES: &str = "_inferlog/leases";
+
 /// Default time to live: a dead holder is replaced within this.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
@@ -68,7 +71,7 @@ impl Lease {
             holder: holder.to_string(),
             ttl,
             store,
-            path: StorePath::from(format!("_inferlog/leases/{name}.json")),
+            path: StorePath::from(format!("{LEASES}/{name}.json")),
             held: LeaseFlag(Arc::new(AtomicBool::new(false))),
         })
     }
@@ -164,4 +167,25 @@ impl Lease {
             let _ = self.store.put_opts(&self.path, body.into(), options).await;
         }
     }
+}
+
+/// A lease as the store holds it.
+pub struct LeaseHolder {
+    pub lease: String,
+    pub holder: String,
+    pub expires_at_ms: u64,
+}
+
+/// Every lease under a tables root's store, with its holder and expiry.
+pub(crate) async fn lease_holders(store: &dyn ObjectStore) -> Result<Vec<LeaseHolder>, object_store::Error> {
+    use futures::TryStreamExt as _;
+    let objects: Vec<_> = store.list(Some(&StorePath::from(LEASES))).try_collect().await?;
+    let mut out = Vec::new();
+    for object in objects {
+        let Some(lease) = object.location.filename().and_then(|f| f.strip_suffix(".json")).map(str::to_string) else { continue };
+        let Ok(found) = store.get(&object.location).await else { continue };
+        let Ok(body) = serde_json::from_slice::<LeaseBody>(&found.bytes().await?) else { continue };
+        out.push(LeaseHolder { lease, holder: body.holder, expires_at_ms: body.expires_at_ms });
+    }
+    Ok(out)
 }

@@ -16,6 +16,7 @@
 pub mod audit;
 pub mod committer;
 pub mod compaction;
+pub mod fleet;
 pub mod lease;
 pub mod maintenance;
 pub mod schema;

@@ -93,7 +93,22 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/query", post(query))
         .route("/api/endpoints/{name}/labels", post(labels))
         .route("/api/endpoints/{name}/monitor", post(monitor))
+        .route("/admin/fleet", axum::routing::get(fleet))
         .with_state(state)
+}
+
+/// `GET /admin/fleet` (`read` on `*`): the gateways sharing the tables root, seen within the
+/// last minute, and who holds each lease.
+async fn fleet(
+    State(api): State<Arc<ApiState>>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
+    headers: HeaderMap,
+) -> Result<Json<inferlog_table::fleet::FleetView>, GatewayError> {
+    api.auth.authorize(peer, &headers, Some(ANY_ENDPOINT), Role::Read).await?;
+    inferlog_table::fleet::read_fleet(api.layout.tables_root())
+        .await
+        .map(Json)
+        .map_err(|e| GatewayError::Internal(format!("cannot read the fleet at {}: {e}", api.layout.tables_root())))
 }
 
 #[derive(serde::Deserialize)]

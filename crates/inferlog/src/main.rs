@@ -145,6 +145,14 @@ enum Command {
         #[command(flatten)]
         data: DataDirArgs,
     },
+    /// The gateways sharing the tables root (seen in the last minute) and who holds each lease.
+    Fleet {
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Print it as JSON (the body of GET /admin/fleet).
+        #[arg(long)]
+        json: bool,
+    },
     /// Compact an endpoint's payload and unpacked tables now (every date partition with more
     /// than one file) and remove the files they no longer use.
     Optimize {
@@ -695,6 +703,28 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Token { command } => token_command(command).await,
+            Command::Fleet { data, json } => {
+                let layout = data.layout()?;
+                let fleet = inferlog_table::fleet::read_fleet(layout.tables_root())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot read the fleet at {}: {e}", layout.tables_root()))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&fleet)?);
+                    return Ok(());
+                }
+                println!("gateway\tid\tversion\theartbeat_s_ago\tendpoint\tcommit_lag_s\trecords_in_log");
+                for g in &fleet.gateways {
+                    for e in &g.report.endpoints {
+                        let lag = e.commit_lag_seconds.map_or_else(|| "-".to_string(), |l| format!("{l:.1}"));
+                        println!("{}\t{}\t{}\t{:.1}\t{}\t{lag}\t{}", g.report.name, g.report.id, g.report.version, g.seconds_since_heartbeat, e.endpoint, e.records_in_log);
+                    }
+                }
+                println!("\nlease\tholder\texpires_in_s");
+                for l in &fleet.leases {
+                    println!("{}\t{}\t{:.1}", l.lease, l.holder.as_deref().unwrap_or("-"), l.expires_in_seconds);
+                }
+                Ok(())
+            }
             Command::Optimize { endpoint, data } => {
                 let layout = data.layout()?;
                 let options = inferlog_table::CompactionOptions {

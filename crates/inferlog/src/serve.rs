@@ -299,6 +299,7 @@ pub async fn run(
     let mut background = Vec::new();
     let mut writer_threads = Vec::new();
     let mut leases = std::collections::HashMap::new();
+    let mut progress = Vec::new();
     for (settings, (state, traffic)) in config.endpoints.iter().zip(live) {
         let name = settings.name.clone();
         let url = config.layout.payload(&name);
@@ -380,6 +381,7 @@ pub async fn run(
             flag
         };
         leases.insert(name.clone(), lease.clone());
+        progress.push((name.clone(), log.clone(), last_commit_ms.clone()));
         if let Some(interval) = config.compaction_interval {
             let compactor = Compactor {
                 endpoint: name.clone(),
@@ -445,6 +447,32 @@ pub async fn run(
         runtimes.push(EndpointRuntime { name, capture, last_commit_ms });
     }
 
+    // This gateway's report to the fleet, beside the tables.
+    let report = {
+        let (id, name) = (instance.clone(), gateway_id.clone());
+        move || {
+            use inferlog_table::fleet::{now_ms, EndpointProgress, GatewayReport};
+            let now = now_ms();
+            GatewayReport {
+                id: id.clone(),
+                name: name.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                heartbeat_ms: now,
+                endpoints: progress
+                    .iter()
+                    .map(|(endpoint, log, last_commit_ms): &(String, Arc<inferlog_capture::LogWriterHandle>, Arc<AtomicU64>)| {
+                        let last = last_commit_ms.load(Ordering::Relaxed);
+                        EndpointProgress {
+                            endpoint: endpoint.clone(),
+                            commit_lag_seconds: (last > 0).then(|| now.saturating_sub(last) as f64 / 1000.0),
+                            records_in_log: log.last_logged.load(Ordering::Acquire).saturating_sub(log.committed.load(Ordering::Acquire)),
+                        }
+                    })
+                    .collect(),
+            }
+        }
+    };
+    background_runtime.handle().spawn(inferlog_table::fleet::heartbeat(config.layout.tables_root().clone(), report, stop_rx.clone()));
     let auth = Arc::new(inferlog_proxy::auth::Authenticator::new(config.auth_enabled, &config.data_dir));
     // Administrative actions go to the `_audit` table, written in the background.
     let (audit, audit_events) = tokio::sync::mpsc::channel(10_000);

@@ -186,6 +186,18 @@ fn two_gateways_share_one_table_exactly_once_and_one_lease_holder_is_replaced_wh
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(held_a != held_b && held_a.is_some() && held_b.is_some(), "one holder: {held_a:?} {held_b:?}");
+    let holder_name = if held_a == Some(true) { "gw-a" } else { "gw-b" };
+    // Both gateways see the fleet, as does the command line.
+    let fleet: Value = http.get(b.url("/admin/fleet")).send().unwrap().json().unwrap();
+    let names: Vec<&str> = fleet["gateways"].as_array().unwrap().iter().filter_map(|g| g["name"].as_str()).collect();
+    assert_eq!(names, ["gw-a", "gw-b"], "{fleet}");
+    let lease = fleet["leases"].as_array().unwrap().iter().find(|l| l["lease"] == "m").unwrap_or_else(|| panic!("{fleet}"));
+    assert_eq!(lease["holder"], holder_name, "{fleet}");
+    assert_eq!(fleet["gateways"][0]["endpoints"][0]["endpoint"], "m", "{fleet}");
+    let cli: Value = serde_json::from_slice(&s3.inferlog(&["fleet", "--json", "--data-dir", data_dir.to_str().unwrap(), "--tables-uri", TABLES]).stdout).unwrap();
+    let cli_names: Vec<&str> = cli["gateways"].as_array().unwrap().iter().filter_map(|g| g["name"].as_str()).collect();
+    assert_eq!(cli_names, names, "{cli}");
+    assert_eq!(cli["leases"][0]["holder"], holder_name, "{cli}");
     let (holder, other) = if held_a == Some(true) { (&mut a, &mut b) } else { (&mut b, &mut a) };
     holder.kill9();
     let killed_at = Instant::now();
