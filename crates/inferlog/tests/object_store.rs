@@ -270,3 +270,76 @@ fn a_store_that_stops_answering_for_30_s_delays_commits_only() {
     gw.terminate();
     assert!(!gw.logs().contains("panicked"), "{}", gw.logs());
 }
+
+#[test]
+fn three_gateways_in_sync_durability_one_killed_and_restarted_under_load_lose_and_double_nothing_answered() {
+    let _exclusive = exclusive();
+    let s3 = S3Server::start();
+    let up = Upstream::start();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let toml = |name: &str| {
+        format!(
+            "tables_uri = \"{TABLES}\"\ngateway_name = \"{name}\"\ndurability = \"sync\"\ncommit_interval_ms = 300\n{}",
+            endpoint_toml("m", &up.url(), "")
+        )
+    };
+    let start = |i: usize| {
+        let mut command = Command::new(bin());
+        command.envs(s3.env());
+        Gateway::start_command(dirs[i].path(), &toml(&format!("gw-{i}")), command)
+    };
+    let mut gateways: Vec<Gateway> = (0..3).map(start).collect();
+    let addrs: Vec<String> = gateways.iter().map(|g| g.url("/endpoints/m/echo")).collect();
+    // Load on every gateway; each answered request's row id (x-request-id) is kept.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = addrs
+        .iter()
+        .cloned()
+        .map(|url| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let http = client();
+                let mut answered = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    // The killed gateway refuses connections until it is back.
+                    if let Ok(resp) = http.post(&url).body(format!("{{\"i\": {i}}}")).send() {
+                        if resp.status() == 200 {
+                            answered.push(resp.headers()["x-request-id"].to_str().unwrap().to_string());
+                        }
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    gateways[1].kill9();
+    std::thread::sleep(Duration::from_secs(1));
+    // Restarted on the same data dir: what its log held is committed, nothing twice.
+    let restarted = start(1);
+    let restarted_url = restarted.url("/endpoints/m/echo");
+    gateways[1] = restarted;
+    for _ in 0..20 {
+        assert_eq!(client().post(&restarted_url).body("{}").send().unwrap().status(), 200);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: Vec<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert!(answered.len() > 100, "under load: {}", answered.len());
+    let data_dir = dirs[0].path();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let missing = loop {
+        let rows = query_store(&s3, data_dir, "SELECT request_id, count(*) AS n FROM m_payload GROUP BY 1");
+        let twice: Vec<&Value> = rows.iter().filter(|r| r["n"] != 1).collect();
+        assert!(twice.is_empty(), "no row twice: {twice:?}");
+        let ids: std::collections::HashSet<&str> = rows.iter().filter_map(|r| r["request_id"].as_str()).collect();
+        let missing = answered.iter().filter(|id| !ids.contains(id.as_str())).count();
+        if missing == 0 || Instant::now() > deadline {
+            break missing;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(missing, 0, "every answered request is in the table, of {}", answered.len());
+}
