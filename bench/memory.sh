@@ -16,25 +16,12 @@ source bench/wrk-load.sh
 source bench/inferlog-binary.sh
 
 UP_PORT=$(free_port)
-mkdir -p "$work/nginx"
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+start_nginx "
   client_max_body_size 1m; client_body_buffer_size 64k;
   server {
     listen 127.0.0.1:$UP_PORT;
-    location / { default_type application/json; return 200 '{"predictions": [0]}'; }
-  }
-}
-CONF
-"$NGINX" -c "$work/nginx.conf" -p "$work"
-sleep 0.5
+    location / { default_type application/json; return 200 '{\"predictions\": [0]}'; }
+  }"
 
 # A 16 KiB JSON body: rows of four features, padded with spaces to exactly 16,384 bytes.
 python3 - "$work/big.lua" <<'PY'

@@ -17,29 +17,16 @@ source bench/inferlog-binary.sh
 UP_PORT=$(free_port)
 PROXY_PORT=$(free_port)
 
-mkdir -p "$work/nginx"
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+start_nginx "
   upstream model { server 127.0.0.1:$UP_PORT; keepalive 128; }
   server {
     listen 127.0.0.1:$UP_PORT;
-    location / { default_type application/json; return 200 '{"predictions": [0]}'; }
+    location / { default_type application/json; return 200 '{\"predictions\": [0]}'; }
   }
   server {
     listen 127.0.0.1:$PROXY_PORT;
-    location / { proxy_pass http://model; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CONF
-"$NGINX" -c "$work/nginx.conf" -p "$work"
-sleep 0.5
+    location / { proxy_pass http://model; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
 
 start_gateway() { # start_gateway DATA_DIR DURABILITY ENABLED
   cat > "$1.toml" <<CONF

@@ -29,28 +29,15 @@ openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key
 
 UP_PORT=$(free_port)
 UP_TLS_PORT=$(free_port)
-mkdir -p "$work/nginx"
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+start_nginx "
   server {
     listen 127.0.0.1:$UP_PORT;
     listen 127.0.0.1:$UP_TLS_PORT ssl;
     ssl_certificate $work/server.pem;
     ssl_certificate_key $work/server.key;
     keepalive_requests 1000000;
-    location / { default_type application/json; return 200 '{"predictions": [0]}'; }
-  }
-}
-CONF
-"$NGINX" -c "$work/nginx.conf" -p "$work"
-sleep 0.5
+    location / { default_type application/json; return 200 '{\"predictions\": [0]}'; }
+  }"
 
 start_gateway() { # start_gateway DATA_DIR UPSTREAM TLS_TOML
   cat > "$1.toml" <<CONF

@@ -2,7 +2,7 @@
 # Installs nginx, wrk and the Debian packages named in $extra_packages when missing; makes $work (removed on
 # exit, with the processes in $pids and the nginx of $work/nginx.pid); writes the 350-byte
 # JSON POST as wrk scripts $work/keepalive.lua and $work/close.lua (a new connection per
-# request); defines free_port and run_wrk. Expects $duration and $connections.
+# request); defines free_port, start_nginx and run_wrk. Expects $duration and $connections.
 
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
@@ -24,6 +24,26 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_nginx HTTP_BLOCK: starts nginx (one worker, no access log, temp files under $work)
+# serving the http-level directives and server blocks given.
+start_nginx() {
+  mkdir -p "$work/nginx"
+  cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+$1
+}
+CONF
+  "$NGINX" -c "$work/nginx.conf" -p "$work"
+  sleep 0.5
+}
 
 body=$(python3 -c '
 import json

@@ -224,16 +224,10 @@ fn a_full_table_disk_holds_records_in_the_log_without_a_panic_and_commits_them_o
     }
     let failing = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let metrics = http.get(gw.url("/metrics")).send().unwrap().text().unwrap();
-        let failures = metrics
-            .lines()
-            .find(|l| l.starts_with("inferlog_table_commit_failures_total"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if failures > 0.0 {
+        if metric(&gw, "inferlog_table_commit_failures_total").unwrap_or(0.0) > 0.0 {
             break;
         }
-        assert!(std::time::Instant::now() < failing, "the table's disk filled: {metrics}");
+        assert!(std::time::Instant::now() < failing, "the table's disk filled, and commits failed");
         std::thread::sleep(Duration::from_millis(200));
     }
     disk.grow("256m");

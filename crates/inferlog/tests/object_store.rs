@@ -30,10 +30,8 @@ fn tables_on_s3_hold_every_exchange_once_and_every_engine_reads_the_same_rows() 
     let s3 = S3Server::start();
     let up = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!("tables_uri = \"{TABLES}\"\ngateway_name = \"gw-a\"\ncommit_interval_ms = 200\n{}", endpoint_toml("m", &up.url(), ""));
-    let mut command = Command::new(bin());
-    command.envs(s3.env());
-    let mut gw = Gateway::start_command(dir.path(), &toml, command);
+    let toml = format!("gateway_name = \"gw-a\"\ncommit_interval_ms = 200\n{}", endpoint_toml("m", &up.url(), ""));
+    let mut gw = s3.gateway(dir.path(), TABLES, &toml);
     let http = client();
     let n = 40;
     for i in 0..n {
@@ -132,9 +130,7 @@ fn a_tables_uri_on_an_unknown_store_is_refused_by_name() {
 
 /// `inferlog_lease_held{lease="m"}` on a gateway's /metrics.
 fn holds_lease(gw: &Gateway) -> Option<bool> {
-    let metrics = client().get(gw.url("/metrics")).send().ok()?.text().ok()?;
-    let line = metrics.lines().find(|l| l.starts_with("inferlog_lease_held{lease=\"m\"}"))?;
-    Some(line.ends_with(" 1"))
+    metric(gw, "inferlog_lease_held{lease=\"m\"}").map(|held| held == 1.0)
 }
 
 #[test]
@@ -143,13 +139,8 @@ fn two_gateways_share_one_table_exactly_once_and_one_lease_holder_is_replaced_wh
     let up = Upstream::start();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let start = |dir: &std::path::Path, name: &str| {
-        let toml = format!(
-            "tables_uri = \"{TABLES}\"\ngateway_name = \"{name}\"\nlease_ttl_ms = 3000\ncommit_interval_ms = 200\n{}",
-            endpoint_toml("m", &up.url(), "")
-        );
-        let mut command = Command::new(bin());
-        command.envs(s3.env());
-        Gateway::start_command(dir, &toml, command)
+        let toml = format!("gateway_name = \"{name}\"\nlease_ttl_ms = 3000\ncommit_interval_ms = 200\n{}", endpoint_toml("m", &up.url(), ""));
+        s3.gateway(dir, TABLES, &toml)
     };
     let mut a = start(dirs[0].path(), "gw-a");
     let mut b = start(dirs[1].path(), "gw-b");
@@ -221,10 +212,8 @@ fn a_store_that_stops_answering_for_30_s_delays_commits_only() {
     let s3 = S3Server::start();
     let up = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!("tables_uri = \"{TABLES}\"\ncommit_interval_ms = 200\ndurability = \"sync\"\n{}", endpoint_toml("m", &up.url(), ""));
-    let mut command = Command::new(bin());
-    command.envs(s3.env());
-    let mut gw = Gateway::start_command(dir.path(), &toml, command);
+    let toml = format!("commit_interval_ms = 200\ndurability = \"sync\"\n{}", endpoint_toml("m", &up.url(), ""));
+    let mut gw = s3.gateway(dir.path(), TABLES, &toml);
     let http = client();
     let send = |from: usize, count: usize| {
         for i in from..from + count {
@@ -258,12 +247,7 @@ fn a_store_that_stops_answering_for_30_s_delays_commits_only() {
         sent += 10;
         std::thread::sleep(Duration::from_millis(500));
     }
-    let metrics = http.get(gw.url("/metrics")).send().unwrap().text().unwrap();
-    let age = metrics
-        .lines()
-        .find(|l| l.starts_with("inferlog_table_last_commit_age_seconds"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let age = metric(&gw, "inferlog_table_last_commit_age_seconds").unwrap_or(0.0);
     assert!(age > 10.0, "the outage shows in the commit age: {age}");
     s3.resume();
     committed(sent as u64, Duration::from_secs(90));
@@ -277,16 +261,9 @@ fn three_gateways_in_sync_durability_one_killed_and_restarted_under_load_lose_an
     let s3 = S3Server::start();
     let up = Upstream::start();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let toml = |name: &str| {
-        format!(
-            "tables_uri = \"{TABLES}\"\ngateway_name = \"{name}\"\ndurability = \"sync\"\ncommit_interval_ms = 300\n{}",
-            endpoint_toml("m", &up.url(), "")
-        )
-    };
     let start = |i: usize| {
-        let mut command = Command::new(bin());
-        command.envs(s3.env());
-        Gateway::start_command(dirs[i].path(), &toml(&format!("gw-{i}")), command)
+        let toml = format!("gateway_name = \"gw-{i}\"\ndurability = \"sync\"\ncommit_interval_ms = 300\n{}", endpoint_toml("m", &up.url(), ""));
+        s3.gateway(dirs[i].path(), TABLES, &toml)
     };
     let mut gateways: Vec<Gateway> = (0..3).map(start).collect();
     let addrs: Vec<String> = gateways.iter().map(|g| g.url("/endpoints/m/echo")).collect();

@@ -419,6 +419,13 @@ impl S3Server {
         assert!(Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status().unwrap().success());
     }
 
+    /// `inferlog serve` with its tables under `tables_uri` on this store.
+    pub fn gateway(&self, data_dir: &FsPath, tables_uri: &str, toml_body: &str) -> Gateway {
+        let mut command = Command::new(bin());
+        command.envs(self.env());
+        Gateway::start_command(data_dir, &format!("tables_uri = \"{tables_uri}\"\n{toml_body}"), command)
+    }
+
     /// `inferlog ARGS` with the store's variables; the output (status, stdout, stderr).
     pub fn inferlog(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin()).args(args).envs(self.env()).output().unwrap()
@@ -431,4 +438,11 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of the first `/metrics` line starting with `series` (a name, or a name with
+/// labels); `None` when there is no such line.
+pub fn metric(gw: &Gateway, series: &str) -> Option<f64> {
+    let text = client().get(gw.url("/metrics")).send().ok()?.text().ok()?;
+    text.lines().find(|l| l.starts_with(series))?.rsplit(' ').next()?.parse().ok()
 }
