@@ -4,11 +4,11 @@
 //! report is older than [`SEEN_RECENTLY`] is no longer listed.
 
 use crate::lease::{lease_holders, LeaseHolder};
+pub use crate::lease::now_ms;
 use deltalake::logstore::object_store::{path::Path as StorePath, ObjectStore, ObjectStoreExt as _, PutPayload};
 use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 use url::Url;
 
@@ -59,18 +59,11 @@ pub struct LeaseView {
     pub expires_in_seconds: f64,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
-
-fn store(root: &Url) -> Result<Arc<dyn ObjectStore>, String> {
-    deltalake::logstore::store_for(root, std::iter::empty::<(String, String)>()).map_err(|e| e.to_string())
-}
 
 /// Writes this gateway's report every [`HEARTBEAT_EVERY`] until `stop`; failures (the store
 /// down) are retried at the next beat and never stop the gateway.
 pub async fn heartbeat(root: Url, report: impl Fn() -> GatewayReport, mut stop: watch::Receiver<bool>) {
-    let Ok(store) = store(&root) else { return };
+    let Ok(store) = crate::table::root_store(&root) else { return };
     loop {
         let current = report();
         let path = StorePath::from(format!("{GATEWAYS}/{}.json", current.id));
@@ -90,7 +83,7 @@ pub async fn heartbeat(root: Url, report: impl Fn() -> GatewayReport, mut stop: 
 
 /// The gateways seen within [`SEEN_RECENTLY`] (by name) and the leases (by name).
 pub async fn read_fleet(root: &Url) -> Result<FleetView, String> {
-    let store = store(root)?;
+    let store = crate::table::root_store(root)?;
     let now = now_ms();
     let prefix = StorePath::from(GATEWAYS);
     let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await.map_err(|e| e.to_string())?;

@@ -57,15 +57,27 @@ pub struct Lease {
     held: LeaseFlag,
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock Unix time in milliseconds: lease expiries and heartbeats compare it across gateways.
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// The lease at `path` (its body, `None` if unreadable) with the version a conditional
+/// replace must name; `None` when there is no such object.
+async fn read_lease(store: &dyn ObjectStore, path: &StorePath) -> Result<Option<(Option<LeaseBody>, UpdateVersion)>, object_store::Error> {
+    let found = match store.get(path).await {
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        other => other?,
+    };
+    let version = UpdateVersion { e_tag: found.meta.e_tag.clone(), version: found.meta.version.clone() };
+    Ok(Some((serde_json::from_slice(&found.bytes().await?).ok(), version)))
 }
 
 impl Lease {
     /// The lease `name` under the tables root `root`, for `holder`; not held until [`Lease::run`]
     /// (or [`Lease::try_hold`]) wins it.
     pub fn new(root: &Url, name: &str, holder: &str, ttl: Duration) -> Result<Lease, String> {
-        let store = deltalake::logstore::store_for(root, std::iter::empty::<(String, String)>()).map_err(|e| e.to_string())?;
+        let store = crate::table::root_store(root)?;
         Ok(Lease {
             name: name.to_string(),
             holder: holder.to_string(),
@@ -82,26 +94,18 @@ impl Lease {
 
     /// One attempt to take or renew the lease; returns whether it is held now.
     pub async fn try_hold(&self) -> Result<bool, object_store::Error> {
-        let body = |expires_at_ms| {
-            serde_json::to_vec(&LeaseBody { holder: self.holder.clone(), expires_at_ms }).expect("a lease serializes").into()
-        };
-        let expires = now_ms() + self.ttl.as_millis() as u64;
-        let mode = match self.store.get(&self.path).await {
-            Err(object_store::Error::NotFound { .. }) => PutMode::Create,
-            Err(e) => return Err(e),
-            Ok(found) => {
-                let (e_tag, version) = (found.meta.e_tag.clone(), found.meta.version.clone());
-                let current: Option<LeaseBody> = serde_json::from_slice(&found.bytes().await?).ok();
+        let mode = match read_lease(self.store.as_ref(), &self.path).await? {
+            None => PutMode::Create,
+            Some((current, version)) => {
                 let ours = current.as_ref().is_some_and(|c| c.holder == self.holder);
                 let expired = current.as_ref().is_none_or(|c| c.expires_at_ms <= now_ms());
                 if !ours && !expired {
                     return Ok(false);
                 }
-                PutMode::Update(UpdateVersion { e_tag, version })
+                PutMode::Update(version)
             }
         };
-        let options = PutOptions { mode, ..Default::default() };
-        match self.store.put_opts(&self.path, body(expires), options).await {
+        match self.write(now_ms() + self.ttl.as_millis() as u64, mode).await {
             Ok(_) => Ok(true),
             // Another gateway wrote it first.
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
@@ -109,7 +113,13 @@ impl Lease {
         }
     }
 
-    /// Renews the lease every third of its time to live until `stop`; gives it up (deletes it,
+    /// Writes the lease as ours until `expires_at_ms`, conditionally on `mode`.
+    async fn write(&self, expires_at_ms: u64, mode: PutMode) -> Result<(), object_store::Error> {
+        let body = serde_json::to_vec(&LeaseBody { holder: self.holder.clone(), expires_at_ms }).expect("a lease serializes");
+        self.store.put_opts(&self.path, body.into(), PutOptions { mode, ..Default::default() }).await.map(|_| ())
+    }
+
+    /// Renews the lease every third of its time to live until `stop`; gives it up (expires it,
     /// if still ours) at the end so another gateway takes over at once.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let gauge = metrics::gauge!("inferlog_lease_held", "lease" => self.name.clone());
@@ -157,14 +167,10 @@ impl Lease {
 
     /// Lets the lease go early: expires it now, if it is still ours.
     async fn release(&self) {
-        let Ok(found) = self.store.get(&self.path).await else { return };
-        let e_tag = found.meta.e_tag.clone();
-        let version = found.meta.version.clone();
-        let ours = found.bytes().await.ok().and_then(|b| serde_json::from_slice::<LeaseBody>(&b).ok()).is_some_and(|c| c.holder == self.holder);
-        if ours {
-            let body = serde_json::to_vec(&LeaseBody { holder: self.holder.clone(), expires_at_ms: 0 }).expect("a lease serializes");
-            let options = PutOptions { mode: PutMode::Update(UpdateVersion { e_tag, version }), ..Default::default() };
-            let _ = self.store.put_opts(&self.path, body.into(), options).await;
+        if let Ok(Some((Some(current), version))) = read_lease(self.store.as_ref(), &self.path).await {
+            if current.holder == self.holder {
+                let _ = self.write(0, PutMode::Update(version)).await;
+            }
         }
     }
 }
@@ -183,9 +189,9 @@ pub(crate) async fn lease_holders(store: &dyn ObjectStore) -> Result<Vec<LeaseHo
     let mut out = Vec::new();
     for object in objects {
         let Some(lease) = object.location.filename().and_then(|f| f.strip_suffix(".json")).map(str::to_string) else { continue };
-        let Ok(found) = store.get(&object.location).await else { continue };
-        let Ok(body) = serde_json::from_slice::<LeaseBody>(&found.bytes().await?) else { continue };
-        out.push(LeaseHolder { lease, holder: body.holder, expires_at_ms: body.expires_at_ms });
+        if let Some((Some(body), _)) = read_lease(store, &object.location).await? {
+            out.push(LeaseHolder { lease, holder: body.holder, expires_at_ms: body.expires_at_ms });
+        }
     }
     Ok(out)
 }

@@ -137,11 +137,16 @@ pub const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// Lists the tables root once: a store that cannot be reached, or refuses the credentials,
 /// is named at start rather than discovered by the first commit.
 pub async fn check_store(root: &Url) -> Result<(), String> {
-    use deltalake::logstore::object_store::ObjectStore as _;
-    let store = deltalake::logstore::store_for(root, std::iter::empty::<(String, String)>()).map_err(|e| e.to_string())?;
+    let store = root_store(root)?;
     match tokio::time::timeout(STORE_CHECK_TIMEOUT, store.list_with_delimiter(None)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {} s", STORE_CHECK_TIMEOUT.as_secs())),
     }
+}
+
+/// The object store rooted at the tables root, configured as delta-rs configures its tables'
+/// (the `AWS_*`, `GOOGLE_*`, `AZURE_*` variables): for the objects Inferlog keeps beside them.
+pub fn root_store(root: &Url) -> Result<std::sync::Arc<dyn deltalake::logstore::object_store::ObjectStore>, String> {
+    deltalake::logstore::store_for(root, std::iter::empty::<(String, String)>()).map_err(|e| e.to_string())
 }

@@ -460,7 +460,7 @@ pub async fn run(
                 heartbeat_ms: now,
                 endpoints: progress
                     .iter()
-                    .map(|(endpoint, log, last_commit_ms): &(String, Arc<inferlog_capture::LogWriterHandle>, Arc<AtomicU64>)| {
+                    .map(|(endpoint, log, last_commit_ms)| {
                         let last = last_commit_ms.load(Ordering::Relaxed);
                         EndpointProgress {
                             endpoint: endpoint.clone(),
