@@ -272,7 +272,8 @@ fn three_gateways_in_sync_durability_one_killed_and_restarted_under_load_lose_an
     let workers: Vec<_> = addrs
         .iter()
         .cloned()
-        .map(|url| {
+        .enumerate()
+        .map(|(gateway, url)| {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let http = client();
@@ -280,10 +281,14 @@ fn three_gateways_in_sync_durability_one_killed_and_restarted_under_load_lose_an
                 let mut i = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     i += 1;
-                    // The killed gateway refuses connections until it is back.
+                    // The killed gateway refuses connections until it is back. A request is
+                    // answered once its whole body has arrived: in sync durability the body's
+                    // end waits for the log, and a gateway killed before that answered nothing.
                     if let Ok(resp) = http.post(&url).body(format!("{{\"i\": {i}}}")).send() {
-                        if resp.status() == 200 {
-                            answered.push(resp.headers()["x-request-id"].to_str().unwrap().to_string());
+                        let ok = resp.status() == 200;
+                        let id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+                        if let (true, Some(id), Ok(_)) = (ok, id, resp.bytes()) {
+                            answered.push((gateway, id));
                         }
                     }
                 }
@@ -297,13 +302,13 @@ fn three_gateways_in_sync_durability_one_killed_and_restarted_under_load_lose_an
     // Restarted on the same data dir: what its log held is committed, nothing twice.
     let restarted = start(1);
     let restarted_url = restarted.url("/endpoints/m/echo");
-    gateways[1] = restarted;
+    let killed = std::mem::replace(&mut gateways[1], restarted);
     for _ in 0..20 {
         assert_eq!(client().post(&restarted_url).body("{}").send().unwrap().status(), 200);
     }
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answered: Vec<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let answered: Vec<(usize, String)> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
     assert!(answered.len() > 100, "under load: {}", answered.len());
     let data_dir = dirs[0].path();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -312,11 +317,18 @@ fn three_gateways_in_sync_durability_one_killed_and_restarted_under_load_lose_an
         let twice: Vec<&Value> = rows.iter().filter(|r| r["n"] != 1).collect();
         assert!(twice.is_empty(), "no row twice: {twice:?}");
         let ids: std::collections::HashSet<&str> = rows.iter().filter_map(|r| r["request_id"].as_str()).collect();
-        let missing = answered.iter().filter(|id| !ids.contains(id.as_str())).count();
-        if missing == 0 || Instant::now() > deadline {
-            break missing;
+        let missing: Vec<&(usize, String)> = answered.iter().filter(|(_, id)| !ids.contains(id.as_str())).collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break format!("{missing:?}");
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert_eq!(missing, 0, "every answered request is in the table, of {}", answered.len());
+    assert_eq!(
+        missing,
+        "[]",
+        "every answered request (gateway, request id) is in the table, of {}; logs of the killed gateway:\n{}\nafter restart:\n{}",
+        answered.len(),
+        killed.logs(),
+        gateways[1].logs()
+    );
 }
