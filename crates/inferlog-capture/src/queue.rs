@@ -163,6 +163,11 @@ pub struct LogWriterHandle {
 }
 
 impl LogWriterHandle {
+    /// Records written to the log and not yet in the table: how far capture lags behind.
+    pub fn uncommitted(&self) -> u64 {
+        self.last_logged.load(Ordering::Acquire).saturating_sub(self.committed.load(Ordering::Acquire))
+    }
+
     /// Records that the table holds every record up to `committed`, and deletes the segments
     /// that made obsolete.
     pub fn release(&self, committed: u64) -> std::io::Result<u64> {

@@ -11,9 +11,12 @@
 //! {tables_uri}/{endpoint}_labels/         ground truth
 //! {tables_uri}/{endpoint}_profile_metrics/, _drift_metrics/, _violations/
 //! {tables_uri}/_audit/                    who read and changed what
+//! {tables_uri}/_inferlog/state/           control state on an object store (shared_state)
+//! {tables_uri}/_inferlog/leases/, gateways/  leases and heartbeats of a fleet
+//! {tables_uri}/_inferlog/monitoring/{endpoint}/  baselines and schedule, on an object store
 //! {data_dir}/wal/{endpoint}/              the endpoint's write-ahead log
-//! {data_dir}/state/                       capture toggles, traffic, schedules
-//! {data_dir}/monitoring/{endpoint}/       baselines
+//! {data_dir}/state/                       control state with local tables; audit rules
+//! {data_dir}/monitoring/{endpoint}/       baselines and schedule with local tables
 //! {data_dir}/instance.id, inferlog.lock
 //! ```
 //!
@@ -29,6 +32,12 @@ pub const LOCAL_TABLES_DIR: &str = "tables";
 pub const TABLES_URI_ENV: &str = "INFERLOG_TABLES_URI";
 /// The table of audit events, shared by all endpoints.
 pub const AUDIT_TABLE: &str = "_audit";
+/// What a fleet keeps beside tables on an object store, under the tables root: the control
+/// state documents, endpoint leases, gateway heartbeats and monitoring files.
+pub const STORE_STATE_PREFIX: &str = "_inferlog/state";
+pub const STORE_LEASES_PREFIX: &str = "_inferlog/leases";
+pub const STORE_GATEWAYS_PREFIX: &str = "_inferlog/gateways";
+pub const STORE_MONITORING_PREFIX: &str = "_inferlog/monitoring";
 
 /// The tables an endpoint has, by the suffix of their names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,14 +194,20 @@ impl Layout {
         self.data_dir.join("wal").join(endpoint)
     }
 
-    /// Saved capture toggles, traffic weights, schedules and tokens.
+    /// The control state (capture toggles, traffic, tokens) when the tables are local, and
+    /// the audit redaction rules.
     pub fn state_dir(&self) -> PathBuf {
         self.data_dir.join("state")
     }
 
-    /// An endpoint's baselines and monitoring files.
+    /// An endpoint's baseline and monitoring schedule when the tables are local.
     pub fn monitoring_dir(&self, endpoint: &str) -> PathBuf {
         self.data_dir.join("monitoring").join(endpoint)
+    }
+
+    /// An endpoint's baseline and monitoring schedule under the tables root of an object store.
+    pub fn monitoring_prefix(&self, endpoint: &str) -> String {
+        format!("{STORE_MONITORING_PREFIX}/{endpoint}")
     }
 }
 

@@ -1,5 +1,6 @@
 //! Shared vocabulary of Inferlog: the captured [`Record`], configuration types and their
-//! validation, and the data [`Layout`]. No I/O happens here, so every other crate can depend on it cheaply.
+//! validation, the data [`Layout`], and the [`SharedState`] documents every gateway of a fleet
+//! reads. Only the last does I/O (a file or an object store).
 
 pub mod config;
 pub mod layout;
@@ -7,10 +8,12 @@ pub mod layout;
 pub mod fuzz_corpus;
 pub mod llm;
 pub mod record;
+pub mod shared_state;
 
 pub use config::{CaptureSettings, Config, ConfigError, Durability, EndpointSettings};
 pub use layout::{EndpointTable, Layout, LayoutError};
 pub use record::Record;
+pub use shared_state::SharedState;
 
 /// Writes a unit enum variant under its serde name, so what the CLI and the logs print is
 /// what config files, JSON and the docs call it (`async`, not `Async`).

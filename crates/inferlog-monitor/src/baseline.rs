@@ -3,8 +3,10 @@
 //! thresholds, which users may edit) and `reference.parquet` (the reference values themselves,
 //! which the exact drift tests — Kolmogorov-Smirnov, Wasserstein — need).
 //!
-//! The files live in `{data_dir}/monitoring/{endpoint}/`. Their format is modelled on
-//! SageMaker Model Monitor's and documented in docs/monitoring.md.
+//! The files are the endpoint's [`MonitoringFiles`]: `{data_dir}/monitoring/{endpoint}/` with
+//! local tables, `{tables_uri}/_inferlog/monitoring/{endpoint}/` beside tables on an object
+//! store (so every gateway of a fleet, and whichever holds the lease, uses the same ones).
+//! Their format is modelled on SageMaker Model Monitor's and documented in docs/monitoring.md.
 
 use inferlog_core::Layout;
 use crate::{values, MonitorError};
@@ -15,6 +17,7 @@ use deltalake::datafusion::prelude::{col, CsvReadOptions, DataFrame, ParquetRead
 use inferlog_stats::{categorical_summary, numeric_summary, value_counts, CategoricalSummary, NumericSummary, SortedSample};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use deltalake::logstore::object_store::{self, local::LocalFileSystem, path::Path as StorePath, ObjectStore, ObjectStoreExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -185,22 +188,82 @@ pub struct Constraints {
 /// Columns of the unpacked table that describe the exchange rather than the model's data.
 const NOT_MODEL_DATA: [&str; 8] = inferlog_unpack::FIXED_COLUMNS;
 
-/// The folder of an endpoint's baseline.
-pub fn baseline_dir(layout: &Layout, endpoint: &str) -> PathBuf {
-    layout.monitoring_dir(endpoint)
+/// An endpoint's monitoring files (its baseline and the scheduled monitor's progress), on
+/// local disk or beside the tables on their object store, as the layout says. Each file is
+/// replaced whole: a reader never sees half of one.
+pub struct MonitoringFiles {
+    store: Arc<dyn ObjectStore>,
+    prefix: StorePath,
+    /// Where they are, for messages.
+    shown: String,
 }
 
-/// Reads `statistics.json` or `constraints.json` of an endpoint's baseline.
-pub fn read_baseline_file<T: serde::de::DeserializeOwned>(layout: &Layout, endpoint: &str, name: &str) -> Result<T, MonitorError> {
-    let dir = baseline_dir(layout, endpoint);
-    let bytes = std::fs::read(dir.join(name)).map_err(|e| {
-        MonitorError::NotReady(format!(
-            "no baseline for `{endpoint}` in {} ({e}); create one with `inferlog baseline {endpoint} --from FILE`",
-            dir.display()
-        ))
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| MonitorError::Input(format!("{}: {e}", dir.join(name).display())))
+impl MonitoringFiles {
+    pub fn of(layout: &Layout, endpoint: &str) -> Result<MonitoringFiles, MonitorError> {
+        if layout.tables_are_local() {
+            let dir = layout.monitoring_dir(endpoint);
+            let prefix = StorePath::from_absolute_path(&dir).map_err(|e| MonitorError::Input(format!("{}: {e}", dir.display())))?;
+            let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+            return Ok(MonitoringFiles { store, prefix, shown: dir.display().to_string() });
+        }
+        let root = layout.tables_root();
+        let store = inferlog_table::table::root_store(root).map_err(MonitorError::Input)?;
+        let prefix = layout.monitoring_prefix(endpoint);
+        Ok(MonitoringFiles { store, shown: format!("{root}{prefix}"), prefix: StorePath::from(prefix) })
+    }
+
+    /// Where the files are.
+    pub fn location(&self) -> &str {
+        &self.shown
+    }
+
+    fn path(&self, name: &str) -> StorePath {
+        self.prefix.clone().join(name)
+    }
+
+    /// The file `name`, `None` if there is none.
+    pub async fn read(&self, name: &str) -> Result<Option<Vec<u8>>, MonitorError> {
+        let failed = |e: object_store::Error| MonitorError::Input(format!("cannot read {}/{name}: {e}", self.shown));
+        match self.store.get(&self.path(name)).await {
+            Ok(found) => Ok(Some(found.bytes().await.map_err(failed)?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    /// Writes the file `name` whole (a local file is written aside and renamed into place).
+    pub async fn write(&self, name: &str, bytes: Vec<u8>) -> Result<(), MonitorError> {
+        self.store.put(&self.path(name), bytes.into()).await.map(|_| ()).map_err(|e| MonitorError::Io {
+            path: format!("{}/{name}", self.shown),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+
+    /// `statistics.json` or `constraints.json` of the baseline.
+    pub async fn read_json<T: serde::de::DeserializeOwned>(&self, endpoint: &str, name: &str) -> Result<T, MonitorError> {
+        let bytes = self.read(name).await?.ok_or_else(|| {
+            MonitorError::NotReady(format!(
+                "no baseline for `{endpoint}` in {} (no {name}); create one with `inferlog baseline {endpoint} --from FILE`",
+                self.shown
+            ))
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| MonitorError::Input(format!("{}/{name}: {e}", self.shown)))
+    }
+
+    /// The baseline's reference values.
+    pub async fn read_reference(&self) -> Result<Vec<RecordBatch>, MonitorError> {
+        let bytes = self
+            .read(REFERENCE_FILE)
+            .await?
+            .ok_or_else(|| MonitorError::Input(format!("cannot read the baseline's {}/{REFERENCE_FILE}: it is missing", self.shown)))?;
+        let reader = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?.build()?;
+        Ok(reader.collect::<Result<_, _>>()?)
+    }
 }
+
+pub const STATISTICS_FILE: &str = "statistics.json";
+pub const CONSTRAINTS_FILE: &str = "constraints.json";
+pub const REFERENCE_FILE: &str = "reference.parquet";
 
 #[derive(Debug, Clone, Default)]
 pub struct BaselineOptions {
@@ -213,7 +276,8 @@ pub struct BaselineOptions {
 /// What `build` wrote.
 #[derive(Debug, Clone)]
 pub struct BaselineReport {
-    pub dir: PathBuf,
+    /// Where the files were written.
+    pub location: String,
     pub rows: u64,
     pub statistics: Statistics,
     pub constraints: Constraints,
@@ -266,43 +330,20 @@ pub async fn build(
         features,
     };
     let constraints = suggest_constraints(&statistics);
-    let dir = baseline_dir(layout, endpoint);
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |e: std::io::Error| MonitorError::Io { path, source: e }
-    };
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let files = MonitoringFiles::of(layout, endpoint)?;
     let reference = RecordBatch::try_new(Arc::new(Schema::new(reference_fields)), reference_columns)?;
-    write_atomically(&dir.join("reference.parquet"), |file| {
-        let mut writer = deltalake::parquet::arrow::ArrowWriter::try_new(file, reference.schema(), None)?;
+    let mut parquet = Vec::new();
+    {
+        let mut writer = deltalake::parquet::arrow::ArrowWriter::try_new(&mut parquet, reference.schema(), None)?;
         writer.write(&reference)?;
         writer.close()?;
-        Ok(())
-    })?;
-    for (name, json) in [
-        ("statistics.json", serde_json::to_vec_pretty(&statistics)?),
-        ("constraints.json", serde_json::to_vec_pretty(&constraints)?),
-    ] {
-        let path = dir.join(name);
-        write_atomically(&path, |file| {
-            use std::io::Write;
-            file.write_all(&json).map_err(io(&path))
-        })?;
     }
-    Ok(BaselineReport { dir, rows, statistics, constraints })
-}
-
-/// Writes through a temporary file and a rename, so a reader never sees half a baseline file.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> Result<(), MonitorError>,
-) -> Result<(), MonitorError> {
-    let tmp = path.with_extension("tmp");
-    let io = |e: std::io::Error| MonitorError::Io { path: path.display().to_string(), source: e };
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    write(&mut file)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    // The reference first, the constraints last: a monitor that finds the constraints finds
+    // the files they describe.
+    files.write(REFERENCE_FILE, parquet).await?;
+    files.write(STATISTICS_FILE, serde_json::to_vec_pretty(&statistics)?).await?;
+    files.write(CONSTRAINTS_FILE, serde_json::to_vec_pretty(&constraints)?).await?;
+    Ok(BaselineReport { location: files.location().to_string(), rows, statistics, constraints })
 }
 
 async fn read_file(ctx: &SessionContext, path: &Path) -> Result<DataFrame, MonitorError> {

@@ -6,7 +6,7 @@
 //! a window never doubles it, and runs of other lengths or slices keep theirs.
 
 use inferlog_core::Layout;
-use crate::baseline::{baseline_dir, read_baseline_file, Constraints, DriftMetric, FeatureConstraints};
+use crate::baseline::{Constraints, DriftMetric, FeatureConstraints, MonitoringFiles, CONSTRAINTS_FILE};
 use crate::{values, MonitorError};
 use deltalake::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -15,7 +15,6 @@ use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use inferlog_stats::{categorical_drift, classification_metrics, numeric_drift, regression_metrics, SortedSample};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -99,8 +98,8 @@ pub async fn run(layout: &Layout, endpoint: &str, options: &MonitorOptions) -> R
     let until = options
         .until_ms
         .unwrap_or_else(|| chrono::Utc::now().timestamp_millis().div_euclid(window) * window + window);
-    let dir = baseline_dir(layout, endpoint);
-    let constraints: Constraints = read_baseline_file(layout, endpoint, "constraints.json")?;
+    let files = MonitoringFiles::of(layout, endpoint)?;
+    let constraints: Constraints = files.read_json(endpoint, CONSTRAINTS_FILE).await?;
     // Only this endpoint's tables: slice expressions are SQL and must not reach others.
     let ctx = endpoint_session(layout, endpoint).await?;
     let table = format!("{endpoint}_unpacked");
@@ -127,7 +126,7 @@ pub async fn run(layout: &Layout, endpoint: &str, options: &MonitorOptions) -> R
         .iter()
         .filter(|f| f.role != crate::baseline::Role::Label && present.contains(&f.name))
         .collect();
-    let reference = read_reference(&dir.join("reference.parquet"), &monitored)?;
+    let reference = read_reference(&files.read_reference().await?, &monitored)?;
     let mut select = vec!["timestamp_ms".to_string(), "unpack_error".to_string()];
     select.extend(monitored.iter().map(|f| format!("\"{}\"", f.name)));
     for (i, expr) in options.slices.iter().enumerate() {
@@ -401,11 +400,7 @@ impl ColumnData {
     }
 }
 
-pub(crate) fn read_reference(path: &Path, monitored: &[&FeatureConstraints]) -> Result<Vec<ColumnData>, MonitorError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| MonitorError::Input(format!("cannot read the baseline's {}: {e}", path.display())))?;
-    let reader = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
-    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>()?;
+pub(crate) fn read_reference(batches: &[RecordBatch], monitored: &[&FeatureConstraints]) -> Result<Vec<ColumnData>, MonitorError> {
     monitored
         .iter()
         .map(|f| {

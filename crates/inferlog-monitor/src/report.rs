@@ -3,7 +3,7 @@
 //! tables, and the violations.
 
 use inferlog_core::Layout;
-use crate::baseline::{baseline_dir, read_baseline_file, Constraints, FeatureConstraints, Role, Statistics};
+use crate::baseline::{Constraints, FeatureConstraints, MonitoringFiles, Role, Statistics, CONSTRAINTS_FILE, STATISTICS_FILE};
 use crate::monitor::{drift_values, read_reference, threshold_for, ColumnData, Prepared};
 use crate::report_html::{Distribution, DriftSummary, FeatureReport, ReportData, Series, ViolationRow};
 use crate::{values, MonitorError};
@@ -44,9 +44,9 @@ pub async fn build(layout: &Layout, endpoint: &str, options: &ReportOptions) -> 
     if since >= until {
         return Err(MonitorError::Input("--since must be before --until".into()));
     }
-    let dir = baseline_dir(layout, endpoint);
-    let constraints: Constraints = read_baseline_file(layout, endpoint, "constraints.json")?;
-    let statistics: Statistics = read_baseline_file(layout, endpoint, "statistics.json")?;
+    let files = MonitoringFiles::of(layout, endpoint)?;
+    let constraints: Constraints = files.read_json(endpoint, CONSTRAINTS_FILE).await?;
+    let statistics: Statistics = files.read_json(endpoint, STATISTICS_FILE).await?;
     let ctx = inferlog_query::session_with(layout, None, &|table| table.strip_prefix(endpoint).is_some_and(|rest| {
         ["_payload", "_unpacked", "_labels", "_profile_metrics", "_drift_metrics", "_violations"].contains(&rest)
     }))
@@ -61,7 +61,7 @@ pub async fn build(layout: &Layout, endpoint: &str, options: &ReportOptions) -> 
         .iter()
         .filter(|f| f.role != Role::Label && present.contains(&f.name))
         .collect();
-    let reference = read_reference(&dir.join("reference.parquet"), &shown)?;
+    let reference = read_reference(&files.read_reference().await?, &shown)?;
     let mut current_rows = 0;
     let mut current: Vec<ColumnData> = Vec::new();
     if !shown.is_empty() {

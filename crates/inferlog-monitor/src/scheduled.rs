@@ -11,12 +11,11 @@
 //! the window's alerts again after restart, so receivers deduplicate by `alert_id`.
 
 use inferlog_core::Layout;
-use crate::baseline::baseline_dir;
+use crate::baseline::MonitoringFiles;
 use crate::monitor::{run_blocking, MonitorOptions, MonitorReport, Violation};
 use crate::MonitorError;
 use inferlog_core::config::{MonitorSettings, WebhookSettings};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Mutex};
@@ -60,20 +59,17 @@ struct ScheduleState {
     final_through_ms: Option<i64>,
 }
 
+/// The file of the scheduled monitor's progress, among the endpoint's monitoring files: on the
+/// store with a fleet, so a new lease holder goes on where the last one stopped.
+const SCHEDULE_FILE: &str = "schedule.json";
+
 impl ScheduleState {
-    fn path(layout: &Layout, endpoint: &str) -> PathBuf {
-        baseline_dir(layout, endpoint).join("schedule.json")
+    async fn load(files: &MonitoringFiles) -> Result<Self, MonitorError> {
+        Ok(files.read(SCHEDULE_FILE).await?.and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default())
     }
 
-    fn load(path: &Path) -> Self {
-        std::fs::read(path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
-    }
-
-    fn save(&self, path: &Path) -> Result<(), MonitorError> {
-        let io = |source| MonitorError::Io { path: path.display().to_string(), source };
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+    async fn save(&self, files: &MonitoringFiles) -> Result<(), MonitorError> {
+        files.write(SCHEDULE_FILE, serde_json::to_vec_pretty(self)?).await
     }
 }
 
@@ -119,8 +115,8 @@ impl ScheduledMonitor {
                 .map_err(|e| MonitorError::Input(format!("unpacking before monitoring: {e}")))?;
         }
         let window = self.settings.window_ms;
-        let state_path = ScheduleState::path(&self.layout, &self.endpoint);
-        let mut state = ScheduleState::load(&state_path);
+        let files = MonitoringFiles::of(&self.layout, &self.endpoint)?;
+        let mut state = ScheduleState::load(&files).await?;
         let current_end = now_ms.div_euclid(window) * window + window;
         let since = state
             .final_through_ms
@@ -162,7 +158,7 @@ impl ScheduledMonitor {
         metrics::counter!("inferlog_alerts_delivered_total", "endpoint" => self.endpoint.clone()).increment(done.delivered as u64);
         if final_through > already {
             state.final_through_ms = Some(final_through);
-            state.save(&state_path)?;
+            state.save(&files).await?;
         }
         done.alerted = alerted;
         Ok(done)

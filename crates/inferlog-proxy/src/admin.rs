@@ -1,7 +1,8 @@
 //! The admin API: read and change an endpoint's capture settings and its traffic (target
-//! weights, shadow share) at runtime. Changes are saved under `{data_dir}/state/capture.json`
-//! and `traffic.json` and win over the config file on restart. Until authentication exists
-//! without authentication the admin API answers loopback clients only (see [`crate::auth`]).
+//! weights, shadow share) at runtime. Changes are saved in the shared control state (the
+//! `capture` and `traffic` documents, see [`inferlog_core::shared_state`]), reach every gateway
+//! of the fleet from there, and win over the config file on restart. Without authentication
+//! the admin API answers loopback clients only (see [`crate::auth`]).
 
 use crate::error::GatewayError;
 use crate::forward::Gateway;
@@ -10,7 +11,8 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use inferlog_core::shared_state::Fresh;
+use inferlog_core::SharedState;
 use std::sync::Arc;
 
 /// The live part of an endpoint's capture settings.
@@ -88,45 +90,80 @@ impl TrafficChange {
     }
 }
 
-/// Saved runtime settings, one per endpoint, in one JSON file replaced atomically.
+/// Runtime settings changed through the admin API, one entry per endpoint, in one document
+/// of the shared control state (so every gateway of a fleet applies them).
 pub struct StateStore<T> {
-    path: PathBuf,
-    /// Serialises admin changes end to end (read, save, swap).
-    pub(crate) changes: tokio::sync::Mutex<()>,
+    shared: SharedState,
+    document: &'static str,
+    /// Held while a change or a poll applies the document here, so that a poll that read
+    /// the document just before a local change cannot put the older state back.
+    pub(crate) applying: tokio::sync::Mutex<()>,
     _kind: std::marker::PhantomData<T>,
 }
 
 pub type CaptureStateStore = StateStore<CaptureState>;
 pub type TrafficStateStore = StateStore<TrafficChange>;
 
-impl<T: Serialize + serde::de::DeserializeOwned> StateStore<T> {
-    pub fn new(path: PathBuf) -> Self {
-        StateStore { path, changes: tokio::sync::Mutex::new(()), _kind: std::marker::PhantomData }
+impl CaptureStateStore {
+    pub fn capture(shared: SharedState) -> Self {
+        StateStore::new(shared, inferlog_core::shared_state::CAPTURE)
+    }
+}
+
+impl TrafficStateStore {
+    pub fn traffic(shared: SharedState) -> Self {
+        StateStore::new(shared, inferlog_core::shared_state::TRAFFIC)
+    }
+}
+
+impl<T: Serialize + serde::de::DeserializeOwned + Clone> StateStore<T> {
+    pub fn new(shared: SharedState, document: &'static str) -> Self {
+        StateStore { shared, document, applying: tokio::sync::Mutex::new(()), _kind: std::marker::PhantomData }
     }
 
-    pub fn load(&self) -> std::io::Result<BTreeMap<String, T>> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{} is not valid saved state: {e}", self.path.display()),
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(e),
+    pub fn document(&self) -> &'static str {
+        self.document
+    }
+
+    pub async fn load(&self) -> Result<BTreeMap<String, T>, String> {
+        self.shared.load(self.document).await
+    }
+
+    /// The saved entries and their version, if the document is no longer at version `known`.
+    async fn changed_since(&self, known: Option<&str>) -> Result<Option<(BTreeMap<String, T>, Option<String>)>, String> {
+        match self.shared.read_if_changed(self.document, known).await? {
+            Fresh::Unchanged => Ok(None),
+            Fresh::Changed(None) => Ok(Some((BTreeMap::new(), None))),
+            Fresh::Changed(Some(doc)) => {
+                let all = serde_json::from_slice(&doc.bytes).map_err(|e| format!("{} is not valid: {e}", self.shared.location(self.document)))?;
+                Ok(Some((all, Some(doc.version))))
+            }
         }
     }
 
-    fn save(&self, endpoint: &str, state: T) -> std::io::Result<()> {
-        let mut all = self.load()?;
-        all.insert(endpoint.to_string(), state);
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+    /// Replaces the endpoint's entry with `change(saved entry)`, conditionally on the
+    /// document not having changed meanwhile (else `change` runs again on the newer entry).
+    async fn change(&self, endpoint: &str, mut change: impl FnMut(Option<T>) -> Result<T, GatewayError>) -> Result<T, GatewayError> {
+        let mut refused = None;
+        let saved = self
+            .shared
+            .modify::<BTreeMap<String, T>, _>(self.document, |all| match change(all.get(endpoint).cloned()) {
+                Ok(new) => {
+                    all.insert(endpoint.to_string(), new.clone());
+                    Ok((Some(new), true))
+                }
+                Err(e) => {
+                    refused = Some(e);
+                    Ok((None, false))
+                }
+            })
+            .await
+            .map_err(|e| GatewayError::Internal(format!("cannot save the settings: {e}")))?;
+        match (saved, refused) {
+            (Some(new), _) => Ok(new),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(GatewayError::Internal("the settings were not saved".into())),
         }
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&all)?)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
     }
 }
 
@@ -244,30 +281,26 @@ async fn change_capture(gw: &Arc<Gateway>, name: &str, body: &[u8]) -> Result<Ca
             )));
         }
     }
-    // One change at a time; the file is written before the new state takes effect, and the
-    // lock that request sampling reads is held only for the swap.
-    let _one_at_a_time = gw.state_store.changes.lock().await;
-    let mut new_state = *endpoint.state.read().expect("capture state lock");
-    if let Some(e) = change.enabled {
-        new_state.enabled = e;
-    }
-    if let Some(f) = change.sampling_fraction {
-        new_state.sampling_fraction = f;
-    }
-    let store = gw.clone();
-    let saved_name = name.to_string();
-    save_blocking(move || store.state_store.save(&saved_name, new_state)).await?;
+    // The shared state is written before the new state takes effect here; other gateways
+    // take it from there. Fields the change leaves out keep their saved (else live) values.
+    let _applying = gw.state_store.applying.lock().await;
+    let live = *endpoint.state.read().expect("capture state lock");
+    let new_state = gw
+        .state_store
+        .change(name, |saved| {
+            let mut state = saved.unwrap_or(live);
+            if let Some(e) = change.enabled {
+                state.enabled = e;
+            }
+            if let Some(f) = change.sampling_fraction {
+                state.sampling_fraction = f;
+            }
+            Ok(state)
+        })
+        .await?;
     *endpoint.state.write().expect("capture state lock") = new_state;
     tracing::info!(endpoint = %name, enabled = new_state.enabled, sampling_fraction = new_state.sampling_fraction, "capture settings changed");
     Ok(new_state)
-}
-
-/// Runs a state file write off the runtime's threads.
-async fn save_blocking(save: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> Result<(), GatewayError> {
-    tokio::task::spawn_blocking(save)
-        .await
-        .map_err(|e| GatewayError::Internal(format!("cannot save the settings: {e}")))?
-        .map_err(|e| GatewayError::Internal(format!("cannot save the settings: {e}")))
 }
 
 pub(crate) async fn get_traffic(
@@ -316,16 +349,18 @@ async fn change_traffic(gw: &Arc<Gateway>, name: &str, body: &[u8]) -> Result<Tr
             return Err(bad(format!("endpoint `{name}` has no shadow")));
         }
     }
-    let _one_at_a_time = gw.traffic_store.changes.lock().await;
-    let saved = gw.traffic_store.load().map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let changes = saved.get(name).cloned().unwrap_or_default().then(change);
-    if changes.changed_weights(&endpoint.settings).values().all(|w| *w == 0) {
-        return Err(bad("at least one target needs a weight above 0".into()));
-    }
+    let _applying = gw.traffic_store.applying.lock().await;
+    let changes = gw
+        .traffic_store
+        .change(name, |saved| {
+            let changes = saved.unwrap_or_default().then(change.clone());
+            if changes.changed_weights(&endpoint.settings).values().all(|w| *w == 0) {
+                return Err(bad("at least one target needs a weight above 0".into()));
+            }
+            Ok(changes)
+        })
+        .await?;
     let new_state = changes.apply(&endpoint.settings);
-    let store = gw.clone();
-    let saved_name = name.to_string();
-    save_blocking(move || store.traffic_store.save(&saved_name, changes)).await?;
     *endpoint.traffic.write().expect("traffic lock") = new_state.clone();
     tracing::info!(endpoint = %name, weights = ?new_state.weights, shadow_fraction = new_state.shadow_fraction, "traffic settings changed");
     Ok(new_state)
@@ -355,7 +390,7 @@ pub(crate) async fn get_grants(
 ) -> Result<Json<Vec<GrantView>>, GatewayError> {
     gw.auth.authorize(peer, &headers, Some(&name), crate::auth::Role::Owner).await?;
     gw.endpoint(&name).ok_or_else(|| GatewayError::EndpointNotFound(name.clone()))?;
-    let tokens = gw.auth.store().list().map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let tokens = gw.auth.store().list().await.map_err(GatewayError::Internal)?;
     let grants = tokens
         .iter()
         .flat_map(|t| {
@@ -408,16 +443,13 @@ pub(crate) async fn delete_grant(
 /// Sets (`Some(role)`) or removes (`None`) the token's role on the endpoint.
 async fn change_grant(gw: &Arc<Gateway>, name: &str, token: &str, role: Option<crate::auth::Role>) -> Result<(), GatewayError> {
     gw.endpoint(name).ok_or_else(|| GatewayError::EndpointNotFound(name.to_string()))?;
-    let (auth, endpoint, holder) = (gw.auth.clone(), name.to_string(), token.to_string());
     // Some(true): done; Some(false): the token held no role there; None: no such token.
-    let outcome = tokio::task::spawn_blocking(move || match role {
-        Some(role) => auth.store().grant(&holder, &endpoint, role).map(|t| t.map(|_| true)),
-        None => auth.store().ungrant(&holder, &endpoint),
-    })
-    .await
-    .map_err(|e| GatewayError::Internal(e.to_string()))?
+    let outcome = match role {
+        Some(role) => gw.auth.store().grant(token, name, role).await.map(|t| t.map(|_| true)),
+        None => gw.auth.store().ungrant(token, name).await,
+    }
     .map_err(GatewayError::Internal)?;
-    gw.auth.invalidate();
+    gw.auth.reload().await;
     match outcome {
         None => Err(GatewayError::TokenNotFound(token.to_string())),
         Some(false) => Err(GatewayError::GrantNotFound { token: token.to_string(), endpoint: name.to_string() }),
@@ -426,5 +458,88 @@ async fn change_grant(gw: &Arc<Gateway>, name: &str, token: &str, role: Option<c
             tracing::info!(endpoint = %name, role = ?role, "grant changed");
             Ok(())
         }
+    }
+}
+
+/// How often a gateway looks for control-state changes made elsewhere (another gateway's
+/// admin API, the CLI): well within the fleet's 2 s.
+pub const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What a poll last saw of each document.
+#[derive(Default)]
+struct Seen {
+    capture: Option<String>,
+    traffic: Option<String>,
+}
+
+impl Gateway {
+    /// Applies the shared control state (capture toggles, traffic, tokens) as other gateways
+    /// and the CLI change it, every `every` until `stop` or until the gateway is gone. While
+    /// the state cannot be read the settings known so far stay in force; that is said once,
+    /// and once when it recovers. Holds the gateway only while applying: its capture handles
+    /// must be able to go for the log writers to drain at shutdown.
+    pub async fn follow_shared_state(gateway: std::sync::Weak<Self>, every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut seen = Seen::default();
+        let mut failing = false;
+        loop {
+            let Some(gw) = gateway.upgrade() else { return };
+            let followed = gw.follow_once(&mut seen).await;
+            drop(gw);
+            match followed {
+                Ok(()) if failing => {
+                    tracing::info!("the shared control state can be read again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot read the shared control state; the settings known so far stay in force");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn follow_once(&self, seen: &mut Seen) -> Result<(), String> {
+        {
+            let _applying = self.state_store.applying.lock().await;
+            if let Some((saved, version)) = self.state_store.changed_since(seen.capture.as_deref()).await? {
+                for endpoint in self.endpoints() {
+                    let settings = &endpoint.settings;
+                    let new = saved.get(&settings.name).copied().unwrap_or(CaptureState {
+                        enabled: settings.capture.enabled,
+                        sampling_fraction: settings.capture.sampling_fraction,
+                    });
+                    let mut state = endpoint.state.write().expect("capture state lock");
+                    if *state != new {
+                        *state = new;
+                        tracing::info!(endpoint = %settings.name, enabled = new.enabled, sampling_fraction = new.sampling_fraction,
+                            "capture settings changed elsewhere in the fleet");
+                    }
+                }
+                seen.capture = version;
+            }
+        }
+        {
+            let _applying = self.traffic_store.applying.lock().await;
+            if let Some((saved, version)) = self.traffic_store.changed_since(seen.traffic.as_deref()).await? {
+                for endpoint in self.endpoints() {
+                    let settings = &endpoint.settings;
+                    let new = saved.get(&settings.name).cloned().unwrap_or_default().apply(settings);
+                    let mut state = endpoint.traffic.write().expect("traffic lock");
+                    if *state != new {
+                        tracing::info!(endpoint = %settings.name, weights = ?new.weights, shadow_fraction = new.shadow_fraction,
+                            "traffic settings changed elsewhere in the fleet");
+                        *state = new;
+                    }
+                }
+                seen.traffic = version;
+            }
+        }
+        self.auth.poll().await.map(|_| ())
     }
 }

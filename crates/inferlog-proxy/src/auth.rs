@@ -1,7 +1,8 @@
 //! API tokens and roles.
 //!
 //! A token is a random secret (`ilg_` + 32 random bytes, base64url) given to its holder once;
-//! `{data_dir}/state/tokens.json` keeps only its SHA-256 digest, its name and its grants (a role
+//! the `tokens` document of the shared control state ([`inferlog_core::shared_state`]) keeps
+//! only its SHA-256 digest, its name and its grants (a role
 //! on an endpoint, or on `*`). Roles: `invoke` (call the endpoint through the gateway), `read`
 //! (query its tables, see its settings and monitoring), `owner` (change its settings, import
 //! labels, run monitors; implies `read` and `invoke`).
@@ -20,9 +21,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use inferlog_core::shared_state::{Fresh, TOKENS};
+use inferlog_core::SharedState;
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// A grant on every endpoint.
@@ -128,72 +130,35 @@ impl Caller {
     }
 }
 
-/// The token file: created, listed and revoked by `inferlog token`, read by the gateway.
+/// The tokens: created, listed and revoked by `inferlog token` and the grants API, read by
+/// every gateway. They are the `tokens` document of the shared control state.
+#[derive(Clone)]
 pub struct TokenStore {
-    path: PathBuf,
+    shared: SharedState,
 }
 
 impl TokenStore {
-    pub fn new(data_dir: &Path) -> Self {
-        TokenStore { path: data_dir.join("state").join("tokens.json") }
+    pub fn new(shared: SharedState) -> Self {
+        TokenStore { shared }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the tokens are, for messages.
+    pub fn location(&self) -> String {
+        self.shared.location(TOKENS)
     }
 
-    fn load(&self) -> std::io::Result<TokenFile> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not a token file: {e}", self.path.display()))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokenFile::default()),
-            Err(e) => Err(e),
-        }
+    pub async fn list(&self) -> Result<Vec<StoredToken>, String> {
+        Ok(self.shared.load::<TokenFile>(TOKENS).await?.tokens)
     }
 
-    fn save(&self, file: &TokenFile) -> std::io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        // Digests of secrets: readable by the owner only, whatever the process umask.
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let _ = std::fs::remove_file(&tmp);
-        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        out.write_all(&serde_json::to_vec_pretty(file)?)?;
-        out.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
-    }
-
-    pub fn list(&self) -> std::io::Result<Vec<StoredToken>> {
-        Ok(self.load()?.tokens)
-    }
-
-    /// Runs a read-modify-write of the token file under an exclusive lock, so the CLI and a
-    /// gateway granting through the API never lose each other's changes.
-    fn modify<T>(&self, change: impl FnOnce(&mut TokenFile) -> Result<(T, bool), String>) -> Result<T, String> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let lock_path = self.path.with_extension("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-        lock.lock().map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
-        let mut file = self.load().map_err(|e| e.to_string())?;
-        let (result, changed) = change(&mut file)?;
-        if changed {
-            self.save(&file).map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
-        }
-        Ok(result)
+    /// A read-modify-write of the tokens that never loses a concurrent change (by the CLI or
+    /// another gateway): see [`SharedState::modify`].
+    async fn modify<T>(&self, change: impl FnMut(&mut TokenFile) -> Result<(T, bool), String>) -> Result<T, String> {
+        self.shared.modify(TOKENS, change).await
     }
 
     /// Makes a token; returns its secret, which is not kept anywhere.
-    pub fn create(&self, name: &str, grants: Vec<Grant>) -> Result<String, String> {
+    pub async fn create(&self, name: &str, grants: Vec<Grant>) -> Result<String, String> {
         if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b)) {
             return Err(format!("`{name}` must be 1-64 letters, digits, `_`, `-`, `.` or `@`"));
         }
@@ -207,37 +172,40 @@ impl TokenStore {
             file.tokens.push(StoredToken {
                 name: name.to_string(),
                 sha256: digest_hex(&secret),
-                grants,
+                grants: grants.clone(),
                 created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             });
             Ok((secret, true))
         })
+        .await
     }
 
     /// Removes a token; whether it existed.
-    pub fn revoke(&self, name: &str) -> Result<bool, String> {
+    pub async fn revoke(&self, name: &str) -> Result<bool, String> {
         self.modify(|file| {
             let before = file.tokens.len();
             file.tokens.retain(|t| t.name != name);
             let removed = file.tokens.len() < before;
             Ok((removed, removed))
         })
+        .await
     }
 
     /// Gives the token `name` the role `role` on `endpoint` (or `*`), replacing the role it
     /// held there. `None` if there is no such token; else its grants afterwards.
-    pub fn grant(&self, name: &str, endpoint: &str, role: Role) -> Result<Option<Vec<Grant>>, String> {
+    pub async fn grant(&self, name: &str, endpoint: &str, role: Role) -> Result<Option<Vec<Grant>>, String> {
         self.modify(|file| {
             let Some(token) = file.tokens.iter_mut().find(|t| t.name == name) else { return Ok((None, false)) };
             token.grants.retain(|g| g.endpoint != endpoint);
             token.grants.push(Grant { endpoint: endpoint.to_string(), role });
             Ok((Some(token.grants.clone()), true))
         })
+        .await
     }
 
     /// Takes the token's role on `endpoint` away (a grant on `*` stays). `None` if there is
     /// no such token; else whether it held a role there.
-    pub fn ungrant(&self, name: &str, endpoint: &str) -> Result<Option<bool>, String> {
+    pub async fn ungrant(&self, name: &str, endpoint: &str) -> Result<Option<bool>, String> {
         self.modify(|file| {
             let Some(token) = file.tokens.iter_mut().find(|t| t.name == name) else { return Ok((None, false)) };
             let before = token.grants.len();
@@ -245,6 +213,7 @@ impl TokenStore {
             let removed = token.grants.len() < before;
             Ok((Some(removed), removed))
         })
+        .await
     }
 }
 
@@ -278,27 +247,27 @@ fn digest_hex(secret: &str) -> String {
     Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Decides who may call what. Rereads the token file when it changes, so `inferlog token`
-/// takes effect on a running gateway within a second.
+/// Decides who may call what. Holds the tokens as last read from the shared state; the
+/// gateway's follower polls for changes ([`Authenticator::poll`]), so a token created or
+/// revoked anywhere in the fleet takes effect within its poll interval.
 pub struct Authenticator {
     enabled: bool,
     store: TokenStore,
-    tokens: RwLock<Loaded>,
+    tokens: RwLock<Known>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
-struct Loaded {
-    checked: Option<Instant>,
-    modified: Option<SystemTime>,
+struct Known {
+    version: Option<String>,
     tokens: Vec<StoredToken>,
 }
 
 impl Authenticator {
-    pub fn new(enabled: bool, data_dir: &Path) -> Self {
+    pub fn new(enabled: bool, store: TokenStore) -> Self {
         Authenticator {
             enabled,
-            store: TokenStore::new(data_dir),
-            tokens: RwLock::new(Loaded { checked: None, modified: None, tokens: Vec::new() }),
+            store,
+            tokens: RwLock::new(Known { version: None, tokens: Vec::new() }),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -346,7 +315,6 @@ impl Authenticator {
     pub fn caller(&self, headers: &HeaderMap) -> Option<Caller> {
         let presented = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?.trim();
         let digest = digest_hex(presented);
-        self.refresh();
         let loaded = self.tokens.read().expect("token lock");
         // Compare with every token, each in constant time, so timing tells nothing.
         let mut found = None;
@@ -358,38 +326,30 @@ impl Authenticator {
         found.map(|t| Caller { name: Some(t.name.clone()), grants: Some(t.grants.clone()) })
     }
 
-    /// The token file changed here: read it again on the next request.
-    pub fn invalidate(&self) {
-        let mut loaded = self.tokens.write().expect("token lock");
-        loaded.checked = None;
-        loaded.modified = None;
-    }
-
     pub fn store(&self) -> &TokenStore {
         &self.store
     }
 
-    fn refresh(&self) {
-        let stale = {
-            let loaded = self.tokens.read().expect("token lock");
-            loaded.checked.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
-        };
-        if !stale {
-            return;
-        }
-        let modified = std::fs::metadata(self.store.path()).and_then(|m| m.modified()).ok();
-        let mut loaded = self.tokens.write().expect("token lock");
-        loaded.checked = Some(Instant::now());
-        if modified == loaded.modified && loaded.modified.is_some() {
-            return;
-        }
-        match self.store.list() {
-            Ok(tokens) => {
-                loaded.tokens = tokens;
-                loaded.modified = modified;
+    /// Reads the tokens again if they changed; whether they did. A document that cannot be
+    /// read or parsed leaves the known tokens in place: a bad write must not lock everyone out.
+    pub async fn poll(&self) -> Result<bool, String> {
+        let known = self.tokens.read().expect("token lock").version.clone();
+        let Fresh::Changed(doc) = self.store.shared.read_if_changed(TOKENS, known.as_deref()).await? else { return Ok(false) };
+        let (tokens, version) = match doc {
+            Some(doc) => {
+                let file: TokenFile = serde_json::from_slice(&doc.bytes).map_err(|e| format!("{} is not valid: {e}", self.store.location()))?;
+                (file.tokens, Some(doc.version))
             }
-            // Keep the tokens known so far: a half-written file must not lock everyone out.
-            Err(e) => tracing::warn!(error = %e, "cannot read the token file"),
+            None => (Vec::new(), None),
+        };
+        *self.tokens.write().expect("token lock") = Known { version, tokens };
+        Ok(true)
+    }
+
+    /// Takes a change made here at once, rather than at the next poll.
+    pub async fn reload(&self) {
+        if let Err(e) = self.poll().await {
+            tracing::warn!(error = %e, "cannot read the tokens");
         }
     }
 
@@ -419,20 +379,22 @@ impl Authenticator {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tokens_are_stored_hashed_and_roles_nest() {
+    #[tokio::test]
+    async fn tokens_are_stored_hashed_and_roles_nest() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::new(dir.path());
-        let secret = store.create("alice", vec![Grant { endpoint: "iris".into(), role: Role::Owner }]).unwrap();
+        let store = TokenStore::new(SharedState::local(dir.path().to_path_buf()));
+        let secret = store.create("alice", vec![Grant { endpoint: "iris".into(), role: Role::Owner }]).await.unwrap();
         assert!(secret.starts_with(TOKEN_PREFIX) && secret.len() > 40);
-        let text = std::fs::read_to_string(store.path()).unwrap();
+        let text = std::fs::read_to_string(store.location()).unwrap();
         assert!(!text.contains(&secret) && text.contains(&digest_hex(&secret)));
-        assert!(store.create("alice", vec![]).unwrap_err().contains("exists"));
-        assert!(store.create("bad name", vec![]).is_err());
+        assert!(store.create("alice", vec![]).await.unwrap_err().contains("exists"));
+        assert!(store.create("bad name", vec![]).await.is_err());
 
-        let auth = Authenticator::new(true, dir.path());
+        let auth = Authenticator::new(true, store.clone());
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, format!("Bearer {secret}").parse().unwrap());
+        assert!(auth.caller(&headers).is_none(), "not known before the tokens are read");
+        assert!(auth.poll().await.unwrap() && !auth.poll().await.unwrap(), "read once, then unchanged");
         let caller = auth.caller(&headers).unwrap();
         assert_eq!(caller.name.as_deref(), Some("alice"));
         assert!(caller.may("iris", Role::Read) && caller.may("iris", Role::Invoke) && caller.may("iris", Role::Owner));
@@ -442,13 +404,16 @@ mod tests {
 
         let reader = Caller { name: None, grants: Some(vec![Grant { endpoint: ANY_ENDPOINT.into(), role: Role::Read }]) };
         assert!(reader.may("anything", Role::Read) && !reader.may("anything", Role::Invoke) && !reader.may("x", Role::Owner));
-        assert_eq!(store.grant("alice", "other", Role::Read).unwrap().unwrap().len(), 2);
-        assert_eq!(store.grant("alice", "other", Role::Invoke).unwrap().unwrap().len(), 2, "a grant replaces the role there");
-        assert_eq!(store.ungrant("alice", "other").unwrap(), Some(true));
-        assert_eq!(store.ungrant("alice", "other").unwrap(), Some(false));
-        assert_eq!(store.grant("nobody", "iris", Role::Read).unwrap(), None);
-        assert_eq!(store.list().unwrap()[0].grants, vec![Grant { endpoint: "iris".into(), role: Role::Owner }]);
-        assert!(store.revoke("alice").unwrap() && !store.revoke("alice").unwrap());
+        assert_eq!(store.grant("alice", "other", Role::Read).await.unwrap().unwrap().len(), 2);
+        assert_eq!(store.grant("alice", "other", Role::Invoke).await.unwrap().unwrap().len(), 2, "a grant replaces the role there");
+        assert_eq!(store.ungrant("alice", "other").await.unwrap(), Some(true));
+        assert_eq!(store.ungrant("alice", "other").await.unwrap(), Some(false));
+        assert_eq!(store.grant("nobody", "iris", Role::Read).await.unwrap(), None);
+        assert_eq!(store.list().await.unwrap()[0].grants, vec![Grant { endpoint: "iris".into(), role: Role::Owner }]);
+        assert!(store.revoke("alice").await.unwrap() && !store.revoke("alice").await.unwrap());
+        // A half-written document keeps the tokens known so far.
+        std::fs::write(store.location(), b"{").unwrap();
+        assert!(auth.poll().await.unwrap_err().contains("is not valid"));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!
 //! This crate has no table or SQL dependencies: it never awaits a table write.
 
-mod admin;
+pub mod admin;
 mod budget;
 pub mod auth;
 mod error;

@@ -63,6 +63,8 @@ pub struct Committer {
 pub struct Progress {
     pub commits: u64,
     pub records: u64,
+    /// Other writers' commits met at commit time (and committed after).
+    pub conflicts: u64,
 }
 
 impl Committer {
@@ -78,12 +80,14 @@ impl Committer {
             metrics::counter!("inferlog_capture_records_committed_total", "endpoint" => self.endpoint.clone());
         let last_commit = metrics::gauge!("inferlog_table_last_commit_timestamp_seconds", "endpoint" => self.endpoint.clone());
         let failures = metrics::counter!("inferlog_table_commit_failures_total", "endpoint" => self.endpoint.clone());
+        let conflicts = metrics::counter!("inferlog_table_commit_conflicts_total", "endpoint" => self.endpoint.clone());
         loop {
             let stopping = *shutdown.borrow();
             let started = Instant::now();
             match self.pass(&mut table, &mut committed, &mut reader).await {
                 Ok(progress) => {
                     backoff = self.options.interval;
+                    conflicts.increment(progress.conflicts);
                     if progress.records > 0 {
                         committed_counter.increment(progress.records);
                         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -164,6 +168,7 @@ impl Committer {
                 let count = records.len() as u64;
                 // The batch holds its own copy: the decoded records are not needed while writing.
                 drop(records);
+                let read_version = t.version();
                 let props = CommitProperties::default()
                     .with_application_transaction(Transaction::new(self.app_id.clone(), last as i64));
                 let written = t
@@ -177,6 +182,11 @@ impl Committer {
                     .with_commit_properties(props)
                     .await
                     .map_err(|e| TableError::Delta { url: self.url.to_string(), source: e })?;
+                // Commits of other writers that landed since this table was read: each was
+                // checked for conflicts and this commit went after it.
+                if let (Some(read), Some(now)) = (read_version, written.version()) {
+                    progress.conflicts += (now - read - 1).max(0) as u64;
+                }
                 *t = written;
                 progress.commits += 1;
                 progress.records += count;

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::watch;
 use url::Url;
+use inferlog_core::layout::STORE_GATEWAYS_PREFIX as GATEWAYS;
 
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 pub const SEEN_RECENTLY: Duration = Duration::from_secs(60);
-const GATEWAYS: &str = "_inferlog/gateways";
 
 /// What a gateway says of itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -58,7 +58,6 @@ pub struct LeaseView {
     pub holder: Option<String>,
     pub expires_in_seconds: f64,
 }
-
 
 /// Writes this gateway's report every [`HEARTBEAT_EVERY`] until `stop`; failures (the store
 /// down) are retried at the next beat and never stop the gateway.

@@ -19,9 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use url::Url;
-
-/// Where the leases are, under the tables root.
-const LEASES: &str = "_inferlog/leases";
+use inferlog_core::layout::STORE_LEASES_PREFIX as LEASES;
 
 /// Default time to live: a dead holder is replaced within this.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);

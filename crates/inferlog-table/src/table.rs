@@ -150,3 +150,13 @@ pub async fn check_store(root: &Url) -> Result<(), String> {
 pub fn root_store(root: &Url) -> Result<std::sync::Arc<dyn deltalake::logstore::object_store::ObjectStore>, String> {
     deltalake::logstore::store_for(root, std::iter::empty::<(String, String)>()).map_err(|e| e.to_string())
 }
+
+/// The control state shared by every gateway writing these tables: beside tables on object
+/// storage (`{tables_uri}/_inferlog/state/`), else in the gateway's `{data_dir}/state/`.
+pub fn shared_state(layout: &inferlog_core::Layout) -> Result<inferlog_core::SharedState, String> {
+    if layout.tables_are_local() {
+        return Ok(inferlog_core::SharedState::local(layout.state_dir()));
+    }
+    let root = layout.tables_root();
+    Ok(inferlog_core::SharedState::in_store(root_store(root)?, root.as_str()))
+}

@@ -70,7 +70,8 @@ enum Command {
         command: LabelsCommand,
     },
     /// Record what an endpoint's data looked like when all was well: statistics.json,
-    /// constraints.json and reference.parquet under {data_dir}/monitoring/{endpoint}/.
+    /// constraints.json and reference.parquet under {data_dir}/monitoring/{endpoint}/ (with
+    /// tables on an object store: {tables_uri}/_inferlog/monitoring/{endpoint}/).
     Baseline {
         /// Endpoint name.
         endpoint: String,
@@ -400,13 +401,12 @@ async fn audit_cli(layout: &inferlog_core::Layout, action: &str, endpoint: Optio
 }
 
 async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
-    use inferlog_proxy::auth::{Grant, TokenStore};
+    use inferlog_proxy::auth::Grant;
     match command {
         TokenCommand::Create { data, name, role, endpoint } => {
             let layout = data.layout()?;
-                let data_dir = layout.data_dir();
             check_grant_target(&endpoint)?;
-            let created = TokenStore::new(&data_dir).create(&name, vec![Grant { endpoint: endpoint.clone(), role }]);
+            let created = tokens(&layout)?.create(&name, vec![Grant { endpoint: endpoint.clone(), role }]).await;
             let detail = format!("name={name} role={role}");
             audit_cli(&layout, "token.create", Some(&endpoint), detail, created.as_ref().map(|_| ()).map_err(Clone::clone)).await?;
             let secret = created.map_err(anyhow::Error::msg)?;
@@ -415,17 +415,15 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::List { data } => {
             let layout = data.layout()?;
-                let data_dir = layout.data_dir();
-            for t in TokenStore::new(&data_dir).list()? {
+            for t in tokens(&layout)?.list().await.map_err(anyhow::Error::msg)? {
                 let grants: Vec<String> = t.grants.iter().map(|g| format!("{} on {}", g.role, g.endpoint)).collect();
                 println!("{}\t{}\tcreated {}", t.name, grants.join(", "), t.created_at);
             }
         }
         TokenCommand::Grant { data, name, role, endpoint } => {
             let layout = data.layout()?;
-                let data_dir = layout.data_dir();
             check_grant_target(&endpoint)?;
-            let result = match TokenStore::new(&data_dir).grant(&name, &endpoint, role) {
+            let result = match tokens(&layout)?.grant(&name, &endpoint, role).await {
                 Ok(Some(_)) => Ok(()),
                 Ok(None) => Err(format!("no token named `{name}`")),
                 Err(e) => Err(e),
@@ -436,8 +434,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Ungrant { data, name, endpoint } => {
             let layout = data.layout()?;
-                let data_dir = layout.data_dir();
-            let result = match TokenStore::new(&data_dir).ungrant(&name, &endpoint) {
+            let result = match tokens(&layout)?.ungrant(&name, &endpoint).await {
                 Ok(Some(true)) => Ok(()),
                 Ok(Some(false)) => Err(format!("token `{name}` holds no role on `{endpoint}`")),
                 Ok(None) => Err(format!("no token named `{name}`")),
@@ -449,8 +446,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Revoke { data, name } => {
             let layout = data.layout()?;
-                let data_dir = layout.data_dir();
-            let revoked = TokenStore::new(&data_dir).revoke(&name).map_err(anyhow::Error::msg)?;
+            let revoked = tokens(&layout)?.revoke(&name).await.map_err(anyhow::Error::msg)?;
             let result = if revoked { Ok(()) } else { Err(format!("no token named `{name}`")) };
             audit_cli(&layout, "token.revoke", None, format!("name={name}"), result.clone()).await?;
             result.map_err(anyhow::Error::msg)?;
@@ -458,6 +454,12 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The tokens every gateway on these tables reads.
+fn tokens(layout: &inferlog_core::Layout) -> anyhow::Result<inferlog_proxy::auth::TokenStore> {
+    let shared = inferlog_table::shared_state(layout).map_err(anyhow::Error::msg)?;
+    Ok(inferlog_proxy::auth::TokenStore::new(shared))
 }
 
 fn check_grant_target(endpoint: &str) -> anyhow::Result<()> {
@@ -492,8 +494,10 @@ fn print_deleted(deleted: &[inferlog_table::maintenance::Deleted]) {
 }
 
 /// Inferlog's own events from info, its dependencies' (Delta's every commit and snapshot load,
-/// DataFusion, hyper) from warn: INFERLOG_LOG replaces this.
-const DEFAULT_LOG_FILTER: &str = "warn,inferlog=info";
+/// DataFusion, hyper) from warn: INFERLOG_LOG replaces this. Delta's transaction warns whenever
+/// another writer committed first, which in a fleet is every other commit and nothing wrong
+/// (`inferlog_table_commit_conflicts_total` counts them); its real conflicts are errors.
+const DEFAULT_LOG_FILTER: &str = "warn,inferlog=info,deltalake_core::kernel::transaction=error";
 
 fn init_logging() {
     use std::io::IsTerminal;
@@ -570,11 +574,21 @@ fn main() -> std::process::ExitCode {
             }
             Command::Endpoints { config, data_dir, endpoints, json } => {
                 let config = serve::load_config(&ServeArgs { config, data_dir, endpoints, ..ServeArgs::default() })?;
-                let (capture, traffic) = serve::state_stores(&config.data_dir);
+                let shared = inferlog_table::shared_state(&config.layout).map_err(anyhow::Error::msg)?;
+                let (capture, traffic) = serve::state_stores(&shared);
+                // The command also checks a config where its store cannot be reached: it says
+                // so and shows the config's own settings.
+                let live = match serve::live_settings(&config, &capture, &traffic).await {
+                    Ok(live) => live,
+                    Err(e) => {
+                        eprintln!("inferlog: showing the config's settings without the changes saved through the admin API: {e:#}");
+                        serve::settings_with_changes(&config, &Default::default(), &Default::default())
+                    }
+                };
                 let views: Vec<inferlog_proxy::EndpointView> = config
                     .endpoints
                     .iter()
-                    .zip(serve::live_settings(&config, &capture, &traffic)?)
+                    .zip(live)
                     .map(|(settings, (capture, traffic))| inferlog_proxy::EndpointView::new(settings, capture, traffic))
                     .collect();
                 if json {
@@ -659,7 +673,7 @@ fn main() -> std::process::ExitCode {
                     "baseline of {} columns from {} rows written to {}",
                     report.statistics.features.len(),
                     report.rows,
-                    report.dir.display()
+                    report.location
                 );
                 for f in &report.constraints.features {
                     println!("  {:<24} {} {}, drift by {} at {}", f.name, f.role, f.inferred_type, f.drift.metric, f.drift.threshold);

@@ -12,12 +12,14 @@ use crate::ServeArgs;
 use anyhow::Context;
 use axum::extract::State;
 use axum::routing::get;
-use inferlog_capture::{start_log_writer, CaptureHandle};
+use inferlog_capture::{start_log_writer, CaptureHandle, LogWriterHandle};
 use inferlog_core::config::{self, Config};
 use inferlog_core::EndpointTable;
 use inferlog_table::lease::{Lease, LeaseFlag};
 use inferlog_proxy::tls::ClientAddr;
 use inferlog_proxy::server::{ConnectionLimits, ConnectionSlots};
+use inferlog_core::SharedState;
+use inferlog_proxy::auth::TokenStore;
 use inferlog_proxy::{CaptureState, CaptureStateStore, Endpoint, Gateway, GatewayOptions, TrafficState, TrafficStateStore};
 use inferlog_table::{Committer, CommitterOptions, CompactionOptions, Compactor};
 use inferlog_monitor::ScheduledMonitor;
@@ -54,22 +56,30 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Where the admin API saves capture and traffic changes.
-pub fn state_stores(data_dir: &Path) -> (CaptureStateStore, TrafficStateStore) {
-    let dir = data_dir.join("state");
-    (CaptureStateStore::new(dir.join("capture.json")), TrafficStateStore::new(dir.join("traffic.json")))
+/// Where the admin API saves capture and traffic changes: the shared control state.
+pub fn state_stores(shared: &SharedState) -> (CaptureStateStore, TrafficStateStore) {
+    (CaptureStateStore::capture(shared.clone()), TrafficStateStore::traffic(shared.clone()))
 }
 
 /// Each endpoint's capture and traffic settings as a start sets them, in the config's order:
 /// the config's, with the changes saved through the admin API on top.
-pub fn live_settings(
+pub async fn live_settings(
     config: &Config,
     capture: &CaptureStateStore,
     traffic: &TrafficStateStore,
 ) -> anyhow::Result<Vec<(CaptureState, TrafficState)>> {
-    let saved = capture.load()?;
-    let saved_traffic = traffic.load()?;
-    Ok(config
+    let saved = capture.load().await.map_err(anyhow::Error::msg)?;
+    let saved_traffic = traffic.load().await.map_err(anyhow::Error::msg)?;
+    Ok(settings_with_changes(config, &saved, &saved_traffic))
+}
+
+/// Each endpoint's capture and traffic settings: the config's with `saved` changes on top.
+pub fn settings_with_changes(
+    config: &Config,
+    saved: &std::collections::BTreeMap<String, CaptureState>,
+    saved_traffic: &std::collections::BTreeMap<String, inferlog_proxy::TrafficChange>,
+) -> Vec<(CaptureState, TrafficState)> {
+    config
         .endpoints
         .iter()
         .map(|settings| {
@@ -80,7 +90,7 @@ pub fn live_settings(
             let traffic = saved_traffic.get(&settings.name).cloned().unwrap_or_default().apply(settings);
             (state, traffic)
         })
-        .collect())
+        .collect()
 }
 
 pub async fn shutdown_signal() {
@@ -136,6 +146,7 @@ fn describe_metrics() {
     describe_gauge!("inferlog_capture_records_queued", "Records waiting in the endpoint's capture queue");
     describe_gauge!("inferlog_capture_log_bytes", "Bytes of the endpoint's write-ahead log on disk");
     describe_gauge!("inferlog_table_last_commit_age_seconds", "Seconds since the endpoint's last successful commit");
+    describe_gauge!("inferlog_capture_uncommitted_records", "Records in the endpoint's write-ahead log not yet committed to its table (the commit lag, in records)");
     describe_counter!("inferlog_retention_rows_deleted_total", "Rows deleted by scheduled retention");
     describe_counter!("inferlog_retention_failures_total", "Scheduled retention runs that failed");
 }
@@ -214,16 +225,18 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
+#[derive(Clone)]
 struct EndpointRuntime {
     name: String,
     capture: CaptureHandle,
+    log: Arc<LogWriterHandle>,
     last_commit_ms: Arc<AtomicU64>,
 }
 
 struct MetricsState {
     handle: PrometheusHandle,
     auth: Arc<inferlog_proxy::auth::Authenticator>,
-    endpoints: Vec<(String, CaptureHandle, Arc<AtomicU64>)>,
+    endpoints: Vec<EndpointRuntime>,
 }
 
 async fn metrics_page(
@@ -239,9 +252,10 @@ async fn metrics_page(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    for (name, capture, last_commit_ms) in &state.endpoints {
+    for EndpointRuntime { name, capture, log, last_commit_ms } in &state.endpoints {
         metrics::gauge!("inferlog_capture_records_queued", "endpoint" => name.clone()).set(capture.queued() as f64);
         metrics::gauge!("inferlog_capture_log_bytes", "endpoint" => name.clone()).set(capture.log_bytes() as f64);
+        metrics::gauge!("inferlog_capture_uncommitted_records", "endpoint" => name.clone()).set(log.uncommitted() as f64);
         let last = last_commit_ms.load(Ordering::Relaxed);
         if last > 0 {
             metrics::gauge!("inferlog_table_last_commit_age_seconds", "endpoint" => name.clone())
@@ -272,8 +286,6 @@ pub async fn run(
     let instance = instance_id(&config.data_dir)?;
     // What each row names as the gateway that recorded it.
     let gateway_id = config.gateway_name.clone().unwrap_or_else(|| instance.clone());
-    let (state_store, traffic_store) = state_stores(&config.data_dir);
-    let live = live_settings(&config, &state_store, &traffic_store)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     // Unpackers stop after the committers, so their last pass sees the last commit.
     let (unpack_stop_tx, unpack_stop_rx) = watch::channel(false);
@@ -294,6 +306,9 @@ pub async fn run(
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach the tables at {root}: {e}"))?;
     }
+    let shared = inferlog_table::shared_state(&config.layout).map_err(anyhow::Error::msg)?;
+    let (state_store, traffic_store) = state_stores(&shared);
+    let live = live_settings(&config, &state_store, &traffic_store).await?;
     let mut runtimes = Vec::new();
     let mut endpoints = Vec::new();
     let mut background = Vec::new();
@@ -444,7 +459,7 @@ pub async fn run(
         }
         endpoints.push(Endpoint::new(settings.clone(), state, traffic, Some(capture.clone())));
         writer_threads.push(writer_thread);
-        runtimes.push(EndpointRuntime { name, capture, last_commit_ms });
+        runtimes.push(EndpointRuntime { name, capture, log, last_commit_ms });
     }
 
     // This gateway's report to the fleet, beside the tables.
@@ -465,7 +480,7 @@ pub async fn run(
                         EndpointProgress {
                             endpoint: endpoint.clone(),
                             commit_lag_seconds: (last > 0).then(|| now.saturating_sub(last) as f64 / 1000.0),
-                            records_in_log: log.last_logged.load(Ordering::Acquire).saturating_sub(log.committed.load(Ordering::Acquire)),
+                            records_in_log: log.uncommitted(),
                         }
                     })
                     .collect(),
@@ -473,7 +488,9 @@ pub async fn run(
         }
     };
     background_runtime.handle().spawn(inferlog_table::fleet::heartbeat(config.layout.tables_root().clone(), report, stop_rx.clone()));
-    let auth = Arc::new(inferlog_proxy::auth::Authenticator::new(config.auth_enabled, &config.data_dir));
+    let auth = Arc::new(inferlog_proxy::auth::Authenticator::new(config.auth_enabled, TokenStore::new(shared.clone())));
+    // The tokens are known before the first request; later changes arrive by polling.
+    auth.poll().await.map_err(|e| anyhow::anyhow!("cannot read the tokens: {e}"))?;
     // Administrative actions go to the `_audit` table, written in the background.
     let (audit, audit_events) = tokio::sync::mpsc::channel(10_000);
     // Events go through the text rules of every endpoint; commands run on the machine read
@@ -496,7 +513,7 @@ pub async fn run(
             retention_tasks.push(background_runtime.handle().spawn(scheduled.run(stop_rx.clone())));
         }
     }
-    if config.auth_enabled && inferlog_proxy::auth::TokenStore::new(&config.data_dir).list()?.is_empty() {
+    if config.auth_enabled && auth.store().list().await.map_err(anyhow::Error::msg)?.is_empty() {
         tracing::warn!("authentication is on and there are no tokens yet: create one with `inferlog token create`");
     }
     let gateway = Arc::new(Gateway::new(
@@ -516,13 +533,14 @@ pub async fn run(
         traffic_store,
         auth.clone(),
     ));
+    // Changes made through another gateway or the CLI reach this one within the interval.
+    background_runtime
+        .handle()
+        .spawn(Gateway::follow_shared_state(Arc::downgrade(&gateway), inferlog_proxy::admin::FOLLOW_INTERVAL, stop_rx.clone()));
     let metrics_state = Arc::new(MetricsState {
         handle: metrics_handle,
         auth: auth.clone(),
-        endpoints: runtimes
-            .iter()
-            .map(|r| (r.name.clone(), r.capture.clone(), r.last_commit_ms.clone()))
-            .collect(),
+        endpoints: runtimes.clone(),
     });
     let api_state = Arc::new(ApiState {
         layout: config.layout.clone(),

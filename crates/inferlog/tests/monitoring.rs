@@ -236,14 +236,14 @@ fn monitor_writes_quality_drift_and_violations_per_window_and_slice() {
 
 /// A webhook receiver that answers 503 to the first delivery of each alert and 200 after, and
 /// keeps every body it was sent.
-struct AlertReceiver {
-    url: String,
+pub(crate) struct AlertReceiver {
+    pub(crate) url: String,
     received: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl AlertReceiver {
-    fn start() -> AlertReceiver {
+    pub(crate) fn start() -> AlertReceiver {
         use axum::{extract::State, http::StatusCode, routing::post, Json, Router};
         type Received = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
         async fn hook(State(received): State<Received>, Json(alert): Json<Value>) -> StatusCode {
@@ -261,7 +261,7 @@ impl AlertReceiver {
         AlertReceiver { url, received, _runtime: runtime }
     }
 
-    fn alerts(&self) -> Vec<Value> {
+    pub(crate) fn alerts(&self) -> Vec<Value> {
         self.received.lock().unwrap().clone()
     }
 }

@@ -332,3 +332,195 @@ fn three_gateways_in_sync_durability_one_killed_and_restarted_under_load_lose_an
         gateways[1].logs()
     );
 }
+
+#[test]
+fn a_capture_toggle_and_a_revoked_grant_on_one_gateway_reach_the_others_within_2_s() {
+    let _exclusive = exclusive();
+    let s3 = S3Server::start();
+    let up = Upstream::start();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Tokens made by the command line go to the store, where every gateway reads them.
+    let token = |args: &[&str]| {
+        let mut all = vec!["token"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--data-dir", dirs[0].path().to_str().unwrap(), "--tables-uri", TABLES]);
+        let out = s3.inferlog(&all);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string()
+    };
+    let admin = token(&["create", "--name", "admin", "--role", "owner", "--endpoint", "*"]);
+    let caller = token(&["create", "--name", "caller", "--role", "invoke", "--endpoint", "m"]);
+    let toml = |i: usize| {
+        format!("gateway_name = \"gw-{i}\"\ncommit_interval_ms = 200\n[auth]\nenabled = true\n{}", endpoint_toml("m", &up.url(), ""))
+    };
+    let a = s3.gateway(dirs[0].path(), TABLES, &toml(0));
+    let b = s3.gateway(dirs[1].path(), TABLES, &toml(1));
+    let http = client();
+    let invoke = |gw: &Gateway, body: &str| http.post(gw.url("/endpoints/m/echo")).bearer_auth(&caller).body(body.to_string()).send().unwrap();
+    let captured_before = invoke(&b, r#"{"when": "before"}"#);
+    assert_eq!(captured_before.status(), 200);
+    let captured_id = captured_before.headers()["x-request-id"].to_str().unwrap().to_string();
+    let within_2s = |what: &str, done: &dyn Fn() -> bool| {
+        let since = Instant::now();
+        while !done() {
+            assert!(since.elapsed() < Duration::from_secs(2), "{what} within 2 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        since.elapsed()
+    };
+
+    // Capture turned off through gateway a: b stops capturing.
+    let put = http.put(a.url("/admin/endpoints/m/capture")).bearer_auth(&admin).json(&serde_json::json!({"enabled": false})).send().unwrap();
+    assert_eq!(put.status(), 200, "{}", put.text().unwrap());
+    let capture_on_b = || -> Value { http.get(b.url("/admin/endpoints/m/capture")).bearer_auth(&admin).send().unwrap().json().unwrap() };
+    let took = within_2s("the toggle on gateway b", &|| capture_on_b()["enabled"] == false);
+    eprintln!("capture toggle reached the other gateway after {} ms", took.as_millis());
+    let uncaptured = invoke(&b, r#"{"when": "off"}"#);
+    assert_eq!(uncaptured.status(), 200, "serving goes on");
+    let uncaptured_id = uncaptured.headers()["x-request-id"].to_str().unwrap().to_string();
+
+    // Two changes at once, one through each gateway, to other fields: both are kept.
+    std::thread::scope(|scope| {
+        let on_a = scope.spawn(|| http.put(a.url("/admin/endpoints/m/capture")).bearer_auth(&admin).json(&serde_json::json!({"sampling_fraction": 0.25})).send().unwrap().status().as_u16());
+        let on_b = scope.spawn(|| http.put(b.url("/admin/endpoints/m/capture")).bearer_auth(&admin).json(&serde_json::json!({"enabled": true})).send().unwrap().status().as_u16());
+        assert_eq!((on_a.join().unwrap(), on_b.join().unwrap()), (200, 200));
+    });
+    for gw in [&a, &b] {
+        within_2s("both concurrent changes on every gateway", &|| {
+            let state: Value = http.get(gw.url("/admin/endpoints/m/capture")).bearer_auth(&admin).send().unwrap().json().unwrap();
+            state == serde_json::json!({"enabled": true, "sampling_fraction": 0.25})
+        });
+    }
+
+    // The caller's grant taken away through gateway a: b refuses it.
+    let delete = http.delete(a.url("/admin/endpoints/m/grants/caller")).bearer_auth(&admin).send().unwrap();
+    assert_eq!(delete.status(), 204);
+    assert_eq!(invoke(&a, "{}").status(), 403, "at once on the gateway that changed it");
+    let took = within_2s("the revoked grant on gateway b", &|| invoke(&b, "{}").status() == 403);
+    eprintln!("grant removal reached the other gateway after {} ms", took.as_millis());
+    // A token revoked by the command line is unknown everywhere.
+    token(&["revoke", "--name", "admin"]);
+    for gw in [&a, &b] {
+        within_2s("the revoked token", &|| http.get(gw.url("/admin/endpoints/m/capture")).bearer_auth(&admin).send().unwrap().status() == 401);
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ids = loop {
+        let rows = query_store(&s3, dirs[0].path(), "SELECT request_id FROM m_payload");
+        let ids: Vec<String> = rows.iter().filter_map(|r| r["request_id"].as_str().map(str::to_string)).collect();
+        if ids.contains(&captured_id) || Instant::now() > deadline {
+            break ids;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(ids.contains(&captured_id), "captured while on: {ids:?}");
+    assert!(!ids.contains(&uncaptured_id), "not captured while off: {ids:?}");
+    for gw in [a, b] {
+        let logs = gw.logs();
+        assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
+    }
+}
+
+#[test]
+fn a_baseline_made_anywhere_is_the_fleets_and_the_schedule_goes_on_across_lease_holders() {
+    use crate::monitoring::{AlertReceiver, IrisModel};
+    let _exclusive = exclusive();
+    let s3 = S3Server::start();
+    let model = IrisModel::start();
+    let receiver = AlertReceiver::start();
+    // The baseline is made from a machine of its own: it goes to the store, not its data dir.
+    let cli = tempfile::tempdir().unwrap();
+    let mut csv = String::from("sepal length (cm),sepal width (cm),petal length (cm),petal width (cm),species\n");
+    for i in 0..150 {
+        csv.push_str(&format!("{:.1},{:.1},{:.1},{:.1},{}\n", 5.0 + (i % 5) as f64 / 10.0, 2.0 + (i % 20) as f64 / 10.0,
+            1.0 + (i * 7 % 60) as f64 / 10.0, 0.1 + (i * 11 % 24) as f64 / 10.0, ["setosa", "versicolor", "virginica"][i % 3]));
+    }
+    let train = cli.path().join("train.csv");
+    std::fs::write(&train, csv).unwrap();
+    let cli_dir = cli.path().to_str().unwrap();
+    let out = s3.inferlog(&["baseline", "iris", "--from", train.to_str().unwrap(), "--label", "species", "--data-dir", cli_dir, "--tables-uri", TABLES]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("written to {TABLES}/_inferlog/monitoring/iris")), "{said}");
+    assert!(!cli.path().join("monitoring").exists(), "nothing of it on local disk");
+    let listed = |prefix: &str| -> Vec<String> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3_read.py");
+        let out = Command::new(python()).args([script, "list", &format!("{TABLES}/{prefix}")]).envs(s3.env()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listed("_inferlog/monitoring/iris"), ["constraints.json", "reference.parquet", "statistics.json"]);
+
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let toml = |i: usize| {
+        format!(
+            "gateway_name = \"gw-{i}\"\nlease_ttl_ms = 3000\ncommit_interval_ms = 200\nunpack_interval_ms = 200\nupstream_timeout_ms = 2000\n\
+             [[endpoints]]\nname = \"iris\"\nupstream = \"{}\"\nunpack = true\n\
+             [endpoints.monitor]\nschedule = \"1s\"\nwindow = \"2s\"\nwebhook_url = \"{}\"\nwebhook_backoff_ms = 100\n",
+            model.1, receiver.url
+        )
+    };
+    let mut gateways: Vec<Gateway> = (0..2).map(|i| s3.gateway(dirs[i].path(), TABLES, &toml(i))).collect();
+    let http = client();
+    // Sepal lengths of 6.0 to 7.9, all out of the baseline's range, through both gateways.
+    let send = |gateways: &[Gateway], n: usize| {
+        for i in 0..n {
+            let body = serde_json::json!({"dataframe_split": {
+                "columns": ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"],
+                "data": [[6.0 + (i % 20) as f64 / 10.0, 3.0, 1.5, 0.2]]}});
+            let r = http.post(gateways[i % gateways.len()].url("/endpoints/iris/invocations")).json(&body).send().unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    send(&gateways, 20);
+    let ids = |alerts: &[Value]| -> std::collections::BTreeMap<String, usize> {
+        let mut ids = std::collections::BTreeMap::new();
+        for a in alerts {
+            *ids.entry(a["alert_id"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+        ids
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !receiver.alerts().iter().any(|a| a["check"] == "range_check") {
+        assert!(Instant::now() < deadline, "no range_check alert: {:?}", receiver.alerts());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The schedule's progress is beside the baseline, where the next holder finds it.
+    assert!(listed("_inferlog/monitoring/iris").contains(&"schedule.json".to_string()));
+    let holder = (0..2).find(|&i| metric(&gateways[i], "inferlog_lease_held{lease=\"iris\"}") == Some(1.0)).expect("a holder");
+    // More traffic, then the holder dies: the other takes the lease and alerts what is new,
+    // never again what was alerted.
+    send(&gateways, 10);
+    std::thread::sleep(Duration::from_secs(2));
+    gateways[holder].kill9();
+    let other = &gateways[1 - holder];
+    let killed = Instant::now();
+    while metric(other, "inferlog_lease_held{lease=\"iris\"}") != Some(1.0) {
+        assert!(killed.elapsed() < Duration::from_secs(3 + 5), "the other gateway takes the lease");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = ids(&receiver.alerts()).len();
+    send(std::slice::from_ref(other), 10);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ids(&receiver.alerts()).len() == before {
+        assert!(Instant::now() < deadline, "the new holder alerts new windows: {:?}", receiver.alerts());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let attempts = ids(&receiver.alerts());
+    // Each alert: refused once by the receiver, delivered by the retry, and never sent again
+    // (an alert the killed holder was sending when it died may be sent once more).
+    let again: Vec<_> = attempts.iter().filter(|(_, n)| **n > 2).collect();
+    assert!(again.len() <= 1, "alerted again: {again:?}");
+    // The report from the machine that made the baseline reads the fleet's tables and files.
+    let report = cli.path().join("report.html");
+    let out = s3.inferlog(&["report", "iris", "--output", report.to_str().unwrap(), "--data-dir", cli_dir, "--tables-uri", TABLES]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for dir in &dirs {
+        assert!(!dir.path().join("monitoring").exists(), "no monitoring files in a gateway's data dir");
+    }
+    let logs = other.logs();
+    assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
+}

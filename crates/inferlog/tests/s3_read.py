@@ -3,7 +3,8 @@
 Usage: python s3_read.py ENGINE TABLE_URI [SQL]
 
 ENGINE is deltalake, polars or duckdb; `protocol` prints the table's Delta protocol instead (its
-reader and writer versions and features), read with deltalake. The S3 server comes from the environment: AWS_ENDPOINT_URL,
+reader and writer versions and features), read with deltalake; `list` prints the names of the
+objects under TABLE_URI (any prefix), one JSON string a line, read with boto3. The S3 server comes from the environment: AWS_ENDPOINT_URL,
 AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_ALLOW_HTTP for an http endpoint).
 SQL runs over the table registered under the last segment of TABLE_URI, as `inferlog query` names
 it (s3://inferlog/tables/iris_payload is iris_payload); without it (or with an empty one) the
@@ -81,10 +82,24 @@ def print_protocol(uri):
     }))
 
 
+def list_objects(uri):
+    import boto3
+
+    parsed = urlparse(uri)
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    prefix = parsed.path.lstrip("/").rstrip("/") + "/"
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=parsed.netloc, Prefix=prefix)
+    for page in pages:
+        for item in page.get("Contents", []):
+            print(json.dumps(item["Key"][len(prefix):]))
+
+
 def main():
     engine, uri = sys.argv[1], sys.argv[2]
     if engine == "protocol":
         return print_protocol(uri)
+    if engine == "list":
+        return list_objects(uri)
     name = uri.rstrip("/").rsplit("/", 1)[-1]
     sql = (sys.argv[3] if len(sys.argv) > 3 else "") or f'SELECT * FROM "{name}"'
     rows = READERS[engine](uri, name, sql).to_pylist(maps_as_pydicts="strict")
