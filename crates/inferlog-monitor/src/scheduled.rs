@@ -18,7 +18,7 @@ use inferlog_core::config::{MonitorSettings, WebhookSettings};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
 
 /// A gateway down for longer catches up at most this many windows.
 const MAX_CATCH_UP_WINDOWS: i64 = 1000;
@@ -39,8 +39,6 @@ pub struct ScheduledMonitor {
     pub lock: Arc<Mutex<()>>,
     /// Trust for an https webhook (the gateway's upstream trust); default: no roots.
     pub webhook_tls: Option<rustls::ClientConfig>,
-    /// Scheduled runs happen only while this gateway holds the endpoint's lease.
-    pub lease: inferlog_table::lease::LeaseFlag,
 }
 
 /// What a scheduled run did.
@@ -73,38 +71,43 @@ impl ScheduleState {
     }
 }
 
-impl ScheduledMonitor {
-    /// Runs on the schedule until `stop` turns true.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+/// Monitors on the endpoint's schedule, on the holder of its lease (see
+/// [`inferlog_table::worker`]).
+impl inferlog_table::worker::Periodic for ScheduledMonitor {
+    fn kind(&self) -> &'static str {
+        "monitoring"
+    }
+
+    fn target(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn next_pass_in(&self) -> Duration {
+        let now = chrono::Utc::now();
+        (self.settings.schedule.next_after(now) - now).to_std().unwrap_or_default()
+    }
+
+    async fn pass(&self) -> Result<(), inferlog_table::worker::PassError> {
+        use inferlog_table::worker::PassError;
+        let endpoint = self.endpoint.clone();
         let alerts = AlertSender::new(self.settings.webhook.clone(), self.webhook_tls.clone());
-        loop {
-            let now = chrono::Utc::now();
-            let wait = (self.settings.schedule.next_after(now) - now).to_std().unwrap_or_default();
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|stop| *stop) => return,
+        match self.run_once(&alerts, chrono::Utc::now().timestamp_millis()).await {
+            Ok(done) => {
+                metrics::counter!("inferlog_monitor_runs_total", "endpoint" => endpoint.clone()).increment(1);
+                tracing::debug!(endpoint = %endpoint, windows = done.report.windows,
+                    violations = done.report.violations.len(), alerted = done.alerted.len(), "monitoring run");
+                Ok(())
             }
-            if !self.lease.is_held() {
-                continue;
-            }
-            let endpoint = self.endpoint.clone();
-            match self.run_once(&alerts, chrono::Utc::now().timestamp_millis()).await {
-                Ok(done) => {
-                    metrics::counter!("inferlog_monitor_runs_total", "endpoint" => endpoint.clone()).increment(1);
-                    tracing::debug!(endpoint = %endpoint, windows = done.report.windows,
-                        violations = done.report.violations.len(), alerted = done.alerted.len(), "monitoring run");
-                }
-                Err(MonitorError::NotReady(reason)) => {
-                    tracing::info!(endpoint = %endpoint, "monitoring skipped: {reason}");
-                }
-                Err(e) => {
-                    metrics::counter!("inferlog_monitor_failures_total", "endpoint" => endpoint.clone()).increment(1);
-                    tracing::warn!(endpoint = %endpoint, error = %e, "monitoring run failed");
-                }
+            Err(MonitorError::NotReady(reason)) => Err(PassError::NotReady(reason)),
+            Err(e) => {
+                metrics::counter!("inferlog_monitor_failures_total", "endpoint" => endpoint.clone()).increment(1);
+                Err(PassError::Failed(e.to_string()))
             }
         }
     }
+}
 
+impl ScheduledMonitor {
     /// One run at time `now_ms`: unpack (if asked), monitor the windows not yet final, then
     /// alert on those that became final.
     pub async fn run_once(&self, alerts: &AlertSender, now_ms: i64) -> Result<ScheduledRun, MonitorError> {

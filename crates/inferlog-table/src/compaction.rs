@@ -6,7 +6,9 @@
 //! are older than `vacuum_retention`.
 //!
 //! One compactor per table: concurrent OPTIMIZE runs on the same files are not detected by
-//! Delta's conflict checker. Appends racing a compaction are fine.
+//! Delta's conflict checker, so compaction runs on the holder of the endpoint's lease (with
+//! tables on an object store; one gateway owns local tables). Appends racing a compaction
+//! are fine.
 
 use crate::table::TableError;
 use deltalake::operations::optimize::OptimizeType;
@@ -14,7 +16,6 @@ use deltalake::{DeltaTable, FilterOp, FilterValue};
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::time::Duration;
-use tokio::sync::watch;
 use url::Url;
 
 #[derive(Debug, Clone)]
@@ -107,34 +108,34 @@ pub async fn compact_once(url: &Url, options: &CompactionOptions) -> Result<Comp
 }
 
 pub struct Compactor {
+    /// The table's name, for the logs and the metric's `endpoint` label.
     pub endpoint: String,
     pub url: Url,
     pub options: CompactionOptions,
-    /// Compacts only while this gateway holds the endpoint's lease.
-    pub lease: crate::lease::LeaseFlag,
 }
 
-impl Compactor {
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.options.interval) => {}
-                _ = shutdown.changed() => return,
-            }
-            if !self.lease.is_held() {
-                continue;
-            }
-            match compact_once(&self.url, &self.options).await {
-                Ok(r) if r.files_removed > 0 => {
-                    metrics::counter!("inferlog_table_compacted_files_total", "endpoint" => self.endpoint.clone())
-                        .increment(r.files_removed);
-                    tracing::info!(endpoint = %self.endpoint, partitions = ?r.partitions, files_removed = r.files_removed,
-                        files_added = r.files_added, files_vacuumed = r.files_vacuumed, "compacted");
-                }
-                Ok(_) => {}
-                // A table that is not there yet or cannot be reached is tried again next round.
-                Err(e) => tracing::warn!(endpoint = %self.endpoint, error = %e, "compaction failed"),
-            }
+/// Compacts every `interval`, on the holder of the endpoint's lease (see [`crate::worker`]).
+impl crate::worker::Periodic for Compactor {
+    fn kind(&self) -> &'static str {
+        "compaction"
+    }
+
+    fn target(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn next_pass_in(&self) -> Duration {
+        self.options.interval
+    }
+
+    async fn pass(&self) -> Result<(), crate::worker::PassError> {
+        // A table that is not there yet has nothing to compact: that is not a failure.
+        let r = compact_once(&self.url, &self.options).await.map_err(|e| crate::worker::PassError::Failed(e.to_string()))?;
+        if r.files_removed > 0 {
+            metrics::counter!("inferlog_table_compacted_files_total", "endpoint" => self.endpoint.clone()).increment(r.files_removed);
+            tracing::info!(endpoint = %self.endpoint, partitions = ?r.partitions, files_removed = r.files_removed,
+                files_added = r.files_added, files_vacuumed = r.files_vacuumed, "compacted");
         }
+        Ok(())
     }
 }

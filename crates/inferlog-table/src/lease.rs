@@ -37,6 +37,13 @@ impl LeaseFlag {
     pub fn is_held(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
+
+    /// A flag set by hand, for tests of the work it guards.
+    #[cfg(test)]
+    pub(crate) fn manual(held: bool) -> (Arc<AtomicBool>, LeaseFlag) {
+        let flag = Arc::new(AtomicBool::new(held));
+        (flag.clone(), LeaseFlag(flag))
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -21,6 +21,7 @@ pub mod lease;
 pub mod maintenance;
 pub mod schema;
 pub mod table;
+pub mod worker;
 
 pub use committer::{Committer, CommitterOptions};
 pub use compaction::{compact_once, Compactor, CompactionOptions};

@@ -4,7 +4,7 @@
 //! - [`columns`]: choosing and widening column types, building Arrow arrays;
 //! - [`source`]: finding the exchanges committed since the last run (from the Delta log);
 //! - [`unpacker`]: one incremental run, committed with the source version it reached;
-//! - [`Unpacker`]: the loop `inferlog serve` runs for endpoints with `unpack = true`.
+//! - [`Unpacker`]: the periodic work `inferlog serve` runs for endpoints with `unpack = true`.
 //!
 //! Payloads are parsed by `inferlog-payload`; one that cannot be parsed becomes a row whose
 //! `unpack_error` says why, never a failed run.
@@ -25,7 +25,6 @@ pub fn describe_metrics() {
 }
 
 use std::time::Duration;
-use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -53,56 +52,53 @@ impl UnpackError {
     }
 }
 
-/// Keeps one endpoint's unpacked table a few seconds behind its payload table.
+/// Keeps one endpoint's unpacked table a few seconds behind its payload table: a pass every
+/// `interval` on the holder of the endpoint's lease, and one last pass when the gateway stops
+/// (after its last commit), so the typed table holds everything the payload table held.
 pub struct Unpacker {
     pub layout: inferlog_core::Layout,
     pub endpoint: String,
     pub interval: Duration,
     pub options: UnpackOptions,
-    /// Unpacks only while this gateway holds the endpoint's lease.
-    pub lease: inferlog_table::lease::LeaseFlag,
 }
 
-impl Unpacker {
-    /// Runs until `stop` turns true, then makes one last pass so the typed table holds
-    /// everything the payload table held at shutdown.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let endpoint = self.endpoint.clone();
-        let mut failures = 0u32;
-        loop {
-            let stopping = *stop.borrow();
-            // On one gateway of a fleet at a time: the lease's holder.
-            if self.lease.is_held() {
-                match unpack_once(&self.layout, &self.endpoint, &self.options).await {
-                    Ok(report) => {
-                        failures = 0;
-                        if report.requests > 0 {
-                            metrics::counter!("inferlog_unpack_rows_total", "endpoint" => endpoint.clone())
-                                .increment(report.rows as u64);
-                            metrics::counter!("inferlog_unpack_errors_total", "endpoint" => endpoint.clone())
-                                .increment(report.errors as u64);
-                            tracing::debug!(endpoint = %endpoint, requests = report.requests, rows = report.rows,
-                                errors = report.errors, "unpacked");
-                        }
-                    }
-                    // The payload table appears with the first commit.
-                    Err(UnpackError::NoSource { .. }) => {}
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        metrics::counter!("inferlog_unpack_failures_total", "endpoint" => endpoint.clone()).increment(1);
-                        tracing::warn!(endpoint = %endpoint, error = %e, "unpack run failed; will retry");
-                    }
+impl inferlog_table::worker::Periodic for Unpacker {
+    fn kind(&self) -> &'static str {
+        "unpacking"
+    }
+
+    fn target(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn first_pass_in(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn next_pass_in(&self) -> Duration {
+        self.interval
+    }
+
+    fn last_pass_on_stop(&self) -> bool {
+        true
+    }
+
+    async fn pass(&self) -> Result<(), inferlog_table::worker::PassError> {
+        let endpoint = &self.endpoint;
+        match unpack_once(&self.layout, endpoint, &self.options).await {
+            Ok(report) => {
+                if report.requests > 0 {
+                    metrics::counter!("inferlog_unpack_rows_total", "endpoint" => endpoint.clone()).increment(report.rows as u64);
+                    metrics::counter!("inferlog_unpack_errors_total", "endpoint" => endpoint.clone()).increment(report.errors as u64);
+                    tracing::debug!(endpoint = %endpoint, requests = report.requests, rows = report.rows, errors = report.errors, "unpacked");
                 }
+                Ok(())
             }
-            if stopping {
-                return;
-            }
-            // Back off while failing (a conflicting writer, a full disk), up to a minute.
-            let wait = self.interval * 2u32.saturating_pow(failures.min(6));
-            let wait = wait.min(Duration::from_secs(60).max(self.interval));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
+            // The payload table appears with the first commit.
+            Err(UnpackError::NoSource { .. }) => Ok(()),
+            Err(e) => {
+                metrics::counter!("inferlog_unpack_failures_total", "endpoint" => endpoint.clone()).increment(1);
+                Err(inferlog_table::worker::PassError::Failed(e.to_string()))
             }
         }
     }

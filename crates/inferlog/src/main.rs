@@ -6,6 +6,7 @@ mod iris;
 mod query_runner;
 mod retention;
 mod serve;
+mod supervisor;
 mod synth;
 
 use anyhow::Context;

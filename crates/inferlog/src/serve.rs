@@ -8,6 +8,7 @@
 //! with `unpack = true`) make a final pass over it.
 
 use crate::api::{self, ApiState, BackgroundRuntime};
+use crate::supervisor::{On, Stage, Supervisor};
 use crate::ServeArgs;
 use anyhow::Context;
 use axum::extract::State;
@@ -286,11 +287,8 @@ pub async fn run(
     let instance = instance_id(&config.data_dir)?;
     // What each row names as the gateway that recorded it.
     let gateway_id = config.gateway_name.clone().unwrap_or_else(|| instance.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // Unpackers stop after the committers, so their last pass sees the last commit.
-    let (unpack_stop_tx, unpack_stop_rx) = watch::channel(false);
     let background_runtime = Arc::new(BackgroundRuntime::new().context("cannot start the background runtime")?);
-    let mut unpackers = Vec::new();
+    let mut workers = Supervisor::new(background_runtime.clone());
     let mut monitor_locks = std::collections::HashMap::new();
 
     // Read before anything starts, so a bad certificate stops the start with its path.
@@ -311,7 +309,6 @@ pub async fn run(
     let live = live_settings(&config, &state_store, &traffic_store).await?;
     let mut runtimes = Vec::new();
     let mut endpoints = Vec::new();
-    let mut background = Vec::new();
     let mut writer_threads = Vec::new();
     let mut leases = std::collections::HashMap::new();
     let mut progress = Vec::new();
@@ -381,7 +378,8 @@ pub async fn run(
             },
             last_commit_ms: last_commit_ms.clone(),
         };
-        background.push(tokio::spawn(committer.run(stop_rx.clone())));
+        let commit_stop = workers.stop_signal(Stage::Commit);
+        workers.spawn(Stage::Commit, On::Serving, format!("committer of {name}"), committer.run(commit_stop));
         // The endpoint's singleton work (compaction, unpacking, scheduled monitoring,
         // retention) runs where its lease is held: anywhere for local tables, on one gateway
         // of a fleet sharing a tables root.
@@ -392,7 +390,8 @@ pub async fn run(
             let lease = Lease::new(config.layout.tables_root(), &name, &instance, config.lease_ttl)
                 .map_err(|e| anyhow::anyhow!("lease {name}: {e}"))?;
             let flag = lease.flag();
-            background_runtime.handle().spawn(lease.run(stop_rx.clone()));
+            let lease_stop = workers.stop_signal(Stage::Fleet);
+            workers.spawn(Stage::Fleet, On::Background, format!("lease of {name}"), lease.run(lease_stop));
             flag
         };
         leases.insert(name.clone(), lease.clone());
@@ -406,9 +405,8 @@ pub async fn run(
                     min_files: config.compaction_min_files,
                     ..CompactionOptions::default()
                 },
-                lease: lease.clone(),
             };
-            tokio::spawn(compactor.run(stop_rx.clone()));
+            workers.spawn_periodic(Stage::Upkeep, compactor, lease.clone());
         }
         let unpack_options = UnpackOptions {
             checkpoint_interval: config.checkpoint_interval,
@@ -421,9 +419,8 @@ pub async fn run(
                 endpoint: name.clone(),
                 interval: config.unpack_interval,
                 options: unpack_options.clone(),
-                lease: lease.clone(),
             };
-            unpackers.push(background_runtime.handle().spawn(unpacker.run(unpack_stop_rx.clone())));
+            workers.spawn_periodic(Stage::Unpack, unpacker, lease.clone());
             if let Some(interval) = config.compaction_interval {
                 // The unpacked table gains a small file per pass too.
                 let compactor = Compactor {
@@ -434,9 +431,8 @@ pub async fn run(
                         min_files: config.compaction_min_files,
                         ..CompactionOptions::default()
                     },
-                    lease: lease.clone(),
                 };
-                background_runtime.handle().spawn(compactor.run(stop_rx.clone()));
+                workers.spawn_periodic(Stage::Upkeep, compactor, lease.clone());
             }
         }
         let monitor_lock = Arc::new(tokio::sync::Mutex::new(()));
@@ -453,9 +449,8 @@ pub async fn run(
                 settle: config.upstream_timeout + config.commit_interval + config.unpack_interval + Duration::from_secs(1),
                 lock: monitor_lock,
                 webhook_tls: Some(upstream_tls.clone()),
-                lease: lease.clone(),
             };
-            background_runtime.handle().spawn(scheduled.run(stop_rx.clone()));
+            workers.spawn_periodic(Stage::Upkeep, scheduled, lease.clone());
         }
         endpoints.push(Endpoint::new(settings.clone(), state, traffic, Some(capture.clone())));
         writer_threads.push(writer_thread);
@@ -487,7 +482,8 @@ pub async fn run(
             }
         }
     };
-    background_runtime.handle().spawn(inferlog_table::fleet::heartbeat(config.layout.tables_root().clone(), report, stop_rx.clone()));
+    let heartbeat_stop = workers.stop_signal(Stage::Fleet);
+    workers.spawn(Stage::Fleet, On::Background, "fleet heartbeat", inferlog_table::fleet::heartbeat(config.layout.tables_root().clone(), report, heartbeat_stop));
     let auth = Arc::new(inferlog_proxy::auth::Authenticator::new(config.auth_enabled, TokenStore::new(shared.clone())));
     // The tokens are known before the first request; later changes arrive by polling.
     auth.poll().await.map_err(|e| anyhow::anyhow!("cannot read the tokens: {e}"))?;
@@ -499,8 +495,8 @@ pub async fn run(
     inferlog_capture::redact::save_audit_rules(&config.data_dir, &audit_rules).context("cannot save the _audit table's redaction rules")?;
     let audit_redactor = inferlog_capture::redact::Redactor::new(&audit_rules, config.redaction_key.as_deref())
         .map_err(|e| anyhow::anyhow!("redaction of the _audit table: {e}"))?;
-    let audit_writer = background_runtime.handle().spawn(write_audit(config.layout.clone(), audit_events, audit_redactor));
-    let mut retention_tasks = Vec::new();
+    // Ends once every sender is gone: the API's, the gateway's and retention's.
+    workers.spawn(Stage::Audit, On::Background, "audit writer", write_audit(config.layout.clone(), audit_events, audit_redactor));
     for settings in &config.endpoints {
         if let Some(retention) = &settings.retention {
             let scheduled = crate::retention::ScheduledRetention {
@@ -508,9 +504,8 @@ pub async fn run(
                 endpoint: settings.name.clone(),
                 settings: retention.clone(),
                 audit: audit.clone(),
-                lease: leases[&settings.name].clone(),
             };
-            retention_tasks.push(background_runtime.handle().spawn(scheduled.run(stop_rx.clone())));
+            workers.spawn_periodic(Stage::Upkeep, scheduled, leases[&settings.name].clone());
         }
     }
     if config.auth_enabled && auth.store().list().await.map_err(anyhow::Error::msg)?.is_empty() {
@@ -534,9 +529,13 @@ pub async fn run(
         auth.clone(),
     ));
     // Changes made through another gateway or the CLI reach this one within the interval.
-    background_runtime
-        .handle()
-        .spawn(Gateway::follow_shared_state(Arc::downgrade(&gateway), inferlog_proxy::admin::FOLLOW_INTERVAL, stop_rx.clone()));
+    let follow_stop = workers.stop_signal(Stage::Fleet);
+    workers.spawn(
+        Stage::Fleet,
+        On::Background,
+        "control state follower",
+        Gateway::follow_shared_state(Arc::downgrade(&gateway), inferlog_proxy::admin::FOLLOW_INTERVAL, follow_stop),
+    );
     let metrics_state = Arc::new(MetricsState {
         handle: metrics_handle,
         auth: auth.clone(),
@@ -632,24 +631,8 @@ pub async fn run(
             tracing::warn!("a capture log writer did not finish in time");
         }
     }
-    let _ = stop_tx.send(true);
-    for task in background {
-        let _ = task.await;
-    }
-    let _ = unpack_stop_tx.send(true);
-    for task in unpackers {
-        let _ = task.await;
-    }
-    for task in retention_tasks {
-        // A run in progress finishes its table; the rest waits for the next start.
-        if tokio::time::timeout(Duration::from_secs(30), task).await.is_err() {
-            tracing::warn!("a retention run did not finish in time");
-        }
-    }
-    // Every sender went with the router and the gateway: the writer drains and ends.
-    if tokio::time::timeout(Duration::from_secs(10), audit_writer).await.is_err() {
-        tracing::warn!("the audit writer did not finish in time");
-    }
+    // Then the background work, stage by stage (see supervisor).
+    workers.stop().await;
     tracing::info!("stopped");
     Ok(())
 }
