@@ -5,7 +5,9 @@
 //! `{payload table}/_offload/{date}/{request_id}.{request|response}`, and the record keeps a
 //! prefix and the file's path relative to the table. The file is written (and in `fsync`
 //! durability synced) before the record reaches the log, so a committed row never points at a
-//! missing file. Delta's vacuum leaves folders starting with `_` alone; retention and
+//! missing file. With the table on an object store the file goes to the same relative path
+//! under the endpoint's local spool instead, and the committer uploads it beside the table
+//! before the commit that names it. Delta's vacuum leaves folders starting with `_` alone; retention and
 //! erasure delete the files of the rows they delete.
 
 use base64::Engine;
@@ -16,8 +18,9 @@ use std::path::{Path, PathBuf};
 
 
 pub struct Offloader {
-    /// The payload table's folder.
-    pub table_dir: PathBuf,
+    /// Where the side files are written: the payload table's folder when it is local, else
+    /// the endpoint's spool, from which the committer uploads them beside the table.
+    pub dir: PathBuf,
     /// Bodies longer than this go to a file; the row keeps this many bytes.
     pub inline_max: usize,
     pub fsync: bool,
@@ -71,7 +74,7 @@ impl Offloader {
     }
 
     fn write(&self, relative: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let path = self.table_dir.join(relative);
+        let path = self.dir.join(relative);
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         // Written under a temporary name first: a file with the final name is always whole.
@@ -127,7 +130,7 @@ mod tests {
     #[test]
     fn oversize_bodies_go_whole_to_files_and_rows_keep_a_valid_prefix() {
         let dir = tempfile::tempdir().unwrap();
-        let offloader = Offloader { table_dir: dir.path().to_path_buf(), inline_max: 5, fsync: true };
+        let offloader = Offloader { dir: dir.path().to_path_buf(), inline_max: 5, fsync: true };
         let binary: Vec<u8> = (0..=255u8).collect();
         let encoded = base64::engine::general_purpose::STANDARD.encode(&binary);
         let mut r = record("aaññ-long request", Some((&encoded, "base64")));
@@ -156,7 +159,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A file where the folder should be.
         std::fs::write(dir.path().join(OFFLOAD_DIR), "in the way").unwrap();
-        let offloader = Offloader { table_dir: dir.path().to_path_buf(), inline_max: 4, fsync: false };
+        let offloader = Offloader { dir: dir.path().to_path_buf(), inline_max: 4, fsync: false };
         let mut r = record("0123456789", None);
         offloader.apply(&mut r);
         assert_eq!((r.request.as_deref(), r.request_offload), (Some("0123"), None));

@@ -971,14 +971,6 @@ impl ConfigFile {
         let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let layout = crate::Layout::new(&data_dir, self.tables_uri.as_deref())
             .map_err(|e| invalid("tables_uri", e.to_string()))?;
-        if !layout.tables_are_local() {
-            if let Some(i) = endpoints.iter().position(|e| e.capture.oversize == Oversize::Offload) {
-                return Err(invalid(
-                    format!("endpoints[{i}].capture.oversize"),
-                    format!("\"offload\" keeps bodies beside local tables; tables_uri is {}", layout.tables_root()),
-                ));
-            }
-        }
         let gateway_name = match self.gateway_name {
             Some(name) if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) => {
                 return Err(invalid("gateway_name", "must be 1 to 128 printable characters"));

@@ -15,6 +15,7 @@
 //! {tables_uri}/_inferlog/leases/, gateways/  leases and heartbeats of a fleet
 //! {tables_uri}/_inferlog/monitoring/{endpoint}/  baselines and schedule, on an object store
 //! {data_dir}/wal/{endpoint}/              the endpoint's write-ahead log
+//! {data_dir}/offload/{endpoint}/          offloaded bodies awaiting upload (object stores)
 //! {data_dir}/state/                       control state with local tables; audit rules
 //! {data_dir}/monitoring/{endpoint}/       baselines and schedule with local tables
 //! {data_dir}/instance.id, inferlog.lock
@@ -198,6 +199,13 @@ impl Layout {
     /// the audit redaction rules.
     pub fn state_dir(&self) -> PathBuf {
         self.data_dir.join("state")
+    }
+
+    /// Where an endpoint's offloaded bodies wait for their commit when the tables are on an
+    /// object store: the log writer never waits on the network, so it writes them here and
+    /// the committer uploads them beside the table before the commit that names them.
+    pub fn offload_spool_dir(&self, endpoint: &str) -> PathBuf {
+        self.data_dir.join("offload").join(endpoint)
     }
 
     /// An endpoint's baseline and monitoring schedule when the tables are local.

@@ -6,6 +6,12 @@
 //! so a batch that did commit (even when the call reported an error afterwards) is never
 //! written twice, and one that did not is retried. Log segments are released only after
 //! the commit holding their records has succeeded.
+//!
+//! Offloaded bodies of a table on an object store wait in the endpoint's spool: a batch's
+//! files are uploaded beside the table before its commit (on every attempt, so the upload
+//! is never older than the commit that names it) and removed from the spool after it. Once
+//! the first pass after a start has committed everything logged before the start, spool files
+//! older than the start are leftovers of commits that landed before a crash, and go.
 
 use crate::schema::{records_to_batch, writer_properties, PARTITION_COLUMN};
 use crate::table::{committed_lsn, open_or_create, TableError};
@@ -53,6 +59,8 @@ pub struct Committer {
     /// Identifies this gateway's log among the writers of the table.
     pub app_id: String,
     pub log: Arc<LogWriterHandle>,
+    /// Where offloaded bodies wait for their commit, for tables on an object store.
+    pub offload_spool: Option<std::path::PathBuf>,
     pub options: CommitterOptions,
     /// Unix time (ms) of the last successful commit, for the `/metrics` age gauge.
     pub last_commit_ms: Arc<AtomicU64>,
@@ -81,6 +89,8 @@ impl Committer {
         let last_commit = metrics::gauge!("inferlog_table_last_commit_timestamp_seconds", "endpoint" => self.endpoint.clone());
         let failures = metrics::counter!("inferlog_table_commit_failures_total", "endpoint" => self.endpoint.clone());
         let conflicts = metrics::counter!("inferlog_table_commit_conflicts_total", "endpoint" => self.endpoint.clone());
+        let run_started = SystemTime::now();
+        let mut spool_swept = self.offload_spool.is_none();
         loop {
             let stopping = *shutdown.borrow();
             let started = Instant::now();
@@ -88,6 +98,10 @@ impl Committer {
                 Ok(progress) => {
                     backoff = self.options.interval;
                     conflicts.increment(progress.conflicts);
+                    if !spool_swept {
+                        spool_swept = true;
+                        self.sweep_spool(run_started).await;
+                    }
                     if progress.records > 0 {
                         committed_counter.increment(progress.records);
                         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -113,8 +127,10 @@ impl Committer {
                         tokio::time::sleep(backoff).await;
                         continue;
                     }
+                    // Jittered, so gateways whose commits keep meeting do not retry in step.
+                    let jittered = backoff.mul_f64(rand::random_range(0.75..1.25));
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(jittered) => {}
                         _ = shutdown.changed() => {}
                     }
                     // Capped low: once the cause clears (a disk with space again) capture catches up in seconds.
@@ -164,6 +180,11 @@ impl Committer {
             let (records, last) = self.read_batch(reader, after).await?;
             let Some(last) = last else { break };
             if !records.is_empty() {
+                let mut records = records;
+                let uploaded = match &self.offload_spool {
+                    Some(spool) => upload_side_files(t, spool, &mut records).await?,
+                    None => Vec::new(),
+                };
                 let batch = records_to_batch(&records)?;
                 let count = records.len() as u64;
                 // The batch holds its own copy: the decoded records are not needed while writing.
@@ -189,6 +210,9 @@ impl Committer {
                 }
                 *t = written;
                 progress.commits += 1;
+                if let Some(spool) = &self.offload_spool {
+                    remove_from_spool(spool, &uploaded).await;
+                }
                 progress.records += count;
             }
             after = last;
@@ -235,11 +259,85 @@ impl Committer {
         result.map_err(|e| TableError::Log { path: dir.display().to_string(), source: e })
     }
 
+    /// Removes spool files older than `started`: their records were committed before a crash.
+    async fn sweep_spool(&self, started: SystemTime) {
+        let Some(spool) = self.offload_spool.clone() else { return };
+        let swept = tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for day in std::fs::read_dir(&spool).into_iter().flatten().flatten() {
+                for file in std::fs::read_dir(day.path()).into_iter().flatten().flatten() {
+                    let old = file.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < started);
+                    if old && std::fs::remove_file(file.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+                let _ = std::fs::remove_dir(day.path());
+            }
+            removed
+        })
+        .await
+        .unwrap_or(0);
+        if swept > 0 {
+            tracing::info!(endpoint = %self.endpoint, files = swept, "removed offloaded bodies committed before the last stop from the spool");
+        }
+    }
+
     fn release(&self, committed: u64) {
         // Never past what the writer has written: a fresh log's floor must survive.
         let upto = committed.min(self.log.last_logged.load(Ordering::Acquire));
         if let Err(e) = self.log.release(upto) {
             tracing::warn!(endpoint = %self.endpoint, error = %e, "cannot delete committed log segments");
         }
+    }
+}
+
+/// Uploads the offloaded bodies the records name from `spool` to the same paths beside the
+/// table; returns those paths. A body no longer in the spool must already be beside the
+/// table (its upload and commit went through before a crash); if it is not there either,
+/// the row keeps its prefix and says `offload_failed`.
+async fn upload_side_files(table: &DeltaTable, spool: &std::path::Path, records: &mut [Record]) -> crate::Result<Vec<String>> {
+    use deltalake::logstore::object_store::{path::Path as StorePath, ObjectStoreExt as _};
+    use inferlog_core::record::{MAX_REQUEST_SIZE_EXCEEDED, MAX_RESPONSE_SIZE_EXCEEDED, OFFLOAD_FAILED};
+    let store = table.object_store();
+    let url = table.table_url().to_string();
+    let failed = |e: deltalake::logstore::object_store::Error| TableError::Delta { url: url.clone(), source: e.into() };
+    let mut uploaded = Vec::new();
+    for record in records.iter_mut() {
+        for (pointer, cut_code) in [
+            (&mut record.request_offload, MAX_REQUEST_SIZE_EXCEEDED),
+            (&mut record.response_offload, MAX_RESPONSE_SIZE_EXCEEDED),
+        ] {
+            let Some(relative) = pointer.clone().filter(|p| inferlog_core::record::is_offload_path(p)) else { continue };
+            let location = StorePath::from(relative.as_str());
+            match tokio::fs::read(spool.join(&relative)).await {
+                Ok(bytes) => {
+                    store.put(&location, bytes.into()).await.map_err(failed)?;
+                    uploaded.push(relative);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match store.head(&location).await {
+                    Ok(_) => {}
+                    Err(deltalake::logstore::object_store::Error::NotFound { .. }) => {
+                        tracing::warn!(endpoint = %record.endpoint_name, request_id = %record.request_id, file = %relative,
+                            "an offloaded body is neither in the spool nor beside the table; the row keeps its prefix");
+                        *pointer = None;
+                        for code in [cut_code, OFFLOAD_FAILED] {
+                            if !record.logging_error_codes.iter().any(|c| c == code) {
+                                record.logging_error_codes.push(code.to_string());
+                            }
+                        }
+                    }
+                    Err(e) => return Err(failed(e)),
+                },
+                Err(source) => return Err(TableError::Log { path: spool.join(&relative).display().to_string(), source }),
+            }
+        }
+    }
+    Ok(uploaded)
+}
+
+/// Removes committed bodies from the spool (a file left behind goes with the next start's sweep).
+async fn remove_from_spool(spool: &std::path::Path, relative: &[String]) {
+    for path in relative {
+        let _ = tokio::fs::remove_file(spool.join(path)).await;
     }
 }

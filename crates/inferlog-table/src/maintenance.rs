@@ -20,7 +20,8 @@ use deltalake::DeltaTableError;
 use inferlog_core::record::{is_offload_path, OFFLOAD_DIR};
 use std::collections::HashSet;
 use inferlog_core::Layout;
-use std::path::Path;
+use deltalake::logstore::object_store::{self, path::Path as StorePath, ObjectStoreExt as _};
+use futures::TryStreamExt as _;
 use std::time::Duration;
 
 /// What one table lost.
@@ -54,18 +55,13 @@ pub async fn delete_where(layout: &Layout, predicates: &[(String, Expr)], purge:
         if !exists(&url).await? {
             continue;
         }
-        // Offloaded bodies exist only beside local tables (offloading needs local tables).
-        let table_dir = layout.local_table_dir(name);
         let err = |e| TableError::Delta { url: url.to_string(), source: e };
         let table = deltalake::open_table(url.clone()).await.map_err(err)?;
         let side_files = offloaded_files(&table, predicate).await.map_err(err)?;
         let (table, metrics) = table.delete().with_predicate(predicate.clone()).await.map_err(err)?;
         // First the bodies of the deleted rows: once the commit is in, nothing names them, and
         // a failure further down must not leave them behind for good.
-        let mut files_removed = match &table_dir {
-            Some(dir) => remove_side_files(dir, &side_files).map_err(err)?,
-            None => 0,
-        };
+        let mut files_removed = remove_side_files(&table, &side_files).await.map_err(err)?;
         let retention = match purge {
             Purge::AfterReaders => chrono::Duration::from_std(crate::CompactionOptions::default().vacuum_retention)
                 .unwrap_or(chrono::Duration::hours(1)),
@@ -78,20 +74,21 @@ pub async fn delete_where(layout: &Layout, predicates: &[(String, Expr)], purge:
             .await
             .map_err(err)?;
         files_removed += vacuumed.files_deleted.len();
-        if let Some(dir) = &table_dir {
-            files_removed += sweep_orphaned_side_files(&table, dir).await.map_err(err)?;
-        }
+        files_removed += sweep_orphaned_side_files(&table).await.map_err(err)?;
         out.push(Deleted { table: name.clone(), rows: metrics.num_deleted_rows.unwrap_or(0), files_removed });
     }
     Ok(out)
 }
 
-fn remove_side_files(table_dir: &Path, relative_paths: &[String]) -> Result<usize, DeltaTableError> {
+/// Removes the offloaded bodies at `relative_paths` beside the table (on its own store, local
+/// or not).
+async fn remove_side_files(table: &deltalake::DeltaTable, relative_paths: &[String]) -> Result<usize, DeltaTableError> {
+    let store = table.object_store();
     let mut removed = 0;
     for relative in relative_paths.iter().filter(|p| is_offload_path(p)) {
-        match std::fs::remove_file(table_dir.join(relative)) {
+        match store.delete(&StorePath::from(relative.as_str())).await {
             Ok(()) => removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(DeltaTableError::Generic(format!("cannot remove the offloaded body {relative}: {e}"))),
         }
     }
@@ -99,38 +96,31 @@ fn remove_side_files(table_dir: &Path, relative_paths: &[String]) -> Result<usiz
 }
 
 /// Removes offloaded bodies (and half-written `.tmp` files) that no row of the table names and
-/// that are older than [`ORPHAN_GRACE`]; then the date folders left empty.
-async fn sweep_orphaned_side_files(table: &deltalake::DeltaTable, table_dir: &Path) -> Result<usize, DeltaTableError> {
-    let root = table_dir.join(OFFLOAD_DIR);
-    if !root.is_dir() {
+/// that are older than [`ORPHAN_GRACE`]: a body on its way to a row (written before its record
+/// is logged, or uploaded before its commit) is always younger.
+async fn sweep_orphaned_side_files(table: &deltalake::DeltaTable) -> Result<usize, DeltaTableError> {
+    let store = table.object_store();
+    let listed: Vec<object_store::ObjectMeta> = store
+        .list(Some(&StorePath::from(OFFLOAD_DIR)))
+        .try_collect()
+        .await
+        .map_err(|e| DeltaTableError::Generic(format!("cannot list the offloaded bodies: {e}")))?;
+    if listed.is_empty() {
         return Ok(0);
     }
     let named: HashSet<String> = offloaded_files(table, &lit(true)).await?.into_iter().collect();
-    let io = |e: std::io::Error| DeltaTableError::Generic(format!("cannot sweep {}: {e}", root.display()));
+    let now = chrono::Utc::now();
+    let grace = chrono::Duration::from_std(ORPHAN_GRACE).unwrap_or(chrono::Duration::hours(1));
     let mut removed = 0;
-    for day in std::fs::read_dir(&root).map_err(io)? {
-        let day = day.map_err(io)?.path();
-        if !day.is_dir() {
-            continue;
-        }
-        for file in std::fs::read_dir(&day).map_err(io)? {
-            let file = file.map_err(io)?;
-            let relative = format!(
-                "{OFFLOAD_DIR}/{}/{}",
-                day.file_name().unwrap_or_default().to_string_lossy(),
-                file.file_name().to_string_lossy()
-            );
-            let old = file.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age >= ORPHAN_GRACE);
-            if old && !named.contains(&relative) {
-                match std::fs::remove_file(file.path()) {
-                    Ok(()) => removed += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io(e)),
-                }
+    for meta in listed {
+        let relative = meta.location.to_string();
+        if now - meta.last_modified >= grace && !named.contains(&relative) {
+            match store.delete(&meta.location).await {
+                Ok(()) => removed += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(DeltaTableError::Generic(format!("cannot remove the offloaded body {relative}: {e}"))),
             }
         }
-        // Only succeeds when the folder is empty.
-        let _ = std::fs::remove_dir(&day);
     }
     Ok(removed)
 }

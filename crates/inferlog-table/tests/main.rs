@@ -79,6 +79,7 @@ impl Fixture {
             url: Layout::local(&self.data_dir).unwrap().table("iris_payload"),
             app_id: "inferlog-test-iris".into(),
             log: self.log.clone(),
+            offload_spool: None,
             options: CommitterOptions { max_batch_records: 1000, checkpoint_interval: 10, ..CommitterOptions::default() },
             last_commit_ms: Arc::new(AtomicU64::new(0)),
         }
@@ -193,6 +194,7 @@ impl Fixture {
             url: url::Url::parse("file:///nonexistent/").unwrap(),
             app_id: "inferlog-test-iris".into(),
             log: self.log.clone(),
+            offload_spool: None,
             options: CommitterOptions { max_batch_records: 1000, ..CommitterOptions::default() },
             last_commit_ms: Arc::new(AtomicU64::new(0)),
         }
@@ -279,4 +281,44 @@ async fn a_table_made_before_the_llm_columns_gains_them_on_the_next_commit() {
     assert!(added.iter().all(|c| names.contains(&c.to_string())), "{names:?}");
     assert_eq!(rows_and_distinct(&fx.data_dir).await, (10, 10));
     assert_eq!(sql(&fx.data_dir, "SELECT count(*) FROM t WHERE stream_status IS NULL AND served_target IS NULL").await, [10]);
+}
+
+#[tokio::test]
+async fn offloaded_bodies_go_from_the_spool_beside_the_table_before_their_commit() {
+    let mut fx = Fixture::new();
+    let spool = fx.data_dir.join("offload/iris");
+    // Two records with offloaded bodies: one still in the spool, one whose file is gone from
+    // both the spool and the table (a disk replaced between the upload and a crash, say).
+    let mut with_file = record(1);
+    with_file.request_offload = Some("_offload/2025-11-22/req-000001.request".into());
+    let mut lost = record(2);
+    lost.request_offload = Some("_offload/2025-11-22/req-000002.request".into());
+    std::fs::create_dir_all(spool.join("_offload/2025-11-22")).unwrap();
+    std::fs::write(spool.join("_offload/2025-11-22/req-000001.request"), b"the whole body").unwrap();
+    let payloads: Vec<Vec<u8>> = [with_file, lost].iter().map(|r| serde_json::to_vec(r).unwrap()).collect();
+    let last = fx.wal.append(payloads.iter().map(Vec::as_slice)).unwrap();
+    fx.log.last_logged.store(last, std::sync::atomic::Ordering::Release);
+    fx.next = 3;
+    let c = Committer { offload_spool: Some(spool.clone()), ..fx.committer() };
+    let (mut table, mut committed, mut reader) = (None, None, WalReader::new(&fx.log.dir));
+    let p = c.pass(&mut table, &mut committed, &mut reader).await.unwrap();
+    assert_eq!(p.records, 2);
+    let table_dir = fx.data_dir.join("tables/iris_payload");
+    assert_eq!(std::fs::read(table_dir.join("_offload/2025-11-22/req-000001.request")).unwrap(), b"the whole body");
+    assert!(!spool.join("_offload/2025-11-22/req-000001.request").exists(), "committed: out of the spool");
+    let url = Layout::local(&fx.data_dir).unwrap().table("iris_payload");
+    let table = deltalake::open_table(url).await.unwrap();
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state()).unwrap();
+    ctx.register_table("t", table.table_provider().await.unwrap()).unwrap();
+    let batches = ctx
+        .sql("SELECT request_id, request_offload, array_to_string(logging_error_codes, ',') AS codes FROM t ORDER BY request_id")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = deltalake::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+    assert!(text.contains("| req-000001 | _offload/2025-11-22/req-000001.request |"), "{text}");
+    assert!(text.contains("| req-000002 |                                        | MAX_REQUEST_SIZE_EXCEEDED,OFFLOAD_FAILED |"), "{text}");
 }

@@ -57,6 +57,12 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Where an endpoint's offloaded bodies are written: beside its local payload table, or to the
+/// spool the committer uploads from.
+fn offload_dir(layout: &inferlog_core::Layout, endpoint: &str) -> std::path::PathBuf {
+    layout.local_table_dir(&EndpointTable::Payload.name(endpoint)).unwrap_or_else(|| layout.offload_spool_dir(endpoint))
+}
+
 /// Where the admin API saves capture and traffic changes: the shared control state.
 pub fn state_stores(shared: &SharedState) -> (CaptureStateStore, TrafficStateStore) {
     (CaptureStateStore::capture(shared.clone()), TrafficStateStore::traffic(shared.clone()))
@@ -352,11 +358,8 @@ pub async fn run(
             inferlog_capture::Prepare {
                 gateway_id: Some(gateway_id.clone()),
                 redactor: (!redactor.is_empty()).then(|| Arc::new(redactor)),
-                // Validation allows offloading only to local tables.
-                offloader: config.layout.local_table_dir(&EndpointTable::Payload.name(&name))
-                    .filter(|_| settings.capture.oversize == inferlog_core::config::Oversize::Offload)
-                    .map(|table_dir| inferlog_capture::offload::Offloader {
-                    table_dir,
+                offloader: (settings.capture.oversize == inferlog_core::config::Oversize::Offload).then(|| inferlog_capture::offload::Offloader {
+                    dir: offload_dir(&config.layout, &name),
                     inline_max: settings.capture.max_payload_bytes,
                     fsync: config.durability == inferlog_core::Durability::Fsync,
                 }),
@@ -370,6 +373,8 @@ pub async fn run(
             url: url.clone(),
             app_id,
             log: log.clone(),
+            offload_spool: (settings.capture.oversize == inferlog_core::config::Oversize::Offload && !config.layout.tables_are_local())
+                .then(|| config.layout.offload_spool_dir(&name)),
             options: CommitterOptions {
                 interval: config.commit_interval,
                 checkpoint_interval: config.checkpoint_interval,

@@ -524,3 +524,103 @@ fn a_baseline_made_anywhere_is_the_fleets_and_the_schedule_goes_on_across_lease_
     let logs = other.logs();
     assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
 }
+
+#[test]
+fn oversize_bodies_are_offloaded_beside_tables_on_the_store_and_erased_with_their_rows() {
+    let _exclusive = exclusive();
+    let s3 = S3Server::start();
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!("commit_interval_ms = 200\n{}", endpoint_toml("docs", &up.url(), "max_payload_bytes = 1000\noversize = \"offload\""));
+    let gw = s3.gateway(dir.path(), TABLES, &toml);
+    let http = client();
+    let big = format!("{{\"text\": \"{}\"}}", "word ".repeat(2000));
+    let resp = http.post(gw.url("/endpoints/docs/echo")).body(big.clone()).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let big_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(resp.text().unwrap(), big, "the caller gets the whole body");
+    assert_eq!(http.post(gw.url("/endpoints/docs/echo")).body("{\"a\":1}").send().unwrap().status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let rows = query_store(&s3, dir.path(), "SELECT request_id, request, request_offload, response_offload, logging_error_codes FROM docs_payload");
+        if rows.len() == 2 || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let row = rows.iter().find(|r| r["request_id"] == big_id.as_str()).unwrap();
+    assert_eq!(row["request"].as_str().unwrap().len(), 1000, "the row keeps a prefix: {row}");
+    let pointer = row["request_offload"].as_str().unwrap().to_string();
+    assert!(pointer.starts_with("_offload/") && pointer.ends_with(".request"), "{row}");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3_read.py");
+    let object = |relative: &str| Command::new(python()).args([script, "cat", &format!("{TABLES}/docs_payload/{relative}")]).envs(s3.env()).output().unwrap();
+    let read = object(&pointer);
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    assert_eq!(String::from_utf8(read.stdout).unwrap(), big, "the whole body beside the table on the store");
+    let response_pointer = row["response_offload"].as_str().unwrap().to_string();
+    assert_eq!(String::from_utf8(object(&response_pointer).stdout).unwrap(), big);
+    // Uploaded and committed: nothing waits in the gateway's spool.
+    let spool = dir.path().join("offload/docs");
+    let waiting: Vec<_> = walk_files(&spool);
+    assert!(waiting.is_empty(), "{waiting:?}");
+
+    let out = s3.inferlog(&["erase", "docs", "--request-id", &big_id, "--data-dir", dir.path().to_str().unwrap(), "--tables-uri", TABLES]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let gone = object(&pointer);
+    assert!(!gone.status.success(), "the body went with its row");
+    assert!(!object(&response_pointer).status.success());
+    assert_eq!(query_store(&s3, dir.path(), "SELECT count(*) AS n FROM docs_payload")[0]["n"], 1);
+    let logs = gw.logs();
+    assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
+}
+
+/// Every file under `dir` (none if it does not exist).
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk_files(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_gateway_whose_disk_is_lost_loses_only_what_it_had_not_committed_and_doubles_nothing() {
+    let _exclusive = exclusive();
+    let s3 = S3Server::start();
+    let up = Upstream::start();
+    let disk = tempfile::tempdir().unwrap();
+    let toml = format!("gateway_name = \"gw-1\"\ncommit_interval_ms = 200\n{}", endpoint_toml("m", &up.url(), ""));
+    let mut gw = s3.gateway(disk.path(), TABLES, &toml);
+    let http = client();
+    for i in 0..30 {
+        assert_eq!(http.post(gw.url("/endpoints/m/echo")).body(format!("{{\"before\": {i}}}")).send().unwrap().status(), 200);
+    }
+    let counts = |expected: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = query_store(&s3, disk.path(), "SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM m_payload");
+            if rows[0]["n"].as_u64() >= Some(expected) || Instant::now() > deadline {
+                return (rows[0]["n"].as_u64().unwrap(), rows[0]["d"].as_u64().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    assert_eq!(counts(30), (30, 30));
+    // The machine goes, and its disk with it: a new one starts on an empty data dir.
+    gw.kill9();
+    drop(gw);
+    let replacement = tempfile::tempdir().unwrap();
+    let gw = s3.gateway(replacement.path(), TABLES, &toml);
+    for i in 0..20 {
+        assert_eq!(http.post(gw.url("/endpoints/m/echo")).body(format!("{{\"after\": {i}}}")).send().unwrap().status(), 200);
+    }
+    assert_eq!(counts(50), (50, 50), "what was committed stays, once; the new gateway adds its own");
+    let logs = gw.logs();
+    assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
+}

@@ -4,7 +4,8 @@ Usage: python s3_read.py ENGINE TABLE_URI [SQL]
 
 ENGINE is deltalake, polars or duckdb; `protocol` prints the table's Delta protocol instead (its
 reader and writer versions and features), read with deltalake; `list` prints the names of the
-objects under TABLE_URI (any prefix), one JSON string a line, read with boto3. The S3 server comes from the environment: AWS_ENDPOINT_URL,
+objects under TABLE_URI (any prefix), one JSON string a line, and `cat` the bytes of the
+object TABLE_URI names, both read with boto3. The S3 server comes from the environment: AWS_ENDPOINT_URL,
 AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_ALLOW_HTTP for an http endpoint).
 SQL runs over the table registered under the last segment of TABLE_URI, as `inferlog query` names
 it (s3://inferlog/tables/iris_payload is iris_payload); without it (or with an empty one) the
@@ -94,8 +95,18 @@ def list_objects(uri):
             print(json.dumps(item["Key"][len(prefix):]))
 
 
+def cat_object(uri):
+    import boto3
+
+    parsed = urlparse(uri)
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    sys.stdout.buffer.write(s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read())
+
+
 def main():
     engine, uri = sys.argv[1], sys.argv[2]
+    if engine == "cat":
+        return cat_object(uri)
     if engine == "protocol":
         return print_protocol(uri)
     if engine == "list":
