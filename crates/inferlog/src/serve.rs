@@ -295,7 +295,6 @@ pub async fn run(
     let gateway_id = config.gateway_name.clone().unwrap_or_else(|| instance.clone());
     let background_runtime = Arc::new(BackgroundRuntime::new().context("cannot start the background runtime")?);
     let mut workers = Supervisor::new(background_runtime.clone());
-    let mut monitor_locks = std::collections::HashMap::new();
 
     // Read before anything starts, so a bad certificate stops the start with its path.
     let upstream_tls = inferlog_proxy::tls::client_config(config.upstream_ca.as_deref())
@@ -313,158 +312,34 @@ pub async fn run(
     let shared = inferlog_table::shared_state(&config.layout).map_err(anyhow::Error::msg)?;
     let (state_store, traffic_store) = state_stores(&shared);
     let live = live_settings(&config, &state_store, &traffic_store).await?;
+    // Administrative actions go to the `_audit` table, written in the background.
+    let (audit, audit_events) = tokio::sync::mpsc::channel(10_000);
+    // Events go through the text rules of every endpoint; commands run on the machine read
+    // them from the data directory.
+    let audit_rules = inferlog_capture::redact::audit_rules(config.endpoints.iter().map(|e| e.redact.as_slice()));
+    inferlog_capture::redact::save_audit_rules(&config.data_dir, &audit_rules).context("cannot save the _audit table's redaction rules")?;
+    let audit_redactor = inferlog_capture::redact::Redactor::new(&audit_rules, config.redaction_key.as_deref())
+        .map_err(|e| anyhow::anyhow!("redaction of the _audit table: {e}"))?;
+    // Ends once every sender is gone: the API's, the gateway's and retention's.
+    workers.spawn(Stage::Audit, On::Background, "audit writer", write_audit(config.layout.clone(), audit_events, audit_redactor));
+    let context = PipelineContext { config: &config, instance: &instance, gateway_id: &gateway_id, upstream_tls: &upstream_tls, audit: &audit };
     let mut runtimes = Vec::new();
     let mut endpoints = Vec::new();
     let mut writer_threads = Vec::new();
-    let mut leases = std::collections::HashMap::new();
-    let mut progress = Vec::new();
-    for (settings, (state, traffic)) in config.endpoints.iter().zip(live) {
-        let name = settings.name.clone();
-        let url = config.layout.payload(&name);
-        let app_id = format!("inferlog-{instance}-{name}");
-        // Which records the table already holds; if the table cannot be reached now the log's
-        // own numbering carries on and the committer catches up later.
-        let floor = match tokio::time::timeout(Duration::from_secs(10), async {
-            let table = inferlog_table::open_or_create(&url, config.checkpoint_interval).await?;
-            inferlog_table::committed_lsn(&table, &app_id).await
-        })
-        .await
-        {
-            Ok(Ok(lsn)) => lsn + 1,
-            Ok(Err(e)) => {
-                tracing::warn!(endpoint = %name, error = %e, "table not reachable at start; capturing to the log");
-                1
-            }
-            Err(_) => {
-                tracing::warn!(endpoint = %name, "table did not answer within 10 s; capturing to the log");
-                1
-            }
-        };
-        let log_dir = config.data_dir.join("wal").join(&name);
-        let redactor = inferlog_capture::redact::Redactor::with_bodies(&settings.redact, config.redaction_key.as_deref(), settings.capture.bodies)
-            .map_err(|e| anyhow::anyhow!("endpoint `{name}`: {e}"))?;
-        let (capture, log, writer_thread) = start_log_writer(
-            &name,
-            &log_dir,
-            floor,
-            inferlog_capture::LogOptions {
-                writer: instance.clone(),
-                durability: config.durability,
-                queue_capacity: config.queue_capacity,
-                queue_max_bytes: config.queue_max_bytes,
-                log_max_bytes: config.log_max_bytes,
-                log_min_free_bytes: config.log_min_free_bytes,
-            },
-            inferlog_capture::Prepare {
-                gateway_id: Some(gateway_id.clone()),
-                redactor: (!redactor.is_empty()).then(|| Arc::new(redactor)),
-                offloader: (settings.capture.oversize == inferlog_core::config::Oversize::Offload).then(|| inferlog_capture::offload::Offloader {
-                    dir: offload_dir(&config.layout, &name),
-                    inline_max: settings.capture.max_payload_bytes,
-                    fsync: config.durability == inferlog_core::Durability::Fsync,
-                }),
-            },
-        )
-        .with_context(|| format!("cannot open the capture log {}", log_dir.display()))?;
-        let log = Arc::new(log);
-        let last_commit_ms = Arc::new(AtomicU64::new(0));
-        let committer = Committer {
-            endpoint: name.clone(),
-            url: url.clone(),
-            app_id,
-            log: log.clone(),
-            offload_spool: (settings.capture.oversize == inferlog_core::config::Oversize::Offload && !config.layout.tables_are_local())
-                .then(|| config.layout.offload_spool_dir(&name)),
-            options: CommitterOptions {
-                interval: config.commit_interval,
-                checkpoint_interval: config.checkpoint_interval,
-                max_batch_records: config.commit_max_records,
-                max_batch_bytes: config.commit_max_bytes,
-            },
-            last_commit_ms: last_commit_ms.clone(),
-        };
-        let commit_stop = workers.stop_signal(Stage::Commit);
-        workers.spawn(Stage::Commit, On::Serving, format!("committer of {name}"), committer.run(commit_stop));
-        // The endpoint's singleton work (compaction, unpacking, scheduled monitoring,
-        // retention) runs where its lease is held: anywhere for local tables, on one gateway
-        // of a fleet sharing a tables root.
-        let lease = if config.layout.tables_are_local() {
-            metrics::gauge!("inferlog_lease_held", "lease" => name.clone()).set(1.0);
-            LeaseFlag::always()
-        } else {
-            let lease = Lease::new(config.layout.tables_root(), &name, &instance, config.lease_ttl)
-                .map_err(|e| anyhow::anyhow!("lease {name}: {e}"))?;
-            let flag = lease.flag();
-            let lease_stop = workers.stop_signal(Stage::Fleet);
-            workers.spawn(Stage::Fleet, On::Background, format!("lease of {name}"), lease.run(lease_stop));
-            flag
-        };
-        leases.insert(name.clone(), lease.clone());
-        progress.push((name.clone(), log.clone(), last_commit_ms.clone()));
-        if let Some(interval) = config.compaction_interval {
-            let compactor = Compactor {
-                endpoint: name.clone(),
-                url: url.clone(),
-                options: CompactionOptions {
-                    interval,
-                    min_files: config.compaction_min_files,
-                    ..CompactionOptions::default()
-                },
-            };
-            workers.spawn_periodic(Stage::Upkeep, compactor, lease.clone());
-        }
-        let unpack_options = UnpackOptions {
-            checkpoint_interval: config.checkpoint_interval,
-            feature_names: settings.feature_names.clone(),
-            ..UnpackOptions::default()
-        };
-        if settings.unpack {
-            let unpacker = Unpacker {
-                layout: config.layout.clone(),
-                endpoint: name.clone(),
-                interval: config.unpack_interval,
-                options: unpack_options.clone(),
-            };
-            workers.spawn_periodic(Stage::Unpack, unpacker, lease.clone());
-            if let Some(interval) = config.compaction_interval {
-                // The unpacked table gains a small file per pass too.
-                let compactor = Compactor {
-                    endpoint: format!("{name}_unpacked"),
-                    url: config.layout.unpacked(&name),
-                    options: CompactionOptions {
-                        interval,
-                        min_files: config.compaction_min_files,
-                        ..CompactionOptions::default()
-                    },
-                };
-                workers.spawn_periodic(Stage::Upkeep, compactor, lease.clone());
-            }
-        }
-        let monitor_lock = Arc::new(tokio::sync::Mutex::new(()));
-        monitor_locks.insert(name.clone(), monitor_lock.clone());
-        if let Some(monitor) = &settings.monitor {
-            let scheduled = ScheduledMonitor {
-                layout: config.layout.clone(),
-                endpoint: name.clone(),
-                settings: monitor.clone(),
-                unpack_first: (!settings.unpack).then(|| unpack_options.clone()),
-                // An exchange received in a window is recorded when its response ends (up to the
-                // upstream timeout later), then reaches the unpacked table within a commit and
-                // an unpack interval; a second more for the work itself.
-                settle: config.upstream_timeout + config.commit_interval + config.unpack_interval + Duration::from_secs(1),
-                lock: monitor_lock,
-                webhook_tls: Some(upstream_tls.clone()),
-            };
-            workers.spawn_periodic(Stage::Upkeep, scheduled, lease.clone());
-        }
-        endpoints.push(Endpoint::new(settings.clone(), state, traffic, Some(capture.clone())));
-        writer_threads.push(writer_thread);
-        runtimes.push(EndpointRuntime { name, capture, log, last_commit_ms });
+    let mut monitor_locks = std::collections::HashMap::new();
+    for (settings, live) in config.endpoints.iter().zip(live) {
+        let pipeline = start_pipeline(&context, settings, live, &mut workers).await?;
+        monitor_locks.insert(settings.name.clone(), pipeline.monitor_lock);
+        endpoints.push(pipeline.endpoint);
+        runtimes.push(pipeline.runtime);
+        writer_threads.push(pipeline.writer_thread);
     }
 
     // This gateway's report to the fleet, beside the tables.
     let report = {
         let (id, name) = (instance.clone(), gateway_id.clone());
+        // Never a capture handle: the log writers end only once every handle is gone.
+        let progress: Vec<_> = runtimes.iter().map(|r| (r.name.clone(), r.log.clone(), r.last_commit_ms.clone())).collect();
         move || {
             use inferlog_table::fleet::{now_ms, EndpointProgress, GatewayReport};
             let now = now_ms();
@@ -492,27 +367,6 @@ pub async fn run(
     let auth = Arc::new(inferlog_proxy::auth::Authenticator::new(config.auth_enabled, TokenStore::new(shared.clone())));
     // The tokens are known before the first request; later changes arrive by polling.
     auth.poll().await.map_err(|e| anyhow::anyhow!("cannot read the tokens: {e}"))?;
-    // Administrative actions go to the `_audit` table, written in the background.
-    let (audit, audit_events) = tokio::sync::mpsc::channel(10_000);
-    // Events go through the text rules of every endpoint; commands run on the machine read
-    // them from the data directory.
-    let audit_rules = inferlog_capture::redact::audit_rules(config.endpoints.iter().map(|e| e.redact.as_slice()));
-    inferlog_capture::redact::save_audit_rules(&config.data_dir, &audit_rules).context("cannot save the _audit table's redaction rules")?;
-    let audit_redactor = inferlog_capture::redact::Redactor::new(&audit_rules, config.redaction_key.as_deref())
-        .map_err(|e| anyhow::anyhow!("redaction of the _audit table: {e}"))?;
-    // Ends once every sender is gone: the API's, the gateway's and retention's.
-    workers.spawn(Stage::Audit, On::Background, "audit writer", write_audit(config.layout.clone(), audit_events, audit_redactor));
-    for settings in &config.endpoints {
-        if let Some(retention) = &settings.retention {
-            let scheduled = crate::retention::ScheduledRetention {
-                layout: config.layout.clone(),
-                endpoint: settings.name.clone(),
-                settings: retention.clone(),
-                audit: audit.clone(),
-            };
-            workers.spawn_periodic(Stage::Upkeep, scheduled, leases[&settings.name].clone());
-        }
-    }
     if config.auth_enabled && auth.store().list().await.map_err(anyhow::Error::msg)?.is_empty() {
         tracing::warn!("authentication is on and there are no tokens yet: create one with `inferlog token create`");
     }
@@ -655,4 +509,183 @@ async fn write_audit(
         }
         batch.clear();
     }
+}
+
+/// One endpoint's capture pipeline, started: its queue and log writer, its committer, and
+/// the work on its tables that runs under its lease.
+struct Pipeline {
+    endpoint: Endpoint,
+    runtime: EndpointRuntime,
+    writer_thread: std::thread::JoinHandle<()>,
+    /// Held by scheduled and on-demand monitoring runs, so they never overlap.
+    monitor_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What every pipeline of this gateway is started with.
+struct PipelineContext<'a> {
+    config: &'a Config,
+    instance: &'a str,
+    gateway_id: &'a str,
+    upstream_tls: &'a rustls::ClientConfig,
+    audit: &'a tokio::sync::mpsc::Sender<inferlog_core::record::AuditEvent>,
+}
+
+/// Starts `settings`' pipeline, its background work owned by `workers`.
+async fn start_pipeline(
+    context: &PipelineContext<'_>,
+    settings: &inferlog_core::EndpointSettings,
+    (state, traffic): (CaptureState, TrafficState),
+    workers: &mut Supervisor,
+) -> anyhow::Result<Pipeline> {
+    let PipelineContext { config, instance, gateway_id, upstream_tls, audit } = *context;
+    let name = settings.name.clone();
+    let url = config.layout.payload(&name);
+    let app_id = format!("inferlog-{instance}-{name}");
+    // Which records the table already holds; if the table cannot be reached now the log's
+    // own numbering carries on and the committer catches up later.
+    let floor = match tokio::time::timeout(Duration::from_secs(10), async {
+        let table = inferlog_table::open_or_create(&url, config.checkpoint_interval).await?;
+        inferlog_table::committed_lsn(&table, &app_id).await
+    })
+    .await
+    {
+        Ok(Ok(lsn)) => lsn + 1,
+        Ok(Err(e)) => {
+            tracing::warn!(endpoint = %name, error = %e, "table not reachable at start; capturing to the log");
+            1
+        }
+        Err(_) => {
+            tracing::warn!(endpoint = %name, "table did not answer within 10 s; capturing to the log");
+            1
+        }
+    };
+    let log_dir = config.data_dir.join("wal").join(&name);
+    let redactor = inferlog_capture::redact::Redactor::with_bodies(&settings.redact, config.redaction_key.as_deref(), settings.capture.bodies)
+        .map_err(|e| anyhow::anyhow!("endpoint `{name}`: {e}"))?;
+    let (capture, log, writer_thread) = start_log_writer(
+        &name,
+        &log_dir,
+        floor,
+        inferlog_capture::LogOptions {
+            writer: instance.to_string(),
+            durability: config.durability,
+            queue_capacity: config.queue_capacity,
+            queue_max_bytes: config.queue_max_bytes,
+            log_max_bytes: config.log_max_bytes,
+            log_min_free_bytes: config.log_min_free_bytes,
+        },
+        inferlog_capture::Prepare {
+            gateway_id: Some(gateway_id.to_string()),
+            redactor: (!redactor.is_empty()).then(|| Arc::new(redactor)),
+            offloader: (settings.capture.oversize == inferlog_core::config::Oversize::Offload).then(|| inferlog_capture::offload::Offloader {
+                dir: offload_dir(&config.layout, &name),
+                inline_max: settings.capture.max_payload_bytes,
+                fsync: config.durability == inferlog_core::Durability::Fsync,
+            }),
+        },
+    )
+    .with_context(|| format!("cannot open the capture log {}", log_dir.display()))?;
+    let log = Arc::new(log);
+    let last_commit_ms = Arc::new(AtomicU64::new(0));
+    let committer = Committer {
+        endpoint: name.clone(),
+        url: url.clone(),
+        app_id,
+        log: log.clone(),
+        offload_spool: (settings.capture.oversize == inferlog_core::config::Oversize::Offload && !config.layout.tables_are_local())
+            .then(|| config.layout.offload_spool_dir(&name)),
+        options: CommitterOptions {
+            interval: config.commit_interval,
+            checkpoint_interval: config.checkpoint_interval,
+            max_batch_records: config.commit_max_records,
+            max_batch_bytes: config.commit_max_bytes,
+        },
+        last_commit_ms: last_commit_ms.clone(),
+    };
+    let commit_stop = workers.stop_signal(Stage::Commit);
+    workers.spawn(Stage::Commit, On::Serving, format!("committer of {name}"), committer.run(commit_stop));
+    // The endpoint's singleton work (compaction, unpacking, scheduled monitoring,
+    // retention) runs where its lease is held: anywhere for local tables, on one gateway
+    // of a fleet sharing a tables root.
+    let lease = if config.layout.tables_are_local() {
+        metrics::gauge!("inferlog_lease_held", "lease" => name.clone()).set(1.0);
+        LeaseFlag::always()
+    } else {
+        let lease = Lease::new(config.layout.tables_root(), &name, &instance, config.lease_ttl)
+            .map_err(|e| anyhow::anyhow!("lease {name}: {e}"))?;
+        let flag = lease.flag();
+        let lease_stop = workers.stop_signal(Stage::Fleet);
+        workers.spawn(Stage::Fleet, On::Background, format!("lease of {name}"), lease.run(lease_stop));
+        flag
+    };
+    if let Some(interval) = config.compaction_interval {
+        let compactor = Compactor {
+            endpoint: name.clone(),
+            url: url.clone(),
+            options: CompactionOptions {
+                interval,
+                min_files: config.compaction_min_files,
+                ..CompactionOptions::default()
+            },
+        };
+        workers.spawn_periodic(Stage::Upkeep, compactor, lease.clone());
+    }
+    let unpack_options = UnpackOptions {
+        checkpoint_interval: config.checkpoint_interval,
+        feature_names: settings.feature_names.clone(),
+        ..UnpackOptions::default()
+    };
+    if settings.unpack {
+        let unpacker = Unpacker {
+            layout: config.layout.clone(),
+            endpoint: name.clone(),
+            interval: config.unpack_interval,
+            options: unpack_options.clone(),
+        };
+        workers.spawn_periodic(Stage::Unpack, unpacker, lease.clone());
+        if let Some(interval) = config.compaction_interval {
+            // The unpacked table gains a small file per pass too.
+            let compactor = Compactor {
+                endpoint: format!("{name}_unpacked"),
+                url: config.layout.unpacked(&name),
+                options: CompactionOptions {
+                    interval,
+                    min_files: config.compaction_min_files,
+                    ..CompactionOptions::default()
+                },
+            };
+            workers.spawn_periodic(Stage::Upkeep, compactor, lease.clone());
+        }
+    }
+    let monitor_lock = Arc::new(tokio::sync::Mutex::new(()));
+    if let Some(monitor) = &settings.monitor {
+        let scheduled = ScheduledMonitor {
+            layout: config.layout.clone(),
+            endpoint: name.clone(),
+            settings: monitor.clone(),
+            unpack_first: (!settings.unpack).then(|| unpack_options.clone()),
+            // An exchange received in a window is recorded when its response ends (up to the
+            // upstream timeout later), then reaches the unpacked table within a commit and
+            // an unpack interval; a second more for the work itself.
+            settle: config.upstream_timeout + config.commit_interval + config.unpack_interval + Duration::from_secs(1),
+            lock: monitor_lock.clone(),
+            webhook_tls: Some(upstream_tls.clone()),
+        };
+        workers.spawn_periodic(Stage::Upkeep, scheduled, lease.clone());
+    }
+    if let Some(retention) = &settings.retention {
+        let scheduled = crate::retention::ScheduledRetention {
+            layout: config.layout.clone(),
+            endpoint: name.clone(),
+            settings: retention.clone(),
+            audit: audit.clone(),
+        };
+        workers.spawn_periodic(Stage::Upkeep, scheduled, lease.clone());
+    }
+    Ok(Pipeline {
+        endpoint: Endpoint::new(settings.clone(), state, traffic, Some(capture.clone())),
+        runtime: EndpointRuntime { name, capture, log, last_commit_ms },
+        writer_thread,
+        monitor_lock,
+    })
 }

@@ -14,6 +14,12 @@ fn json_lines(out: &std::process::Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// The gateway logged no ERROR and no panic.
+fn assert_quiet(gw: &Gateway) {
+    let logs = gw.logs();
+    assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
+}
+
 fn query_store(s3: &S3Server, data_dir: &std::path::Path, sql: &str) -> Vec<Value> {
     json_lines(&s3.inferlog(&["query", "--data-dir", data_dir.to_str().unwrap(), "--tables-uri", TABLES, "--format", "json", sql]))
 }
@@ -76,8 +82,8 @@ fn tables_on_s3_hold_every_exchange_once_and_every_engine_reads_the_same_rows() 
         assert_eq!(protocol[0]["min_writer_version"], 2, "{table}: {protocol:?}");
     }
     gw.terminate();
+    assert_quiet(&gw);
     let logs = gw.logs();
-    assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
     assert!(logs.contains(&format!("tables={TABLES}/")), "the start names where the tables are: {logs}");
 }
 
@@ -202,8 +208,7 @@ fn two_gateways_share_one_table_exactly_once_and_one_lease_holder_is_replaced_wh
     }
     assert_eq!(counts(2 * n + 10).1, 2 * n + 10);
     other.terminate();
-    let logs = other.logs();
-    assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
+    assert_quiet(&other);
 }
 
 #[test]
@@ -416,8 +421,7 @@ fn a_capture_toggle_and_a_revoked_grant_on_one_gateway_reach_the_others_within_2
     assert!(ids.contains(&captured_id), "captured while on: {ids:?}");
     assert!(!ids.contains(&uncaptured_id), "not captured while off: {ids:?}");
     for gw in [a, b] {
-        let logs = gw.logs();
-        assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
+        assert_quiet(&gw);
     }
 }
 
@@ -521,8 +525,7 @@ fn a_baseline_made_anywhere_is_the_fleets_and_the_schedule_goes_on_across_lease_
     for dir in &dirs {
         assert!(!dir.path().join("monitoring").exists(), "no monitoring files in a gateway's data dir");
     }
-    let logs = other.logs();
-    assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
+    assert_quiet(&other);
 }
 
 #[test]
@@ -571,8 +574,7 @@ fn oversize_bodies_are_offloaded_beside_tables_on_the_store_and_erased_with_thei
     assert!(!gone.status.success(), "the body went with its row");
     assert!(!object(&response_pointer).status.success());
     assert_eq!(query_store(&s3, dir.path(), "SELECT count(*) AS n FROM docs_payload")[0]["n"], 1);
-    let logs = gw.logs();
-    assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
+    assert_quiet(&gw);
 }
 
 /// Every file under `dir` (none if it does not exist).
@@ -621,6 +623,5 @@ fn a_gateway_whose_disk_is_lost_loses_only_what_it_had_not_committed_and_doubles
         assert_eq!(http.post(gw.url("/endpoints/m/echo")).body(format!("{{\"after\": {i}}}")).send().unwrap().status(), 200);
     }
     assert_eq!(counts(50), (50, 50), "what was committed stays, once; the new gateway adds its own");
-    let logs = gw.logs();
-    assert!(!logs.contains("ERROR") && !logs.contains("panicked"), "{logs}");
+    assert_quiet(&gw);
 }
