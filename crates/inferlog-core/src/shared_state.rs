@@ -132,7 +132,10 @@ impl SharedState {
                 let got = timed("read", async {
                     match store.get_opts(&path, options).await {
                         Ok(r) => {
-                            let version = r.meta.e_tag.clone().unwrap_or_default();
+                            // Conditional writes name the ETag; a store without one is refused.
+                            let Some(version) = r.meta.e_tag.clone() else {
+                                return Err(object_store::Error::NotSupported { source: "the store returns no ETag, which conditional writes need".into() });
+                            };
                             Ok(Some(Some(Document { bytes: r.bytes().await?.to_vec(), version })))
                         }
                         Err(object_store::Error::NotFound { .. }) => Ok(Some(None)),
@@ -155,6 +158,20 @@ impl SharedState {
             _ => false,
         };
         Ok(if same { Fresh::Unchanged } else { Fresh::Changed(found) })
+    }
+
+    /// Writes `bytes` as the document `name` unless there is one already; whether it did.
+    /// (Local documents are already where they are read.)
+    pub async fn create_if_absent(&self, name: &str, bytes: Vec<u8>) -> Result<bool, String> {
+        let Backend::Store { store, prefix, .. } = &self.backend else { return Ok(false) };
+        let path = Self::store_path(prefix, name);
+        let put = store.put_opts(&path, bytes.into(), PutOptions { mode: PutMode::Create, ..Default::default() });
+        match tokio::time::timeout(STORE_TIMEOUT, put).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })) => Ok(false),
+            Ok(Err(e)) => Err(format!("cannot write {}: {e}", self.location(name))),
+            Err(_) => Err(format!("cannot write {}: no answer within {} s", self.location(name), STORE_TIMEOUT.as_secs())),
+        }
     }
 
     /// The document `name` parsed as `T` (`T::default()` when there is none).
@@ -207,8 +224,8 @@ impl SharedState {
                     if !changed {
                         return Ok(result);
                     }
-                    let bytes = serde_json::to_vec_pretty(&value).map_err(|e| e.to_string())?;
-                    let put = store.put_opts(&path, bytes.into(), PutOptions { mode, ..Default::default() });
+                    let written = serde_json::to_vec_pretty(&value).map_err(|e| e.to_string())?;
+                    let put = store.put_opts(&path, written.clone().into(), PutOptions { mode, ..Default::default() });
                     match tokio::time::timeout(STORE_TIMEOUT, put).await {
                         Ok(Ok(_)) => return Ok(result),
                         // Another writer changed it since it was read: read it again.
@@ -217,7 +234,14 @@ impl SharedState {
                             tokio::time::sleep(Duration::from_millis(jitter)).await;
                         }
                         Ok(Err(e)) => return Err(format!("cannot write {}: {e}", self.location(name))),
-                        Err(_) => return Err(format!("cannot write {}: no answer within {} s", self.location(name), STORE_TIMEOUT.as_secs())),
+                        Err(_) => {
+                            // The write may have landed without its answer: if the document
+                            // is now what was written, the change is in.
+                            if self.read(name).await.ok().flatten().is_some_and(|doc| doc.bytes == written) {
+                                return Ok(result);
+                            }
+                            return Err(format!("cannot write {}: no answer within {} s", self.location(name), STORE_TIMEOUT.as_secs()));
+                        }
                     }
                 }
                 Err(format!("cannot write {}: {MAX_ATTEMPTS} other writers changed it first", self.location(name)))

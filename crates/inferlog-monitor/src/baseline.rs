@@ -212,6 +212,29 @@ impl MonitoringFiles {
         Ok(MonitoringFiles { store, shown: format!("{root}{prefix}"), prefix: StorePath::from(prefix) })
     }
 
+    /// With tables on an object store: brings an endpoint's baseline and schedule kept in the
+    /// data dir before the tables moved there, unless the store has a baseline already.
+    /// Returns how many files were brought.
+    pub async fn import_local(layout: &Layout, endpoint: &str) -> Result<usize, MonitorError> {
+        let local = layout.monitoring_dir(endpoint);
+        if layout.tables_are_local() || !local.join(CONSTRAINTS_FILE).is_file() {
+            return Ok(0);
+        }
+        let files = MonitoringFiles::of(layout, endpoint)?;
+        if files.read(CONSTRAINTS_FILE).await?.is_some() {
+            return Ok(0);
+        }
+        let mut imported = 0;
+        // The constraints last: a monitor that finds them finds the files they describe.
+        for name in [REFERENCE_FILE, STATISTICS_FILE, SCHEDULE_FILE, CONSTRAINTS_FILE] {
+            let Ok(bytes) = std::fs::read(local.join(name)) else { continue };
+            files.write(name, bytes).await?;
+            imported += 1;
+        }
+        tracing::info!(endpoint, from = %local.display(), to = %files.location(), "imported the data dir's baseline into the shared monitoring files");
+        Ok(imported)
+    }
+
     /// Where the files are.
     pub fn location(&self) -> &str {
         &self.shown
@@ -264,6 +287,9 @@ impl MonitoringFiles {
 pub const STATISTICS_FILE: &str = "statistics.json";
 pub const CONSTRAINTS_FILE: &str = "constraints.json";
 pub const REFERENCE_FILE: &str = "reference.parquet";
+/// The scheduled monitor's progress, among the endpoint's monitoring files: on the store with
+/// a fleet, so a new lease holder goes on where the last one stopped.
+pub const SCHEDULE_FILE: &str = "schedule.json";
 
 #[derive(Debug, Clone, Default)]
 pub struct BaselineOptions {

@@ -18,7 +18,7 @@ pub mod report_html;
 pub mod scheduled;
 mod values;
 
-pub use baseline::{build as build_baseline, BaselineOptions, BaselineReport, BaselineSource};
+pub use baseline::{build as build_baseline, BaselineOptions, BaselineReport, BaselineSource, MonitoringFiles};
 pub use monitor::{run as run_monitor, run_blocking as run_monitor_blocking, MonitorOptions, MonitorReport};
 pub use report::{build as build_report, ReportOptions};
 pub use scheduled::{AlertSender, Delivery, ScheduledMonitor};

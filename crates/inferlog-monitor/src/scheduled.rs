@@ -11,7 +11,7 @@
 //! the window's alerts again after restart, so receivers deduplicate by `alert_id`.
 
 use inferlog_core::Layout;
-use crate::baseline::MonitoringFiles;
+use crate::baseline::{MonitoringFiles, SCHEDULE_FILE};
 use crate::monitor::{run_blocking, MonitorOptions, MonitorReport, Violation};
 use crate::MonitorError;
 use inferlog_core::config::{MonitorSettings, WebhookSettings};
@@ -56,10 +56,6 @@ pub struct ScheduledRun {
 struct ScheduleState {
     final_through_ms: Option<i64>,
 }
-
-/// The file of the scheduled monitor's progress, among the endpoint's monitoring files: on the
-/// store with a fleet, so a new lease holder goes on where the last one stopped.
-const SCHEDULE_FILE: &str = "schedule.json";
 
 impl ScheduleState {
     async fn load(files: &MonitoringFiles) -> Result<Self, MonitorError> {

@@ -483,7 +483,11 @@ impl Gateway {
         let mut failing = false;
         loop {
             let Some(gw) = gateway.upgrade() else { return };
-            let followed = gw.follow_once(&mut seen).await;
+            // A store that hangs must not keep the gateway (and its capture handles) past stop.
+            let followed = tokio::select! {
+                followed = gw.follow_once(&mut seen) => followed,
+                _ = stop.wait_for(|stop| *stop) => return,
+            };
             drop(gw);
             match followed {
                 Ok(()) if failing => {
@@ -504,7 +508,20 @@ impl Gateway {
         }
     }
 
+    /// Each document on its own: one that cannot be read or parsed holds up none of the others.
     async fn follow_once(&self, seen: &mut Seen) -> Result<(), String> {
+        let errors: Vec<String> = [self.follow_capture(seen).await, self.follow_traffic(seen).await, self.auth.poll().await.map(|_| ())]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    async fn follow_capture(&self, seen: &mut Seen) -> Result<(), String> {
         {
             let _applying = self.state_store.applying.lock().await;
             if let Some((saved, version)) = self.state_store.changed_since(seen.capture.as_deref()).await? {
@@ -524,6 +541,10 @@ impl Gateway {
                 seen.capture = version;
             }
         }
+        Ok(())
+    }
+
+    async fn follow_traffic(&self, seen: &mut Seen) -> Result<(), String> {
         {
             let _applying = self.traffic_store.applying.lock().await;
             if let Some((saved, version)) = self.traffic_store.changed_since(seen.traffic.as_deref()).await? {
@@ -540,6 +561,6 @@ impl Gateway {
                 seen.traffic = version;
             }
         }
-        self.auth.poll().await.map(|_| ())
+        Ok(())
     }
 }

@@ -254,6 +254,9 @@ pub struct Authenticator {
     enabled: bool,
     store: TokenStore,
     tokens: RwLock<Known>,
+    /// One poll at a time: of two overlapping polls the one that read the older document
+    /// could otherwise put it back last.
+    polling: tokio::sync::Mutex<()>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
@@ -268,6 +271,7 @@ impl Authenticator {
             enabled,
             store,
             tokens: RwLock::new(Known { version: None, tokens: Vec::new() }),
+            polling: tokio::sync::Mutex::new(()),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -333,6 +337,7 @@ impl Authenticator {
     /// Reads the tokens again if they changed; whether they did. A document that cannot be
     /// read or parsed leaves the known tokens in place: a bad write must not lock everyone out.
     pub async fn poll(&self) -> Result<bool, String> {
+        let _one_at_a_time = self.polling.lock().await;
         let known = self.tokens.read().expect("token lock").version.clone();
         let Fresh::Changed(doc) = self.store.shared.read_if_changed(TOKENS, known.as_deref()).await? else { return Ok(false) };
         let (tokens, version) = match doc {

@@ -262,19 +262,7 @@ impl Committer {
     /// Removes spool files older than `started`: their records were committed before a crash.
     async fn sweep_spool(&self, started: SystemTime) {
         let Some(spool) = self.offload_spool.clone() else { return };
-        let swept = tokio::task::spawn_blocking(move || {
-            let mut removed = 0;
-            for day in std::fs::read_dir(&spool).into_iter().flatten().flatten() {
-                for file in std::fs::read_dir(day.path()).into_iter().flatten().flatten() {
-                    let old = file.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < started);
-                    if old && std::fs::remove_file(file.path()).is_ok() {
-                        removed += 1;
-                    }
-                }
-                let _ = std::fs::remove_dir(day.path());
-            }
-            removed
-        })
+        let swept = tokio::task::spawn_blocking(move || remove_older_than(&spool, started))
         .await
         .unwrap_or(0);
         if swept > 0 {
@@ -339,5 +327,46 @@ async fn upload_side_files(table: &DeltaTable, spool: &std::path::Path, records:
 async fn remove_from_spool(spool: &std::path::Path, relative: &[String]) {
     for path in relative {
         let _ = tokio::fs::remove_file(spool.join(path)).await;
+    }
+}
+
+/// Removes every file under `dir` last modified before `before` (half-written `.tmp` files
+/// too), then the folders left empty; returns how many files went.
+fn remove_older_than(dir: &std::path::Path, before: SystemTime) -> usize {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            removed += remove_older_than(&path, before);
+            // Only succeeds when the folder is empty.
+            let _ = std::fs::remove_dir(&path);
+        } else if entry.metadata().and_then(|m| m.modified()).is_ok_and(|m| m < before) && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spool_sweep_removes_what_is_older_than_the_start_at_any_depth() {
+        let spool = tempfile::tempdir().unwrap();
+        let day = spool.path().join("_offload/2026-12-01");
+        std::fs::create_dir_all(&day).unwrap();
+        let start = SystemTime::now();
+        for (name, age_s) in [("old.request", 7200), ("half.tmp", 7200), ("new.response", 0)] {
+            let path = day.join(name);
+            std::fs::write(&path, b"x").unwrap();
+            let modified = if age_s > 0 { start - Duration::from_secs(age_s) } else { start + Duration::from_secs(60) };
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(modified).unwrap();
+        }
+        let empty_day = spool.path().join("_offload/2026-11-30");
+        std::fs::create_dir_all(&empty_day).unwrap();
+        assert_eq!(remove_older_than(spool.path(), start), 2);
+        assert!(day.join("new.response").exists() && !day.join("old.request").exists() && !day.join("half.tmp").exists());
+        assert!(!empty_day.exists(), "empty folders go too");
     }
 }

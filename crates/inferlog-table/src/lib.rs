@@ -35,7 +35,7 @@ pub fn describe_metrics() {
     describe_gauge!("inferlog_table_last_commit_timestamp_seconds", "Unix time of the endpoint's last successful commit");
     describe_gauge!("inferlog_lease_held", "1 while this gateway holds the lease (the endpoint's singleton work runs here), else 0");
     describe_counter!("inferlog_table_commit_failures_total", "Commits to the payload table that failed (retried; the records stay in the log)");
-    describe_counter!("inferlog_table_commit_conflicts_total", "Other gateways' commits to the payload table met when committing: each checked for conflicts, then committed after");
+    describe_counter!("inferlog_table_commit_conflicts_total", "Commits by other writers (other gateways, compaction, unpacking, retention) that landed since this gateway last read the payload table: each was checked for conflicts with its commit, which then went after them");
     describe_counter!("inferlog_table_compacted_files_total", "Small files of the payload table replaced by compaction");
 }
 

@@ -153,10 +153,23 @@ pub fn root_store(root: &Url) -> Result<std::sync::Arc<dyn deltalake::logstore::
 
 /// The control state shared by every gateway writing these tables: beside tables on object
 /// storage (`{tables_uri}/_inferlog/state/`), else in the gateway's `{data_dir}/state/`.
-pub fn shared_state(layout: &inferlog_core::Layout) -> Result<inferlog_core::SharedState, String> {
+///
+/// A data dir that kept its documents locally before its tables moved to a store (tokens,
+/// capture and traffic changes) has each one the store lacks imported, so an upgrade neither
+/// locks callers out nor turns a capture toggled off back on.
+pub async fn shared_state(layout: &inferlog_core::Layout) -> Result<inferlog_core::SharedState, String> {
+    use inferlog_core::shared_state::{CAPTURE, TOKENS, TRAFFIC};
     if layout.tables_are_local() {
         return Ok(inferlog_core::SharedState::local(layout.state_dir()));
     }
     let root = layout.tables_root();
-    Ok(inferlog_core::SharedState::in_store(root_store(root)?, root.as_str()))
+    let shared = inferlog_core::SharedState::in_store(root_store(root)?, root.as_str());
+    for name in [CAPTURE, TRAFFIC, TOKENS] {
+        let local = layout.state_dir().join(format!("{name}.json"));
+        let Ok(bytes) = std::fs::read(&local) else { continue };
+        if shared.create_if_absent(name, bytes).await? {
+            tracing::info!(from = %local.display(), to = %shared.location(name), "imported the data dir's saved state into the shared state");
+        }
+    }
+    Ok(shared)
 }

@@ -18,7 +18,7 @@ use deltalake::DeltaTable;
 use futures::{StreamExt, TryStreamExt};
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::path::Path;
+use deltalake::logstore::object_store::{path::Path as StorePath, ObjectStore, ObjectStoreExt as _};
 use std::sync::Arc;
 
 /// Columns of the payload table an unpack reads.
@@ -63,11 +63,12 @@ pub struct SourceRow {
     pub response_content_type: Option<String>,
     pub request_encoding: Option<String>,
     pub response_encoding: Option<String>,
-    /// Side files holding the whole bodies, relative to `table_dir`.
+    /// Side files holding the whole bodies, relative to the table.
     pub request_offload: Option<String>,
     pub response_offload: Option<String>,
-    /// The payload table's folder, where offloaded bodies are (local tables only).
-    pub table_dir: Option<Arc<Path>>,
+    /// The payload table's own store (local or not), where the side files holding whole
+    /// bodies are, at `request_offload`/`response_offload` relative to the table.
+    pub side_files: Option<Arc<dyn ObjectStore>>,
 }
 
 impl SourceRow {
@@ -83,19 +84,20 @@ impl SourceRow {
             .or_else(|| decode(self.response.as_deref(), self.response_encoding.as_deref()))
     }
 
+    /// Read on the unpacker's blocking thread (never a runtime worker), from the table's store.
     fn offloaded(&self, pointer: Option<&str>) -> Option<Result<Cow<'_, [u8]>, String>> {
         let pointer = pointer?;
-        let dir = self.table_dir.as_ref()?;
+        let store = self.side_files.as_ref()?;
         if !inferlog_core::record::is_offload_path(pointer) {
             return Some(Err(format!("`{pointer}` is not an offloaded body's path")));
         }
-        Some(std::fs::read(dir.join(pointer)).map(Cow::Owned).map_err(|e| format!("cannot read the offloaded body {pointer}: {e}")))
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Some(Err(format!("cannot read the offloaded body {pointer} outside the runtime")));
+        };
+        let location = StorePath::from(pointer);
+        let read = runtime.block_on(async { store.get(&location).await?.bytes().await });
+        Some(read.map(|bytes| Cow::Owned(bytes.to_vec())).map_err(|e| format!("cannot read the offloaded body {pointer}: {e}")))
     }
-}
-
-/// The folder of a table on local disk; `None` for other stores.
-fn local_dir(table: &DeltaTable) -> Option<Arc<Path>> {
-    table.table_url().to_file_path().ok().map(Arc::from)
 }
 
 /// The columns to read from a payload table with this schema.
@@ -226,7 +228,7 @@ impl NewRequests {
                     let Some(s) = stream.as_mut() else { continue };
                     while pending.len() < self.rows_per_chunk {
                         match s.try_next().await? {
-                            Some(batch) => pending.extend(source_rows(&batch, &local_dir(source))?),
+                            Some(batch) => pending.extend(source_rows(&batch, &Some(source.object_store()))?),
                             None => {
                                 let rows = std::mem::take(pending);
                                 let reached = Some(*latest);
@@ -324,10 +326,10 @@ async fn read_files(source: &DeltaTable, files: &[AddedFile]) -> Result<Vec<Sour
     };
     let columns = columns_to_read(primaries.schema());
     let batches = primaries.select_columns(&columns)?.collect().await?;
-    let table_dir = local_dir(source);
+    let side_files = Some(source.object_store());
     let mut rows = Vec::new();
     for batch in &batches {
-        rows.extend(source_rows(batch, &table_dir)?);
+        rows.extend(source_rows(batch, &side_files)?);
     }
     Ok(rows)
 }
@@ -364,7 +366,7 @@ fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, Unpac
     Ok((0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i).to_string())).collect())
 }
 
-fn source_rows(batch: &RecordBatch, table_dir: &Option<Arc<Path>>) -> Result<Vec<SourceRow>, UnpackError> {
+fn source_rows(batch: &RecordBatch, side_files: &Option<Arc<dyn ObjectStore>>) -> Result<Vec<SourceRow>, UnpackError> {
     let column = |name: &str| {
         batch
             .column_by_name(name)
@@ -414,7 +416,7 @@ fn source_rows(batch: &RecordBatch, table_dir: &Option<Arc<Path>>) -> Result<Vec
             status_code: statuses.is_valid(i).then(|| statuses.value(i)),
             request_offload: request_offloads.next().flatten(),
             response_offload: response_offloads.next().flatten(),
-            table_dir: table_dir.clone(),
+            side_files: side_files.clone(),
         });
     }
     Ok(rows)

@@ -407,7 +407,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Create { data, name, role, endpoint } => {
             let layout = data.layout()?;
             check_grant_target(&endpoint)?;
-            let created = tokens(&layout)?.create(&name, vec![Grant { endpoint: endpoint.clone(), role }]).await;
+            let created = tokens(&layout).await?.create(&name, vec![Grant { endpoint: endpoint.clone(), role }]).await;
             let detail = format!("name={name} role={role}");
             audit_cli(&layout, "token.create", Some(&endpoint), detail, created.as_ref().map(|_| ()).map_err(Clone::clone)).await?;
             let secret = created.map_err(anyhow::Error::msg)?;
@@ -416,7 +416,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::List { data } => {
             let layout = data.layout()?;
-            for t in tokens(&layout)?.list().await.map_err(anyhow::Error::msg)? {
+            for t in tokens(&layout).await?.list().await.map_err(anyhow::Error::msg)? {
                 let grants: Vec<String> = t.grants.iter().map(|g| format!("{} on {}", g.role, g.endpoint)).collect();
                 println!("{}\t{}\tcreated {}", t.name, grants.join(", "), t.created_at);
             }
@@ -424,7 +424,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Grant { data, name, role, endpoint } => {
             let layout = data.layout()?;
             check_grant_target(&endpoint)?;
-            let result = match tokens(&layout)?.grant(&name, &endpoint, role).await {
+            let result = match tokens(&layout).await?.grant(&name, &endpoint, role).await {
                 Ok(Some(_)) => Ok(()),
                 Ok(None) => Err(format!("no token named `{name}`")),
                 Err(e) => Err(e),
@@ -435,7 +435,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Ungrant { data, name, endpoint } => {
             let layout = data.layout()?;
-            let result = match tokens(&layout)?.ungrant(&name, &endpoint).await {
+            let result = match tokens(&layout).await?.ungrant(&name, &endpoint).await {
                 Ok(Some(true)) => Ok(()),
                 Ok(Some(false)) => Err(format!("token `{name}` holds no role on `{endpoint}`")),
                 Ok(None) => Err(format!("no token named `{name}`")),
@@ -447,7 +447,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Revoke { data, name } => {
             let layout = data.layout()?;
-            let revoked = tokens(&layout)?.revoke(&name).await.map_err(anyhow::Error::msg)?;
+            let revoked = tokens(&layout).await?.revoke(&name).await.map_err(anyhow::Error::msg)?;
             let result = if revoked { Ok(()) } else { Err(format!("no token named `{name}`")) };
             audit_cli(&layout, "token.revoke", None, format!("name={name}"), result.clone()).await?;
             result.map_err(anyhow::Error::msg)?;
@@ -458,8 +458,8 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
 }
 
 /// The tokens every gateway on these tables reads.
-fn tokens(layout: &inferlog_core::Layout) -> anyhow::Result<inferlog_proxy::auth::TokenStore> {
-    let shared = inferlog_table::shared_state(layout).map_err(anyhow::Error::msg)?;
+async fn tokens(layout: &inferlog_core::Layout) -> anyhow::Result<inferlog_proxy::auth::TokenStore> {
+    let shared = inferlog_table::shared_state(layout).await.map_err(anyhow::Error::msg)?;
     Ok(inferlog_proxy::auth::TokenStore::new(shared))
 }
 
@@ -575,7 +575,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Endpoints { config, data_dir, endpoints, json } => {
                 let config = serve::load_config(&ServeArgs { config, data_dir, endpoints, ..ServeArgs::default() })?;
-                let shared = inferlog_table::shared_state(&config.layout).map_err(anyhow::Error::msg)?;
+                let shared = inferlog_table::shared_state(&config.layout).await.map_err(anyhow::Error::msg)?;
                 let (capture, traffic) = serve::state_stores(&shared);
                 // The command also checks a config where its store cannot be reached: it says
                 // so and shows the config's own settings.

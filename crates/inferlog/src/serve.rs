@@ -309,7 +309,12 @@ pub async fn run(
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach the tables at {root}: {e}"))?;
     }
-    let shared = inferlog_table::shared_state(&config.layout).map_err(anyhow::Error::msg)?;
+    let shared = inferlog_table::shared_state(&config.layout).await.map_err(anyhow::Error::msg)?;
+    for settings in &config.endpoints {
+        inferlog_monitor::MonitoringFiles::import_local(&config.layout, &settings.name)
+            .await
+            .map_err(|e| anyhow::anyhow!("endpoint `{}`: {e}", settings.name))?;
+    }
     let (state_store, traffic_store) = state_stores(&shared);
     let live = live_settings(&config, &state_store, &traffic_store).await?;
     // Administrative actions go to the `_audit` table, written in the background.
@@ -592,8 +597,8 @@ async fn start_pipeline(
         url: url.clone(),
         app_id,
         log: log.clone(),
-        offload_spool: (settings.capture.oversize == inferlog_core::config::Oversize::Offload && !config.layout.tables_are_local())
-            .then(|| config.layout.offload_spool_dir(&name)),
+        // Also after `oversize` changed: the log may still hold records naming spooled bodies.
+        offload_spool: (!config.layout.tables_are_local()).then(|| config.layout.offload_spool_dir(&name)),
         options: CommitterOptions {
             interval: config.commit_interval,
             checkpoint_interval: config.checkpoint_interval,

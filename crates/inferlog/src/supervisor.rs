@@ -5,7 +5,7 @@
 //! Invariants:
 //! - Every task belongs to a [`Stage`]. [`Supervisor::stop`] stops the stages in the order of
 //!   [`Stage::ORDER`]: a stage's tasks are told to stop only once every task of the stages
-//!   before it has finished, or overrun its stage's time (logged by name). So upkeep stops
+//!   before it has finished, or overrun its stage's time and been cancelled (logged by name). So upkeep stops
 //!   before the last commits, the last unpacking pass sees the last commit, a lease is given
 //!   up only after the work it guards has stopped, and the audit writer ends after
 //!   everything that audits.
@@ -111,11 +111,17 @@ impl Supervisor {
         for (stage, tasks) in Stage::ORDER.iter().zip(self.stages) {
             let _ = tasks.stop.send(true);
             let deadline = tokio::time::Instant::now() + stage.stop_within();
-            for (name, task) in tasks.tasks {
-                match tokio::time::timeout_at(deadline, task).await {
+            for (name, mut task) in tasks.tasks {
+                match tokio::time::timeout_at(deadline, &mut task).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(task = %name, error = %e, "a background task ended abnormally"),
-                    Err(_) => tracing::warn!(task = %name, stage = ?stage, within_s = stage.stop_within().as_secs(), "a background task did not stop in time; going on without it"),
+                    Err(_) => {
+                        // Cancelled at its next await, so that no later stage (the leases above
+                        // all) goes on while it still runs.
+                        task.abort();
+                        let _ = task.await;
+                        tracing::warn!(task = %name, stage = ?stage, within_s = stage.stop_within().as_secs(), "a background task did not stop in time and was cancelled");
+                    }
                 }
             }
         }

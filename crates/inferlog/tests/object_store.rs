@@ -625,3 +625,36 @@ fn a_gateway_whose_disk_is_lost_loses_only_what_it_had_not_committed_and_doubles
     assert_eq!(counts(50), (50, 50), "what was committed stays, once; the new gateway adds its own");
     assert_quiet(&gw);
 }
+
+#[test]
+fn a_data_dir_moved_to_the_store_brings_its_tokens_toggles_and_baseline() {
+    let _exclusive = exclusive();
+    let s3 = S3Server::start();
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    // Made while the tables were local: a token, a capture toggle, a baseline.
+    let out = s3.inferlog(&["token", "create", "--data-dir", d, "--name", "old", "--role", "owner", "--endpoint", "m"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let secret = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+    std::fs::write(dir.path().join("state/capture.json"), r#"{"m": {"enabled": false, "sampling_fraction": 1.0}}"#).unwrap();
+    std::fs::write(dir.path().join("train.csv"), "x,label\n1,a\n2,b\n3,a\n4,b\n").unwrap();
+    let train = dir.path().join("train.csv");
+    let out = s3.inferlog(&["baseline", "m", "--from", train.to_str().unwrap(), "--label", "label", "--data-dir", d]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let toml = format!("[auth]\nenabled = true\n{}", endpoint_toml("m", &up.url(), ""));
+    let gw = s3.gateway(dir.path(), TABLES, &toml);
+    let http = client();
+    let capture = http.get(gw.url("/admin/endpoints/m/capture")).bearer_auth(&secret).send().unwrap();
+    assert_eq!(capture.status(), 200, "the old token still works");
+    assert_eq!(capture.json::<Value>().unwrap()["enabled"], false, "capture stays off");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3_read.py");
+    let listed = Command::new(python()).args([script, "list", &format!("{TABLES}/_inferlog")]).envs(s3.env()).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for name in ["state/tokens.json", "state/capture.json", "monitoring/m/constraints.json", "monitoring/m/reference.parquet"] {
+        assert!(listed.contains(name), "{name} in the store: {listed}");
+    }
+    assert!(gw.logs().contains("imported the data dir's"), "{}", gw.logs());
+    assert_quiet(&gw);
+}
