@@ -32,12 +32,7 @@ start_nginx "
 # The S3-compatible server of the tests (moto, one request at a time), on an ephemeral port.
 "$PYTHON" scripts/s3_server.py > "$work/s3.out" 2> "$work/s3.err" &
 pids+=("$!")
-for _ in $(seq 200); do
-  s3_url=$(sed -n 's#^s3 listening on ##p' "$work/s3.out")
-  [ -n "$s3_url" ] && break
-  sleep 0.1
-done
-[ -n "$s3_url" ] || { cat "$work/s3.err"; exit 1; }
+s3_url=$(await_line "$work/s3.out" 's3 listening on ' "$work/s3.err")
 export AWS_ENDPOINT_URL="$s3_url" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 
 gw_pids=()
@@ -54,14 +49,9 @@ name = "bench"
 upstream = "http://127.0.0.1:$UP_PORT"
 CONF
   INFERLOG_LOG=warn "$INFERLOG" serve --config "$1.toml" > "$1.out" 2> "$1.err" &
-  local pid=$! addr=""
+  local pid=$! addr
   pids+=("$pid")
-  for _ in $(seq 150); do
-    addr=$(sed -n 's#^inferlog listening on http://##p' "$1.out")
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { cat "$1.err"; exit 1; }
+  addr=$(await_line "$1.out" 'inferlog listening on http://' "$1.err")
   gw_pids+=("$pid")
   gw_addrs+=("$addr")
 }

@@ -51,14 +51,9 @@ run_variant() { # run_variant LABEL ENV CONFIG-LINES
   printf 'listen = "127.0.0.1:0"\ndata_dir = "%s"\ndurability = "async"\n%b\n[[endpoints]]\nname = "bench"\nupstream = "http://127.0.0.1:%s"\n' \
     "$dir" "$extra" "$UP_PORT" > "$dir.toml"
   env $env INFERLOG_LOG=warn "$INFERLOG" serve --config "$dir.toml" > "$dir.out" 2> "$dir.err" &
-  local pid=$! addr=""
+  local pid=$! addr
   pids+=("$pid")
-  for _ in $(seq 100); do
-    addr=$(sed -n 's#^inferlog listening on http://##p' "$dir.out")
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { cat "$dir.err"; exit 1; }
+  addr=$(await_line "$dir.out" 'inferlog listening on http://' "$dir.err")
   wrk -t1 -c"$connections" -d"${duration}s" -s "$work/big.lua" "http://$addr/endpoints/bench/invocations" > "$work/wrk.txt" 2>&1
   local rps total bad n=""
   rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/wrk.txt")

@@ -42,12 +42,7 @@ CONF
   INFERLOG_LOG=warn "$INFERLOG" serve --config "$1.toml" > "$1.out" 2> "$1.err" &
   gw_pid=$!
   pids+=("$gw_pid")
-  for _ in $(seq 100); do
-    gw_addr=$(sed -n 's#^inferlog listening on http://##p' "$1.out")
-    [ -n "$gw_addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$gw_addr" ] || { cat "$1.err"; exit 1; }
+  gw_addr=$(await_line "$1.out" 'inferlog listening on http://' "$1.err")
 }
 
 row_count() {

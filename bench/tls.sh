@@ -51,13 +51,7 @@ CONF
   INFERLOG_LOG=warn "$INFERLOG" serve --config "$1.toml" > "$1.out" 2> "$1.err" &
   gw_pid=$!
   pids+=("$gw_pid")
-  gw_url=""
-  for _ in $(seq 100); do
-    gw_url=$(sed -n 's#^inferlog listening on ##p' "$1.out")
-    [ -n "$gw_url" ] && break
-    sleep 0.1
-  done
-  [ -n "$gw_url" ] || { cat "$1.err"; exit 1; }
+  gw_url=$(await_line "$1.out" 'inferlog listening on ' "$1.err")
 }
 
 echo "variant | connections | req/s | p50 ms | p99 ms | responses | non-2xx | socket errors | peak RSS MiB" > "$work/table"

@@ -2,7 +2,7 @@
 # Installs nginx, wrk and the Debian packages named in $extra_packages when missing; makes $work (removed on
 # exit, with the processes in $pids and the nginx of $work/nginx.pid); writes the 350-byte
 # JSON POST as wrk scripts $work/keepalive.lua and $work/close.lua (a new connection per
-# request); defines free_port, start_nginx and run_wrk. Expects $duration and $connections.
+# request); defines free_port, await_line, start_nginx and run_wrk. Expects $duration and $connections.
 
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
@@ -22,6 +22,20 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+
+# await_line FILE PREFIX ERRFILE: prints what follows PREFIX on the first line of FILE that
+# starts with it, waiting up to 20 s for a started process to write it; else shows ERRFILE
+# and fails.
+await_line() {
+  local found=""
+  for _ in $(seq 200); do
+    found=$(sed -n "s#^$2##p" "$1" | head -1)
+    [ -n "$found" ] && { echo "$found"; return 0; }
+    sleep 0.1
+  done
+  cat "$3" >&2
+  return 1
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -192,11 +192,10 @@ impl SharedState {
         match &self.backend {
             Backend::Local(dir) => {
                 // One writer at a time, across processes: an exclusive lock beside the file.
-                let dir = dir.clone();
-                let name = name.to_string();
-                let location = self.location(&name);
-                let lock = tokio::task::spawn_blocking(move || lock_local(&dir, &name)).await.map_err(|e| e.to_string())??;
-                let mut value: T = match self.read(lock.name.as_str()).await? {
+                let (dir, owned) = (dir.clone(), name.to_string());
+                let location = self.location(name);
+                let lock = tokio::task::spawn_blocking(move || lock_local(&dir, &owned)).await.map_err(|e| e.to_string())??;
+                let mut value: T = match self.read(name).await? {
                     Some(doc) => parse(&doc.bytes).map_err(|e| format!("{location} is not valid: {e}"))?,
                     None => T::default(),
                 };
@@ -256,7 +255,6 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
 
 /// A held lock on a local document, released when dropped.
 struct LocalLock {
-    name: String,
     path: PathBuf,
     _lock: std::fs::File,
 }
@@ -271,7 +269,7 @@ fn lock_local(dir: &std::path::Path, name: &str) -> Result<LocalLock, String> {
         .open(&lock_path)
         .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
     lock.lock().map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
-    Ok(LocalLock { name: name.to_string(), path: dir.join(format!("{name}.json")), _lock: lock })
+    Ok(LocalLock { path: dir.join(format!("{name}.json")), _lock: lock })
 }
 
 impl LocalLock {

@@ -280,6 +280,11 @@ impl Authenticator {
         self.enabled
     }
 
+    /// How many tokens were known at the last poll.
+    pub fn token_count(&self) -> usize {
+        self.tokens.read().expect("token lock").tokens.len()
+    }
+
     /// The caller, if it may take `role` on `endpoint` (`None`: on any endpoint, as the query
     /// API, which then shows only the tables of endpoints the caller may read).
     pub async fn authorize(

@@ -372,7 +372,7 @@ pub async fn run(
     let auth = Arc::new(inferlog_proxy::auth::Authenticator::new(config.auth_enabled, TokenStore::new(shared.clone())));
     // The tokens are known before the first request; later changes arrive by polling.
     auth.poll().await.map_err(|e| anyhow::anyhow!("cannot read the tokens: {e}"))?;
-    if config.auth_enabled && auth.store().list().await.map_err(anyhow::Error::msg)?.is_empty() {
+    if config.auth_enabled && auth.token_count() == 0 {
         tracing::warn!("authentication is on and there are no tokens yet: create one with `inferlog token create`");
     }
     let gateway = Arc::new(Gateway::new(
