@@ -24,20 +24,7 @@ start_nginx "
     location / { default_type application/json; return 200 '{\"predictions\": [0]}'; }
   }"
 
-# A 16 KiB JSON body: rows of four features, padded with spaces to exactly 16,384 bytes.
-python3 - "$work/big.lua" <<'PY'
-import json, random, sys
-random.seed(7)
-rows = [[round(random.uniform(0, 8), 3) for _ in range(4)] for _ in range(600)]
-body = json.dumps({"dataframe_split": {"columns": ["a", "b", "c", "d"], "data": rows}})
-while len(body) > 16384:
-    rows.pop()
-    body = json.dumps({"dataframe_split": {"columns": ["a", "b", "c", "d"], "data": rows}})
-body += " " * (16384 - len(body))
-with open(sys.argv[1], "w") as f:
-    f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
-    f.write("wrk.body = [==[" + body + "]==]\n")
-PY
+body_script big 16384
 
 row_count() {
   "$INFERLOG" query --data-dir "$1" --format csv "SELECT count(*) AS n FROM bench_payload" 2>/dev/null | tail -1

@@ -1,8 +1,9 @@
-# Sourced by bench/run.sh and bench/tls.sh: the load both put on a gateway over loopback.
+# Sourced by the benchmarks: the load they put on a gateway over loopback.
 # Installs nginx, wrk and the Debian packages named in $extra_packages when missing; makes $work (removed on
-# exit, with the processes in $pids and the nginx of $work/nginx.pid); writes the 350-byte
+# exit, with the processes in $pids and every nginx started by start_nginx); writes the 350-byte
 # JSON POST as wrk scripts $work/keepalive.lua and $work/close.lua (a new connection per
-# request); defines free_port, await_line, start_nginx and run_wrk. Expects $duration and $connections.
+# request); defines free_port, await_line, start_nginx, run_wrk and paced_script. Expects
+# $duration and $connections.
 
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
@@ -17,8 +18,9 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  for pidfile in "$work"/nginx*.pid; do [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null; done
+  true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -39,24 +41,55 @@ await_line() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_nginx HTTP_BLOCK: starts nginx (one worker, no access log, temp files under $work)
-# serving the http-level directives and server blocks given.
+# start_nginx HTTP_BLOCK [NAME] [WORKERS]: starts an nginx (WORKERS worker processes, default
+# one; no access log, temp files under $work) serving the http-level directives and server
+# blocks given. Each NAME is its own nginx process tree, so a proxy and its upstream can be
+# measured apart.
 start_nginx() {
-  mkdir -p "$work/nginx"
-  cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
+  local name="${2:-nginx}" workers="${3:-1}"
+  mkdir -p "$work/$name"
+  cat > "$work/$name.conf" <<CONF
+worker_processes $workers;
+pid $work/nginx-$name.pid;
+error_log $work/$name/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  client_body_temp_path $work/$name; proxy_temp_path $work/$name; fastcgi_temp_path $work/$name;
+  uwsgi_temp_path $work/$name; scgi_temp_path $work/$name;
 $1
 }
 CONF
-  "$NGINX" -c "$work/nginx.conf" -p "$work"
+  "$NGINX" -c "$work/$name.conf" -p "$work"
   sleep 0.5
+}
+
+# body_script NAME BYTES: $work/NAME.lua, a kept-alive POST of a JSON body of exactly BYTES
+# bytes (at least 350): dataframe_split rows of four features, padded with spaces.
+body_script() {
+  python3 - "$work/$1.lua" "$2" <<'PY'
+import json, random, sys
+random.seed(7)
+size = int(sys.argv[2])
+def body(rows):
+    return json.dumps({"dataframe_split": {"columns": ["a", "b", "c", "d"], "data": rows}})
+rows = [[round(random.uniform(0, 8), 3) for _ in range(4)] for _ in range(size // 20 + 1)]
+while len(body(rows)) > size:
+    rows = rows[: max(1, len(rows) - max(1, (len(body(rows)) - size) // 30))]
+text = body(rows)
+text += " " * (size - len(text))
+with open(sys.argv[1], "w") as f:
+    f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+    f.write("wrk.body = [==[" + text + "]==]\n")
+PY
+}
+
+# paced_script SCRIPT MS: a copy of $work/SCRIPT.lua whose connections each wait MS
+# milliseconds after a response before the next request (wrk's delay hook): a moderate load
+# whose rate is about connections / (MS + latency).
+paced_script() {
+  { cat "$work/$1.lua"; echo "function delay() return $2 end"; } > "$work/$1-paced.lua"
+  echo "$1-paced"
 }
 
 body=$(python3 -c '

@@ -1,5 +1,13 @@
 //! One captured exchange: the unit that flows from the gateway through the write-ahead log
 //! into the inference table. Field names are the table's column names.
+//!
+//! In the log, a record is one MessagePack array of its fields in declaration order
+//! ([`encode_log_record`]): bodies are written as they are, length-prefixed, never escaped
+//! as JSON strings would be. Logs written before held JSON objects; [`decode_log_record`]
+//! reads both (a JSON frame starts with `{`, which no MessagePack array does).
+//!
+//! Invariant: fields are read by position, so a new field goes at the end of [`Record`] with
+//! `#[serde(default)]`: older frames, shorter arrays, then decode with its default.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -80,6 +88,31 @@ pub struct Record {
     /// The gateway that recorded the exchange: its `gateway_name`, else its instance id.
     #[serde(default)]
     pub gateway_id: Option<String>,
+    // New fields go here, last, with `#[serde(default)]` (see the module's invariant).
+}
+
+/// Appends `record`'s log frame payload to `out`.
+pub fn encode_log_record(record: &Record, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail, and every field of a Record has a MessagePack form.
+    rmp_serde::encode::write(out, record).expect("a record encodes");
+}
+
+/// Why a log frame's payload is not a record.
+#[derive(Debug, thiserror::Error)]
+pub enum LogRecordError {
+    #[error("not a record in MessagePack: {0}")]
+    MessagePack(#[from] rmp_serde::decode::Error),
+    #[error("not a record in JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The record in a log frame's payload, as [`encode_log_record`] writes it or as JSON (logs
+/// written before).
+pub fn decode_log_record(payload: &[u8]) -> Result<Record, LogRecordError> {
+    if payload.first() == Some(&b'{') {
+        return Ok(serde_json::from_slice(payload)?);
+    }
+    Ok(rmp_serde::from_slice(payload)?)
 }
 
 /// The folder under a payload table that holds offloaded bodies.
@@ -164,6 +197,102 @@ impl AuditEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn full_record() -> Record {
+        Record {
+            request_id: "0193".into(),
+            client_request_id: Some("c-1".into()),
+            timestamp_ms: 1_764_000_000_000,
+            endpoint_name: "iris".into(),
+            model_name: "iris".into(),
+            model_version: "2".into(),
+            method: "POST".into(),
+            path: "/invocations".into(),
+            status_code: 200,
+            execution_time_ms: Some(3),
+            latency_ms: 4,
+            sampling_fraction: 0.5,
+            request: Some("{\"inputs\": [\"quote \\\" and \\u00e9\"]}".into()),
+            response: Some("é ünïcode\n".into()),
+            request_content_type: Some("application/json".into()),
+            response_content_type: None,
+            request_encoding: Some(ENCODING_UTF8.into()),
+            response_encoding: Some(ENCODING_BASE64.into()),
+            request_bytes: 40,
+            response_bytes: -1,
+            logging_error_codes: vec![MAX_REQUEST_SIZE_EXCEEDED.into()],
+            error: Some("x".into()),
+            requester: Some("alice".into()),
+            request_metadata: [("user-agent".to_string(), "curl".to_string())].into(),
+            response_stream: Some("data: {}\n\n".into()),
+            time_to_first_token_ms: Some(1),
+            stream_chunks: Some(2),
+            stream_status: Some(STREAM_COMPLETED.into()),
+            prompt_tokens: Some(3),
+            completion_tokens: Some(4),
+            total_tokens: Some(7),
+            llm_model: Some("m".into()),
+            served_target: Some("a".into()),
+            shadow_of: Some("0192".into()),
+            request_offload: Some("_offload/2026-11-22/0193.request".into()),
+            response_offload: None,
+            gateway_id: Some("gw-1".into()),
+        }
+    }
+
+    #[test]
+    fn a_log_frame_gives_back_the_record_it_was_written_from() {
+        let record = full_record();
+        let mut frame = Vec::new();
+        encode_log_record(&record, &mut frame);
+        assert_ne!(frame.first(), Some(&b'{'));
+        assert_eq!(decode_log_record(&frame).unwrap(), record);
+        // The body is in the frame as it is: no escaping.
+        let body = record.request.as_deref().unwrap().as_bytes();
+        assert!(frame.windows(body.len()).any(|w| w == body));
+    }
+
+    #[test]
+    fn json_frames_of_older_logs_still_decode() {
+        let record = full_record();
+        let json = serde_json::to_vec(&record).unwrap();
+        assert_eq!(decode_log_record(&json).unwrap(), record);
+        // A frame from before the later fields existed.
+        let mut old = serde_json::to_value(&record).unwrap();
+        for later in ["response_stream", "gateway_id", "shadow_of", "request_offload", "response_offload"] {
+            old.as_object_mut().unwrap().remove(later);
+        }
+        let decoded = decode_log_record(&serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!((decoded.gateway_id, decoded.response_stream, decoded.request_id), (None, None, record.request_id));
+    }
+
+    #[test]
+    fn a_frame_written_before_a_field_was_added_decodes_with_its_default() {
+        // The record as an array without its last field, as a gateway before it wrote.
+        let record = full_record();
+        let mut fields: Vec<serde_json::Value> = rmp_serde::from_slice(&{
+            let mut f = Vec::new();
+            encode_log_record(&record, &mut f);
+            f
+        })
+        .unwrap();
+        fields.pop();
+        let shorter = rmp_serde::to_vec(&fields).unwrap();
+        let decoded = decode_log_record(&shorter).unwrap();
+        assert_eq!(decoded.gateway_id, None);
+        assert_eq!(Record { gateway_id: record.gateway_id.clone(), ..decoded }, record);
+    }
+
+    #[test]
+    fn a_damaged_frame_is_an_error_not_a_record() {
+        let mut frame = Vec::new();
+        encode_log_record(&full_record(), &mut frame);
+        for cut in [1, frame.len() / 2, frame.len() - 1] {
+            assert!(decode_log_record(&frame[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode_log_record(b"{\"request_id\": ").is_err());
+        assert!(decode_log_record(b"").is_err());
+    }
 
     #[test]
     fn only_paths_the_log_writer_makes_are_offload_paths() {

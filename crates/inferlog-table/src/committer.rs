@@ -238,7 +238,7 @@ impl Committer {
                 let last = entries.last().map(|e| e.lsn);
                 let mut records = Vec::with_capacity(entries.len());
                 for e in entries {
-                    match serde_json::from_slice::<Record>(&e.payload) {
+                    match inferlog_core::record::decode_log_record(&e.payload) {
                         Ok(mut r) => {
                             r.fill_llm_facts();
                             records.push(r)

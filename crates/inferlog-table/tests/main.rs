@@ -11,6 +11,13 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+/// A record's payload as the log writer frames it.
+fn frame(record: &Record) -> Vec<u8> {
+    let mut payload = Vec::new();
+    inferlog_core::record::encode_log_record(record, &mut payload);
+    payload
+}
+
 fn record(i: u64) -> Record {
     Record {
         request_id: format!("req-{i:06}"),
@@ -67,7 +74,7 @@ impl Fixture {
     }
 
     fn append(&mut self, n: u64) {
-        let payloads: Vec<Vec<u8>> = (self.next..self.next + n).map(|i| serde_json::to_vec(&record(i)).unwrap()).collect();
+        let payloads: Vec<Vec<u8>> = (self.next..self.next + n).map(|i| frame(&record(i))).collect();
         let last = self.wal.append(payloads.iter().map(Vec::as_slice)).unwrap();
         self.log.last_logged.store(last, std::sync::atomic::Ordering::Release);
         self.next += n;
@@ -145,7 +152,7 @@ async fn a_commit_holds_at_most_max_batch_bytes_of_logged_records() {
         if in_batch == 0 {
             expected_commits += 1;
         }
-        in_batch += serde_json::to_vec(&record(i)).unwrap().len();
+        in_batch += frame(&record(i)).len();
         if in_batch >= max_batch_bytes {
             in_batch = 0;
         }
@@ -261,7 +268,7 @@ async fn a_table_made_before_the_llm_columns_gains_them_on_the_next_commit() {
     let table = inferlog_table::table::open_or_create_with(&url, &old, &["date"], 10).await.unwrap();
     assert_eq!(table.snapshot().unwrap().schema().fields().count(), old.fields().len());
 
-    // Old log segments (records without the new keys) and new records both commit.
+    // Old log segments (JSON records without the new keys) and new records both commit.
     let old_record = {
         let mut v = serde_json::to_value(record(0)).unwrap();
         for k in added {
@@ -295,7 +302,7 @@ async fn offloaded_bodies_go_from_the_spool_beside_the_table_before_their_commit
     lost.request_offload = Some("_offload/2025-11-22/req-000002.request".into());
     std::fs::create_dir_all(spool.join("_offload/2025-11-22")).unwrap();
     std::fs::write(spool.join("_offload/2025-11-22/req-000001.request"), b"the whole body").unwrap();
-    let payloads: Vec<Vec<u8>> = [with_file, lost].iter().map(|r| serde_json::to_vec(r).unwrap()).collect();
+    let payloads: Vec<Vec<u8>> = [with_file, lost].iter().map(frame).collect();
     let last = fx.wal.append(payloads.iter().map(Vec::as_slice)).unwrap();
     fx.log.last_logged.store(last, std::sync::atomic::Ordering::Release);
     fx.next = 3;

@@ -142,6 +142,20 @@ fn prometheus() -> anyhow::Result<PrometheusHandle> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+async fn drain_metrics(handle: PrometheusHandle, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => handle.run_upkeep(),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// Every metric the gateway exports gets its `# HELP` line.
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge};
@@ -367,6 +381,10 @@ pub async fn run(
             }
         }
     };
+    // Histogram samples wait in the recorder until drained: without a scrape of /metrics they
+    // would pile up for as long as the gateway serves (a few bytes per request).
+    let upkeep_stop = workers.stop_signal(Stage::Fleet);
+    workers.spawn(Stage::Fleet, On::Background, "metrics upkeep", drain_metrics(metrics_handle.clone(), upkeep_stop));
     let heartbeat_stop = workers.stop_signal(Stage::Fleet);
     workers.spawn(Stage::Fleet, On::Background, "fleet heartbeat", inferlog_table::fleet::heartbeat(config.layout.tables_root().clone(), report, heartbeat_stop));
     let auth = Arc::new(inferlog_proxy::auth::Authenticator::new(config.auth_enabled, TokenStore::new(shared.clone())));

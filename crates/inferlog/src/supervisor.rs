@@ -1,6 +1,7 @@
 //! The gateway's background work, owned in one place: every task `serve` starts besides
 //! serving requests (committers, unpackers, compactors, scheduled monitors and retention,
-//! leases, the fleet heartbeat, the control state follower, the audit writer).
+//! leases, the fleet heartbeat, the control state follower, the metrics upkeep, the audit
+//! writer).
 //!
 //! Invariants:
 //! - Every task belongs to a [`Stage`]. [`Supervisor::stop`] stops the stages in the order of
@@ -32,8 +33,8 @@ pub enum Stage {
     Commit,
     /// The unpackers: a last pass over the last commit.
     Unpack,
-    /// Leases (given up so another gateway takes over at once), the heartbeat and the
-    /// control state follower.
+    /// Leases (given up so another gateway takes over at once), the heartbeat, the control
+    /// state follower and the metrics upkeep.
     Fleet,
     /// The audit writer: it ends once every sender (the API, retention) is gone.
     Audit,
