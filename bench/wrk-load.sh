@@ -84,11 +84,12 @@ with open(sys.argv[1], "w") as f:
 PY
 }
 
-# paced_script SCRIPT MS: a copy of $work/SCRIPT.lua whose connections each wait MS
-# milliseconds after a response before the next request (wrk's delay hook): a moderate load
-# whose rate is about connections / (MS + latency).
+# paced_script SCRIPT MS: a copy of $work/SCRIPT.lua whose connections each wait a random
+# 0 to 2 x MS milliseconds (whole ones, wrk's delay hook) after a response before the next
+# request: a moderate load of about connections / (MS + latency) requests a second. The
+# pauses are random so that the connections do not keep in step and arrive in bursts.
 paced_script() {
-  { cat "$work/$1.lua"; echo "function delay() return $2 end"; } > "$work/$1-paced.lua"
+  { cat "$work/$1.lua"; echo "function delay() return math.random(0, 2 * $2) end"; } > "$work/$1-paced.lua"
   echo "$1-paced"
 }
 
@@ -117,11 +118,16 @@ t = open(sys.argv[1]).read()
 if re.search(r"\.lua:\d+:", t):
     sys.exit("wrk could not run the request script: " + t[:300])
 def ms(v):
-    n, u = float(re.match(r"([\d.]+)", v).group(1)), re.search(r"(us|ms|s)$", v).group(1)
-    return n / 1000 if u == "us" else n * 1000 if u == "s" else n
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", t).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
-total = int(re.search(r"(\d+) requests in", t).group(1))
+    n, u = float(re.match(r"([\d.]+)", v).group(1)), re.search(r"(us|ms|s|m)$", v).group(1)
+    return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[u]
+def found(pattern):
+    m = re.search(pattern, t)
+    if not m:
+        sys.exit("unexpected wrk output: " + t[:600])
+    return m.group(1)
+rps = float(found(r"Requests/sec:\s+([\d.]+)"))
+p50 = ms(found(r"50%\s+(\S+)")); p99 = ms(found(r"99%\s+(\S+)"))
+total = int(found(r"(\d+) requests in"))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
 print(f"{rps:.0f} {p50:.3f} {p99:.3f} {total} {non2xx.group(1) if non2xx else 0} {sum(map(int, errors.groups())) if errors else 0}")

@@ -308,7 +308,7 @@ pub async fn run(
     // What each row names as the gateway that recorded it.
     let gateway_id = config.gateway_name.clone().unwrap_or_else(|| instance.clone());
     let background_runtime = Arc::new(BackgroundRuntime::new().context("cannot start the background runtime")?);
-    let mut workers = Supervisor::new(background_runtime.clone());
+    let mut workers = Supervisor::new(background_runtime.clone()).context("cannot start the commit runtime")?;
 
     // Read before anything starts, so a bad certificate stops the start with its path.
     let upstream_tls = inferlog_proxy::tls::client_config(config.upstream_ca.as_deref())
@@ -626,7 +626,7 @@ async fn start_pipeline(
         last_commit_ms: last_commit_ms.clone(),
     };
     let commit_stop = workers.stop_signal(Stage::Commit);
-    workers.spawn(Stage::Commit, On::Serving, format!("committer of {name}"), committer.run(commit_stop));
+    workers.spawn(Stage::Commit, On::Commit, format!("committer of {name}"), committer.run(commit_stop));
     // The endpoint's singleton work (compaction, unpacking, scheduled monitoring,
     // retention) runs where its lease is held: anywhere for local tables, on one gateway
     // of a fleet sharing a tables root.

@@ -63,8 +63,8 @@ impl Stage {
 /// Where a task runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum On {
-    /// The serving runtime: the committers, which keep up with capture.
-    Serving,
+    /// The committers' runtime, below the proxy's priority.
+    Commit,
     /// The background runtime, whose thread serving never waits on.
     Background,
 }
@@ -77,13 +77,14 @@ struct StageTasks {
 /// Owns the background tasks and stops them in order.
 pub struct Supervisor {
     background: Arc<BackgroundRuntime>,
+    commit: BackgroundRuntime,
     stages: Vec<StageTasks>,
 }
 
 impl Supervisor {
-    pub fn new(background: Arc<BackgroundRuntime>) -> Supervisor {
+    pub fn new(background: Arc<BackgroundRuntime>) -> std::io::Result<Supervisor> {
         let stages = Stage::ORDER.iter().map(|_| StageTasks { stop: watch::channel(false).0, tasks: Vec::new() }).collect();
-        Supervisor { background, stages }
+        Ok(Supervisor { background, commit: BackgroundRuntime::for_commits()?, stages })
     }
 
     /// Turns true when `stage` is told to stop.
@@ -94,7 +95,7 @@ impl Supervisor {
     /// Starts `task`, named `name` in the logs, as part of `stage`.
     pub fn spawn(&mut self, stage: Stage, on: On, name: impl Into<String>, task: impl Future<Output = ()> + Send + 'static) {
         let handle = match on {
-            On::Serving => tokio::spawn(task),
+            On::Commit => self.commit.handle().spawn(task),
             On::Background => self.background.handle().spawn(task),
         };
         self.stages[stage.index()].tasks.push((name.into(), handle));
@@ -137,7 +138,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stages_stop_in_order_each_after_the_one_before_has_finished() {
         let background = Arc::new(BackgroundRuntime::new().unwrap());
-        let mut supervisor = Supervisor::new(background.clone());
+        let mut supervisor = Supervisor::new(background.clone()).unwrap();
         let stopped = Arc::new(Mutex::new(Vec::new()));
         // Declared in reverse, each taking a while to stop: the order is the stages', not the spawns'.
         for stage in Stage::ORDER.iter().rev().copied() {
