@@ -20,8 +20,9 @@ pub enum GatewayError {
     UnsafePath(String),
     #[error("the gateway is holding max_request_bytes_in_flight ({limit} bytes) of request bodies; retry shortly")]
     RequestMemoryFull { limit: usize },
+    /// `reason` is the whole error chain, for the row and the log; callers get only `kind`.
     #[error("upstream {upstream} is unreachable: {reason}")]
-    UpstreamUnreachable { upstream: String, reason: String },
+    UpstreamUnreachable { upstream: String, reason: String, kind: UpstreamFailure },
     #[error("upstream {upstream} did not answer within {timeout_ms} ms")]
     UpstreamTimeout { upstream: String, timeout_ms: u128 },
     #[error("{0}")]
@@ -102,7 +103,7 @@ impl GatewayError {
     /// `error` and the gateway's log keep the upstream's address).
     pub fn public_message(&self) -> String {
         match self {
-            GatewayError::UpstreamUnreachable { reason, .. } => format!("the model server is unreachable: {}", failure_kind(reason)),
+            GatewayError::UpstreamUnreachable { kind, .. } => format!("the model server is unreachable: {}", kind.describe()),
             GatewayError::UpstreamTimeout { timeout_ms, .. } => format!("the model server did not answer within {timeout_ms} ms"),
             other => other.to_string(),
         }
@@ -113,24 +114,96 @@ impl GatewayError {
     }
 }
 
-/// A connection failure in a few words. The full reason may name the upstream (a URI that
-/// does not parse, the host a certificate was expected to name), so callers get only its kind.
-fn failure_kind(reason: &str) -> &'static str {
-    let has = |needles: &[&str]| needles.iter().any(|n| reason.contains(n));
-    if has(&["certificate", "Certificate", "UnknownIssuer", "NotValidForName"]) {
-        "its TLS certificate was rejected"
-    } else if has(&["tls", "TLS", "handshake", "AlertReceived"]) {
-        "the TLS handshake failed"
-    } else if has(&["Connection refused", "connection refused"]) {
-        "connection refused"
-    } else if has(&["dns error", "failed to lookup", "Name or service not known"]) {
-        "its name does not resolve"
-    } else if has(&["timed out", "deadline"]) {
-        "connecting timed out"
-    } else if has(&["reset", "closed", "Broken pipe", "IncompleteMessage"]) {
-        "the connection broke"
-    } else {
-        "the connection failed"
+impl GatewayError {
+    /// The upstream at `upstream` could not be reached: `error` is what the client said.
+    pub fn upstream_unreachable(upstream: &url::Url, error: &(dyn std::error::Error + 'static)) -> Self {
+        GatewayError::UpstreamUnreachable { upstream: upstream.to_string(), reason: error_chain(error), kind: UpstreamFailure::of(error) }
+    }
+}
+
+/// An error and its sources, one after the other.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The kind of a failure to reach an upstream: what a caller is told. The whole error may
+/// name the upstream (the host a certificate was expected to name, an address), so callers
+/// get only its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    CertificateRejected,
+    TlsHandshake,
+    Refused,
+    NameNotResolved,
+    ConnectTimeout,
+    ConnectionBroke,
+    Other,
+}
+
+impl UpstreamFailure {
+    /// Read off the typed errors in `error`'s chain: the first that tells decides (rustls'
+    /// errors, also inside I/O errors, I/O error kinds, hyper's closed or cut connections).
+    pub fn of(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if let Some(kind) = Self::told_by(e) {
+                return kind;
+            }
+            current = e.source();
+        }
+        UpstreamFailure::Other
+    }
+
+    fn told_by(e: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(match tls {
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => UpstreamFailure::CertificateRejected,
+                _ => UpstreamFailure::TlsHandshake,
+            });
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // An I/O error can wrap the error that tells (rustls', another I/O error's), and
+            // its source() skips that one, so it is looked into here.
+            if let Some(kind) = io.get_ref().and_then(|inner| Self::told_by(inner)) {
+                return Some(kind);
+            }
+            use std::io::ErrorKind::*;
+            return match io.kind() {
+                ConnectionRefused => Some(UpstreamFailure::Refused),
+                TimedOut => Some(UpstreamFailure::ConnectTimeout),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected => Some(UpstreamFailure::ConnectionBroke),
+                // getaddrinfo's failures have no kind of their own; hyper-util's connector
+                // reports them as its (private) "dns error", the source of this one.
+                _ if e.source().is_none() && io.to_string().contains("failed to lookup address") => Some(UpstreamFailure::NameNotResolved),
+                _ => None,
+            };
+        }
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            if hyper.is_incomplete_message() || hyper.is_closed() || hyper.is_canceled() {
+                return Some(UpstreamFailure::ConnectionBroke);
+            }
+        }
+        None
+    }
+
+    /// What the caller reads after "the model server is unreachable: ".
+    pub fn describe(self) -> &'static str {
+        match self {
+            UpstreamFailure::CertificateRejected => "its TLS certificate was rejected",
+            UpstreamFailure::TlsHandshake => "the TLS handshake failed",
+            UpstreamFailure::Refused => "connection refused",
+            UpstreamFailure::NameNotResolved => "its name does not resolve",
+            UpstreamFailure::ConnectTimeout => "connecting timed out",
+            UpstreamFailure::ConnectionBroke => "the connection broke",
+            UpstreamFailure::Other => "the connection failed",
+        }
     }
 }
 
@@ -164,19 +237,33 @@ impl IntoResponse for GatewayError {
 mod tests {
     use super::*;
 
+    /// An error with a source, as clients wrap what went wrong.
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect): {0}")]
+    struct Wrapped(#[source] Box<dyn std::error::Error + Send + Sync>);
+
     #[test]
     fn callers_learn_the_kind_of_failure_not_where_the_upstream_is() {
-        let unreachable = |reason: &str| GatewayError::UpstreamUnreachable { upstream: "https://models.internal:8443/".into(), reason: reason.into() };
-        for (reason, kind) in [
-            ("client error (Connect): invalid peer certificate: UnknownIssuer", "TLS certificate was rejected"),
-            ("client error (Connect): certificate not valid for name \"models.internal\"", "TLS certificate was rejected"),
-            ("client error (Connect): tcp connect error: Connection refused (os error 111)", "connection refused"),
-            ("client error (Connect): dns error: failed to lookup address information", "does not resolve"),
-            ("cannot build the upstream URI https://models.internal:8443/aaaa: invalid uri", "the connection failed"),
-        ] {
-            let body = unreachable(reason).body();
-            assert!(body.contains(kind), "{reason}: {body}");
+        let upstream: url::Url = "https://models.internal:8443/".parse().unwrap();
+        let io = |kind, text: &str| std::io::Error::new(kind, text.to_string());
+        // As hyper-rustls hands it over: an I/O error around tokio-rustls' I/O error around rustls'.
+        let tls = |e: rustls::Error| std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+        let cases: Vec<(Box<dyn std::error::Error + Send + Sync>, &str)> = vec![
+            (Box::new(tls(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))), "TLS certificate was rejected"),
+            (Box::new(tls(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))), "TLS certificate was rejected"),
+            (Box::new(tls(rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure))), "the TLS handshake failed"),
+            (Box::new(io(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111) to models.internal")), "connection refused"),
+            (Box::new(io(std::io::ErrorKind::ConnectionReset, "reset")), "the connection broke"),
+            (Box::new(io(std::io::ErrorKind::Other, "failed to lookup address information: Name or service not known")), "does not resolve"),
+            (Box::new(io(std::io::ErrorKind::Other, "something about models.internal")), "the connection failed"),
+        ];
+        for (cause, kind) in cases {
+            let text = cause.to_string();
+            let error = GatewayError::upstream_unreachable(&upstream, &Wrapped(cause));
+            let body = error.body();
+            assert!(body.contains(kind), "{text}: {body}");
             assert!(!body.contains("models.internal"), "{body}");
+            assert!(error.to_string().contains(&text), "the row's error keeps the whole chain: {error}");
         }
         let timeout = GatewayError::UpstreamTimeout { upstream: "http://10.0.0.7:5001/".into(), timeout_ms: 300 };
         assert!(!timeout.body().contains("10.0.0.7") && timeout.body().contains("300 ms"));

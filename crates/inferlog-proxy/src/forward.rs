@@ -2,7 +2,7 @@
 
 use crate::admin::{CaptureState, CaptureStateStore, TrafficState, TrafficStateStore};
 use crate::auth::{Authenticator, Role};
-use crate::error::GatewayError;
+use crate::error::{GatewayError, UpstreamFailure};
 use crate::record::{client_request_id_from_body, encode_body};
 use crate::tap::{ExchangeTimer, OversizeAllowance, InFlight, TapBody};
 use axum::body::Body;
@@ -461,10 +461,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
     let upstream_uri = match upstream_uri(&target.upstream, &rest, parts.uri.query()) {
         Ok(u) => u,
         Err(reason) => {
-            let err = GatewayError::UpstreamUnreachable {
-                upstream: target.upstream.to_string(),
-                reason,
-            };
+            let err = GatewayError::UpstreamUnreachable { upstream: target.upstream.to_string(), reason, kind: UpstreamFailure::Other };
             return gateway_error(&endpoint, record, err, received_at, None, &request_id).await;
         }
     };
@@ -479,10 +476,7 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
     let response = match result {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
-            let err = GatewayError::UpstreamUnreachable {
-                upstream: target.upstream.to_string(),
-                reason: error_chain(&e),
-            };
+            let err = GatewayError::upstream_unreachable(&target.upstream, &e);
             return gateway_error(&endpoint, record, err, received_at, None, &request_id).await;
         }
         Err(_) => {
@@ -718,7 +712,10 @@ async fn shadow_exchange(
     };
     let uri = match upstream_uri(&shadow.upstream, &copy.rest, copy.query.as_deref()) {
         Ok(uri) => uri,
-        Err(reason) => return fail(record, GatewayError::UpstreamUnreachable { upstream: shadow.upstream.to_string(), reason }, None),
+        Err(reason) => {
+            let err = GatewayError::UpstreamUnreachable { upstream: shadow.upstream.to_string(), reason, kind: UpstreamFailure::Other };
+            return fail(record, err, None);
+        }
     };
     let mut request = hyper::Request::builder()
         .method(copy.method)
@@ -731,7 +728,7 @@ async fn shadow_exchange(
     let response = match tokio::time::timeout_at(deadline, gw.client.request(request)).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
-            let err = GatewayError::UpstreamUnreachable { upstream: shadow.upstream.to_string(), reason: error_chain(&e) };
+            let err = GatewayError::upstream_unreachable(&shadow.upstream, &e);
             return fail(record, err, None);
         }
         Err(_) => {
@@ -909,17 +906,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for h in named {
         headers.remove(h.as_str());
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

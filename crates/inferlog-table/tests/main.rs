@@ -144,7 +144,7 @@ async fn a_replayed_log_is_committed_exactly_once() {
 async fn a_commit_holds_at_most_max_batch_bytes_of_logged_records() {
     let mut fx = Fixture::new();
     fx.append(300);
-    let max_batch_bytes = 4096;
+    let max_batch_bytes = 2048;
     // A batch ends with the record that takes it to the limit.
     let mut expected_commits = 0;
     let mut in_batch = 0;
