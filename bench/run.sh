@@ -82,7 +82,8 @@ measure() {
   wrk -t1 -c"$connections" -d1s -s "$work/$script.lua" "$url" >/dev/null 2>&1
   local warm_rows=0
   if [ "${enabled:-false}" = true ]; then sleep 2; warm_rows=$(row_count "$dir"); fi
-  read -r rps p50 p99 total bad _ < <(run_wrk "$script" "$url")
+  run_wrk "$script" "$url" > "$work/measured"
+  read -r rps p50 p99 total bad _ < "$work/measured"
   if [ "${enabled:-false}" = true ]; then
     local n=""
     for _ in $(seq 120); do

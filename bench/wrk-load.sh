@@ -118,15 +118,18 @@ t = open(sys.argv[1]).read()
 if re.search(r"\.lua:\d+:", t):
     sys.exit("wrk could not run the request script: " + t[:300])
 def ms(v):
-    n, u = float(re.match(r"([\d.]+)", v).group(1)), re.search(r"(us|ms|s|m)$", v).group(1)
-    return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[u]
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", v)
+    if not m:
+        sys.exit(f"unexpected latency {v!r} in wrk output: " + t[:1500])
+    return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000, "h": 3600000}[m.group(2)]
 def found(pattern):
     m = re.search(pattern, t)
     if not m:
         sys.exit("unexpected wrk output: " + t[:600])
     return m.group(1)
 rps = float(found(r"Requests/sec:\s+([\d.]+)"))
-p50 = ms(found(r"50%\s+(\S+)")); p99 = ms(found(r"99%\s+(\S+)"))
+# Anchored: a "+/- Stdev" column such as 67.50% must not pass for the 50th percentile.
+p50 = ms(found(r"(?m)^\s+50%\s+(\S+)")); p99 = ms(found(r"(?m)^\s+99%\s+(\S+)"))
 total = int(found(r"(\d+) requests in"))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
