@@ -17,14 +17,8 @@ command -v perf >/dev/null || extra_packages="linux-perf"
 source bench/wrk-load.sh
 source bench/inferlog-binary.sh
 
-UP_PORT=$(free_port)
-start_nginx "
-  client_max_body_size 1m; client_body_buffer_size 512k;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location / { default_type application/json; return 200 '{\"predictions\": [0]}'; }
-  }" upstream 1
-if [ "$size" = 350 ]; then script=keepalive; else script="body-$size"; body_script "$script" "$size"; fi
+start_upstream
+script=$(request_script "$size")
 
 enabled=true durability="$capture"
 if [ "$capture" = off ]; then enabled=false durability=async; fi

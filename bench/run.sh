@@ -23,15 +23,8 @@ connections=32
 source bench/wrk-load.sh
 source bench/inferlog-binary.sh
 
-UP_PORT=$(free_port)
+start_upstream
 PROXY_PORT=$(free_port)
-
-start_nginx "
-  client_max_body_size 1m; client_body_buffer_size 512k;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location / { default_type application/json; return 200 '{\"predictions\": [0]}'; }
-  }" upstream 1
 start_nginx "
   client_max_body_size 1m; client_body_buffer_size 512k;
   upstream model { server 127.0.0.1:$UP_PORT; keepalive 128; }
@@ -106,7 +99,7 @@ measure() {
 gateways=("off async false" "async async true" "sync sync true" "fsync fsync true")
 : > "$raw"
 for size in $bodies; do
-  if [ "$size" = 350 ]; then script=keepalive; else script="body-$size"; body_script "$script" "$size"; fi
+  script=$(request_script "$size")
   for round in $(seq "$rounds"); do
     measure "$size" "$round" direct "$script"
     measure "$size" "$round" nginx "$script"

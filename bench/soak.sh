@@ -15,14 +15,8 @@ connections=32
 source bench/wrk-load.sh
 source bench/inferlog-binary.sh
 
-UP_PORT=$(free_port)
-start_nginx "
-  client_max_body_size 1m; client_body_buffer_size 512k;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location / { default_type application/json; return 200 '{\"predictions\": [0]}'; }
-  }" upstream 1
-if [ "$size" = 350 ]; then script=keepalive; else script="body-$size"; body_script "$script" "$size"; fi
+start_upstream
+script=$(request_script "$size")
 
 dir="$work/data"
 printf 'listen = "127.0.0.1:0"\ndata_dir = "%s"\ndurability = "async"\n[[endpoints]]\nname = "bench"\nupstream = "http://127.0.0.1:%s"\n' \

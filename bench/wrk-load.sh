@@ -84,6 +84,26 @@ with open(sys.argv[1], "w") as f:
 PY
 }
 
+# start_upstream: sets UP_PORT and starts on it the model server every benchmark fronts: an
+# nginx of its own (one worker) returning a fixed JSON body to any request, bodies up to 1 MiB.
+start_upstream() {
+  UP_PORT=$(free_port)
+  start_nginx "
+  client_max_body_size 1m; client_body_buffer_size 512k;
+  server {
+    listen 127.0.0.1:$UP_PORT;
+    location / { default_type application/json; return 200 '{\"predictions\": [0]}'; }
+  }" upstream 1
+}
+
+# request_script BYTES: the name of the wrk script posting a JSON body of BYTES bytes (350:
+# bench/run.sh's classic body, with its client_request_id), written when missing.
+request_script() {
+  if [ "$1" = 350 ]; then echo keepalive; return; fi
+  [ -f "$work/body-$1.lua" ] || body_script "body-$1" "$1"
+  echo "body-$1"
+}
+
 # paced_script SCRIPT MS: a copy of $work/SCRIPT.lua whose connections each wait a random
 # 0 to 2 x MS milliseconds (whole ones, wrk's delay hook) after a response before the next
 # request: a moderate load of about connections / (MS + latency) requests a second. The
