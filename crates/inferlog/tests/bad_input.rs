@@ -102,7 +102,8 @@ fn malformed_binary_empty_and_oversized_bodies_are_answered_and_recorded() {
 fn unreachable_and_slow_upstreams_answer_502_and_504_and_are_recorded() {
     let up = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
-    let down_address = format!("127.0.0.1:{}", closed_port());
+    let closed = ClosedPort::new();
+    let down_address = closed.url().trim_start_matches("http://").to_string();
     let toml = format!(
         "upstream_timeout_ms = 300\n{}{}",
         endpoint_toml("down", &format!("http://{down_address}"), ""),

@@ -209,7 +209,8 @@ fn traffic_splits_by_weight_sticks_by_header_and_a_shadow_never_touches_the_call
 
     // Settings survive a restart; a shadow that cannot be reached fails on its own.
     gateway.terminate();
-    let mut gateway = Gateway::start(d, &ab_config(&a.url(), &b.url(), &format!("http://127.0.0.1:{}", closed_port())));
+    let closed = ClosedPort::new();
+    let mut gateway = Gateway::start(d, &ab_config(&a.url(), &b.url(), &closed.url()));
     assert_eq!(client().get(gateway.url("/admin/endpoints/ab/traffic")).send().unwrap().json::<Value>().unwrap(), state);
     let after = send_many(&gateway, 10, 1, |_| vec![]);
     assert!(after.iter().all(|(s, _)| *s == 200));

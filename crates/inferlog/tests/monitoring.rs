@@ -271,7 +271,7 @@ pub(crate) struct IrisModel(std::process::Child, pub(crate) String);
 
 impl IrisModel {
     pub(crate) fn start() -> IrisModel {
-        let port = crate::support::closed_port();
+        let port = crate::support::free_port();
         let child = Command::new(bin())
             .args(["iris-model", "--listen", &format!("127.0.0.1:{port}")])
             .stderr(std::process::Stdio::null())

@@ -109,7 +109,8 @@ fn refused_start(env: &[(&'static str, String)]) -> String {
 fn a_store_that_cannot_be_reached_stops_the_start_with_one_line() {
     let s3 = S3Server::start();
     let mut env = s3.env();
-    env[0].1 = format!("http://127.0.0.1:{}", closed_port());
+    let closed = ClosedPort::new();
+    env[0].1 = closed.url();
     let error = refused_start(&env);
     assert!(error.contains("error sending request"), "the cause is named: {error}");
 }

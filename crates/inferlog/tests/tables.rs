@@ -185,7 +185,7 @@ fn query_writes_files_and_reads_older_versions() {
 }
 
 fn start_iris_model() -> (std::process::Child, String) {
-    let port = support::closed_port();
+    let port = support::free_port();
     let child = Command::new(bin())
         .args(["iris-model", "--listen", &format!("127.0.0.1:{port}")])
         .stderr(std::process::Stdio::null())
