@@ -11,7 +11,7 @@
 //! erasure delete the files of the rows they delete.
 
 use base64::Engine;
-use inferlog_core::record::{ENCODING_BASE64, OFFLOAD_DIR, MAX_REQUEST_SIZE_EXCEEDED, MAX_RESPONSE_SIZE_EXCEEDED, OFFLOAD_FAILED};
+use inferlog_core::record::{BodyEncoding, OFFLOAD_DIR, MAX_REQUEST_SIZE_EXCEEDED, MAX_RESPONSE_SIZE_EXCEEDED, OFFLOAD_FAILED};
 use inferlog_core::Record;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ impl Offloader {
             if text.len() <= self.inline_max {
                 continue;
             }
-            let base64 = encoding.as_deref() == Some(ENCODING_BASE64);
+            let base64 = *encoding == Some(BodyEncoding::Base64);
             // Already cut (over offload_max_bytes, or the memory budget was spent): a side file
             // would pass for the whole body. The row keeps its prefix, as with `truncate`.
             if record.logging_error_codes.iter().any(|c| c == cut_code) {
@@ -49,7 +49,7 @@ impl Offloader {
                 continue;
             }
             let relative = format!("{OFFLOAD_DIR}/{date}/{id}.{kind}");
-            let written = if encoding.as_deref() == Some(ENCODING_BASE64) {
+            let written = if base64 {
                 base64::engine::general_purpose::STANDARD
                     .decode(text.as_bytes())
                     .map_err(std::io::Error::other)
@@ -114,15 +114,15 @@ fn prefix_len(text: &str, max: usize, base64: bool) -> usize {
 mod tests {
     use super::*;
 
-    fn record(request: &str, response: Option<(&str, &str)>) -> Record {
+    fn record(request: &str, response: Option<(&str, BodyEncoding)>) -> Record {
         Record {
             request_id: "r1".into(),
             endpoint_name: "iris".into(),
             timestamp_ms: 1_763_769_600_000, // 2025-11-22
             request: Some(request.into()),
-            request_encoding: Some("utf8".into()),
+            request_encoding: Some(inferlog_core::record::BodyEncoding::Utf8),
             response: response.map(|(t, _)| t.to_string()),
-            response_encoding: response.map(|(_, e)| e.to_string()),
+            response_encoding: response.map(|(_, e)| e),
             ..Default::default()
         }
     }
@@ -133,7 +133,7 @@ mod tests {
         let offloader = Offloader { dir: dir.path().to_path_buf(), inline_max: 5, fsync: true };
         let binary: Vec<u8> = (0..=255u8).collect();
         let encoded = base64::engine::general_purpose::STANDARD.encode(&binary);
-        let mut r = record("aaññ-long request", Some((&encoded, "base64")));
+        let mut r = record("aaññ-long request", Some((&encoded, BodyEncoding::Base64)));
         offloader.apply(&mut r);
         assert_eq!(r.request.as_deref(), Some("aañ"), "cut on a character boundary, not inside the second ñ");
         assert_eq!(r.request_offload.as_deref(), Some("_offload/2025-11-22/r1.request"));

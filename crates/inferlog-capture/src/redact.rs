@@ -17,7 +17,7 @@
 
 use hmac::{Hmac, Mac};
 use inferlog_core::config::{RedactAction, RedactRule, RedactTarget};
-use inferlog_core::record::{AuditEvent, ENCODING_UTF8, MAX_REQUEST_SIZE_EXCEEDED, MAX_RESPONSE_SIZE_EXCEEDED};
+use inferlog_core::record::{AuditEvent, BodyEncoding, MAX_REQUEST_SIZE_EXCEEDED, MAX_RESPONSE_SIZE_EXCEEDED};
 use inferlog_core::Record;
 use regex::bytes::Regex;
 use serde_json::Value;
@@ -119,13 +119,13 @@ impl Redactor {
         let (request_cut, response_cut) = (was_cut(MAX_REQUEST_SIZE_EXCEEDED), was_cut(MAX_RESPONSE_SIZE_EXCEEDED));
         let mut dropped = false;
         // A stream's assembled response is JSON text whatever the raw stream's encoding.
-        let response_is_text = record.stream_status.is_some() || record.response_encoding.as_deref() == Some(ENCODING_UTF8);
+        let response_is_text = record.stream_status.is_some() || record.response_encoding == Some(BodyEncoding::Utf8);
         for (body, encoding, is_text, cut) in [
             (&mut record.request, &mut record.request_encoding, None, request_cut),
             (&mut record.response, &mut record.response_encoding, Some(response_is_text), response_cut),
         ] {
             let Some(text) = body.take() else { continue };
-            let is_text = is_text.unwrap_or(encoding.as_deref() == Some(ENCODING_UTF8));
+            let is_text = is_text.unwrap_or(*encoding == Some(BodyEncoding::Utf8));
             *body = if is_text { self.body(text, cut) } else { None };
             if body.is_none() {
                 *encoding = None;
@@ -690,8 +690,8 @@ mod tests {
         Record {
             request: Some(request.into()),
             response: Some(response.into()),
-            request_encoding: Some(ENCODING_UTF8.into()),
-            response_encoding: Some(ENCODING_UTF8.into()),
+            request_encoding: Some(BodyEncoding::Utf8),
+            response_encoding: Some(BodyEncoding::Utf8),
             ..Default::default()
         }
     }
@@ -753,7 +753,7 @@ mod tests {
         assert_eq!(request["***"], 1, "{request}");
         // Bytes that are not text cannot be checked: not kept.
         let mut binary = record("x", "y");
-        binary.request_encoding = Some("base64".into());
+        binary.request_encoding = Some(BodyEncoding::Base64);
         r.apply(&mut binary);
         assert!(binary.request.is_none() && binary.request_encoding.is_none());
         assert_eq!(binary.logging_error_codes, [BODY_NOT_REDACTABLE]);
@@ -833,7 +833,7 @@ mod tests {
         ] {
             let mut rec = record(cut, cut);
             rec.response_stream = Some(cut.into());
-            rec.stream_status = Some("completed".into());
+            rec.stream_status = Some(inferlog_core::record::StreamStatus::Completed);
             rec.logging_error_codes = vec![MAX_REQUEST_SIZE_EXCEEDED.into(), MAX_RESPONSE_SIZE_EXCEEDED.into()];
             r.apply(&mut rec);
             assert_eq!(rec.request.as_deref(), Some(kept));
@@ -843,7 +843,7 @@ mod tests {
         // A cut stream's assembled answer is JSON: its strings end where the cut fell.
         let assembled = r#"{"choices":[{"message":{"content":"write to victim.person@exa"}}],"model":"m"}"#;
         let mut rec = record("{}", assembled);
-        rec.stream_status = Some("completed".into());
+        rec.stream_status = Some(inferlog_core::record::StreamStatus::Completed);
         rec.logging_error_codes = vec![MAX_RESPONSE_SIZE_EXCEEDED.into()];
         r.apply(&mut rec);
         assert_eq!(rec.response.as_deref(), Some(r#"{"choices":[{"message":{"content":"write to ***"}}],"model":"m"}"#));

@@ -17,9 +17,51 @@ pub const MAX_REQUEST_SIZE_EXCEEDED: &str = "MAX_REQUEST_SIZE_EXCEEDED";
 /// Logging error code: the captured response body was cut at `max_payload_bytes`.
 pub const MAX_RESPONSE_SIZE_EXCEEDED: &str = "MAX_RESPONSE_SIZE_EXCEEDED";
 
-/// Body encodings stored in `request_encoding` / `response_encoding`.
-pub const ENCODING_UTF8: &str = "utf8";
-pub const ENCODING_BASE64: &str = "base64";
+/// How a body is held in `request` / `response` (the `request_encoding` /
+/// `response_encoding` columns): its own text when it is UTF-8, else base64 of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyEncoding {
+    Utf8,
+    Base64,
+}
+
+impl BodyEncoding {
+    /// The column's value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BodyEncoding::Utf8 => "utf8",
+            BodyEncoding::Base64 => "base64",
+        }
+    }
+
+    /// The encoding a column value names.
+    pub fn parse(value: &str) -> Option<BodyEncoding> {
+        [BodyEncoding::Utf8, BodyEncoding::Base64].into_iter().find(|e| e.as_str() == value)
+    }
+}
+
+/// How a streamed (`text/event-stream`) response ended: the `stream_status` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamStatus {
+    Completed,
+    /// The client went away first.
+    Cancelled,
+    /// The upstream's body failed.
+    Broken,
+}
+
+impl StreamStatus {
+    /// The column's value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StreamStatus::Completed => "completed",
+            StreamStatus::Cancelled => "cancelled",
+            StreamStatus::Broken => "broken",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -43,8 +85,8 @@ pub struct Record {
     pub response: Option<String>,
     pub request_content_type: Option<String>,
     pub response_content_type: Option<String>,
-    pub request_encoding: Option<String>,
-    pub response_encoding: Option<String>,
+    pub request_encoding: Option<BodyEncoding>,
+    pub response_encoding: Option<BodyEncoding>,
     /// Original sizes, before any cut for `max_payload_bytes`.
     pub request_bytes: i64,
     pub response_bytes: i64,
@@ -61,9 +103,8 @@ pub struct Record {
     pub time_to_first_token_ms: Option<i64>,
     #[serde(default)]
     pub stream_chunks: Option<i64>,
-    /// `completed`, `cancelled` (the client went away) or `broken` (the upstream did).
     #[serde(default)]
-    pub stream_status: Option<String>,
+    pub stream_status: Option<StreamStatus>,
     #[serde(default)]
     pub prompt_tokens: Option<i64>,
     #[serde(default)]
@@ -128,11 +169,6 @@ pub fn is_offload_path(relative: &str) -> bool {
 /// the prefix, as with `truncate`.
 pub const OFFLOAD_FAILED: &str = "OFFLOAD_FAILED";
 
-/// Values of `stream_status`.
-pub const STREAM_COMPLETED: &str = "completed";
-pub const STREAM_CANCELLED: &str = "cancelled";
-pub const STREAM_BROKEN: &str = "broken";
-
 impl Record {
     /// UTC calendar day of `timestamp_ms`, as days since the Unix epoch (Arrow `Date32`).
     pub fn date_days(&self) -> i32 {
@@ -144,7 +180,7 @@ impl Record {
     pub fn fill_llm_facts(&mut self) {
         // Read already (the log writer does, while the whole body is at hand): kept.
         let read = self.prompt_tokens.is_some() || self.completion_tokens.is_some() || self.total_tokens.is_some() || self.llm_model.is_some();
-        if read || self.stream_status.is_some() || self.response_encoding.as_deref() != Some(ENCODING_UTF8) {
+        if read || self.stream_status.is_some() || self.response_encoding != Some(BodyEncoding::Utf8) {
             return;
         }
         if !self.response_content_type.as_deref().is_some_and(|ct| ct.contains("json")) {
@@ -216,8 +252,8 @@ mod tests {
             response: Some("é ünïcode\n".into()),
             request_content_type: Some("application/json".into()),
             response_content_type: None,
-            request_encoding: Some(ENCODING_UTF8.into()),
-            response_encoding: Some(ENCODING_BASE64.into()),
+            request_encoding: Some(BodyEncoding::Utf8),
+            response_encoding: Some(BodyEncoding::Base64),
             request_bytes: 40,
             response_bytes: -1,
             logging_error_codes: vec![MAX_REQUEST_SIZE_EXCEEDED.into()],
@@ -227,7 +263,7 @@ mod tests {
             response_stream: Some("data: {}\n\n".into()),
             time_to_first_token_ms: Some(1),
             stream_chunks: Some(2),
-            stream_status: Some(STREAM_COMPLETED.into()),
+            stream_status: Some(StreamStatus::Completed),
             prompt_tokens: Some(3),
             completion_tokens: Some(4),
             total_tokens: Some(7),
@@ -250,6 +286,25 @@ mod tests {
         // The body is in the frame as it is: no escaping.
         let body = record.request.as_deref().unwrap().as_bytes();
         assert!(frame.windows(body.len()).any(|w| w == body));
+        // Encodings and stream statuses are written as their column values, as before they
+        // had types of their own.
+        for value in ["base64", "completed"] {
+            assert!(frame.windows(value.len()).any(|w| w == value.as_bytes()), "{value}");
+        }
+    }
+
+    #[test]
+    fn encodings_and_stream_statuses_read_as_their_column_values() {
+        for encoding in [BodyEncoding::Utf8, BodyEncoding::Base64] {
+            assert_eq!(BodyEncoding::parse(encoding.as_str()), Some(encoding));
+            assert_eq!(serde_json::to_value(encoding).unwrap(), encoding.as_str());
+        }
+        assert_eq!(BodyEncoding::parse("gzip"), None);
+        for status in [StreamStatus::Completed, StreamStatus::Cancelled, StreamStatus::Broken] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            let frame = rmp_serde::to_vec(status.as_str()).unwrap();
+            assert_eq!(rmp_serde::from_slice::<StreamStatus>(&frame).unwrap(), status);
+        }
     }
 
     #[test]

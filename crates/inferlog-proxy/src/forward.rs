@@ -1,4 +1,11 @@
-//! Routing and forwarding to the upstream.
+//! Routing and forwarding to the upstream: the request path of every exchange.
+//!
+//! [`handle`] runs the phases in order around one [`Exchange`] (authorize → read the body →
+//! choose a target, copy to the shadow → forward → tap). Every phase that fails answers with
+//! a gateway error through [`Exchange::fail`], which records it when the request was
+//! sampled; a request that reaches the tap is recorded by the tap, exactly once, however its
+//! body ends. Nothing here awaits the capture pipeline except in `sync`/`fsync` durability,
+//! where the log's acknowledgement is the end of the response.
 
 use crate::admin::{CaptureState, CaptureStateStore, TrafficState, TrafficStateStore};
 use crate::auth::{Authenticator, Role};
@@ -17,12 +24,12 @@ use hyper_util::client::legacy::Client;
 use hyper_rustls::HttpsConnector;
 use hyper_util::rt::TokioExecutor;
 use inferlog_capture::{CaptureHandle, SubmitOutcome};
-use inferlog_core::record::MAX_REQUEST_SIZE_EXCEEDED;
+use inferlog_core::record::{BodyEncoding, MAX_REQUEST_SIZE_EXCEEDED};
 use inferlog_core::config::{ShadowSettings, TargetSettings};
 use inferlog_core::{EndpointSettings, Record};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -357,208 +364,311 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
     response
 }
 
+/// The request path, phase by phase, around one [`Exchange`]: authorize, read the body,
+/// choose a target (and copy to the shadow), forward, and hand the response to the tap that
+/// records it. Any phase that fails answers with a gateway error through [`Exchange::fail`],
+/// which records it.
 async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> Response {
-    let received_at = req.extensions().get::<crate::server::RequestReceived>().map_or_else(Instant::now, |r| r.0);
-    let timestamp_ms = now_ms();
-    let request_id = uuid::Uuid::now_v7().to_string();
-    // Who calls, before whether the endpoint exists: a caller without rights learns nothing.
-    let peer = req.extensions().get::<axum::extract::ConnectInfo<crate::tls::ClientAddr>>().map(|c| c.0 .0);
-    let public = gw.endpoints.get(&name).is_some_and(|e| e.settings.public);
-    let requester = if public || !gw.auth.enabled() {
-        gw.auth.caller(req.headers()).and_then(|c| c.name)
-    } else {
-        let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        match gw.auth.authorize(peer, req.headers(), Some(&name), Role::Invoke).await {
-            Ok(caller) => caller.name,
-            Err(e) => return with_request_id(e.into_response(), &request_id),
-        }
+    let arrival = Arrival::of(&req);
+    let requester = match authorize(&gw, &name, req.headers(), arrival.peer).await {
+        Ok(requester) => requester,
+        Err(e) => return with_request_id(e.into_response(), &arrival.request_id),
     };
     let Some(endpoint) = gw.endpoints.get(&name).cloned() else {
-        return with_request_id(GatewayError::EndpointNotFound(name).into_response(), &request_id);
+        return with_request_id(GatewayError::EndpointNotFound(name).into_response(), &arrival.request_id);
     };
-    let sampled = endpoint.sample();
     let (parts, body) = req.into_parts();
-    let path = format!("/{rest}");
-
-    // Phase 2: the request body, bounded in size and, over all requests, in memory. The
-    // memory is held until the upstream has answered (and by a shadow holding a copy).
-    let limit = gw.options.max_request_bytes;
-    let declared = declared_length(&parts.headers);
-    let mut body_memory = gw.request_memory.reserve(0).expect("nothing always fits");
-    let body = if declared.is_some_and(|n| n > limit as u64) {
-        Err(GatewayError::RequestTooLarge { limit })
-    } else {
-        let timeout = gw.options.request_body_timeout;
-        let budgeted = BudgetedBody::new(body, &mut body_memory, limit);
-        // From the head's arrival, as the connection's own body deadline counts.
-        match tokio::time::timeout_at((received_at + timeout).into(), Limited::new(budgeted, limit).collect()).await {
-            Err(_) => Err(GatewayError::RequestBodyTimeout { timeout_ms: timeout.as_millis() }),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e))
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some()
-                    || matches!(e.downcast_ref(), Some(BodyRefused::TooLarge)) =>
-            {
-                Err(GatewayError::RequestTooLarge { limit })
-            }
-            Ok(Err(e)) if matches!(e.downcast_ref(), Some(BodyRefused::MemorySpent)) => Err(request_memory_full(&gw)),
-            Ok(Err(e)) => Err(GatewayError::BadRequestBody(e.to_string())),
-        }
+    let mut exchange = Exchange::begin(gw, endpoint, arrival, requester, &parts, &rest);
+    // Held until the upstream has answered (and by a shadow holding a copy).
+    let (body, _body_memory) = match exchange.read_body(&parts.headers, body).await {
+        Ok(read) => read,
+        Err(err) => return exchange.fail(err, None).await,
     };
-    let body_memory = Arc::new(body_memory);
+    let target = exchange.choose_target(&parts.headers);
+    exchange.copy_to_shadow(&parts, &rest, &body, &_body_memory);
+    let forward = UpstreamRequest { method: &parts.method, headers: &parts.headers, rest: &rest, query: parts.uri.query(), body };
+    let timeout = exchange.gw.options.upstream_timeout;
+    let (response, forwarded_at) = match send_upstream(&exchange.gw, &target.upstream, forward, &exchange.request_id, timeout).await {
+        Ok(answered) => answered,
+        Err(failed) => return exchange.fail(failed.error, failed.forwarded_at).await,
+    };
+    exchange.tap(response, forwarded_at).await
+}
 
-    let target = endpoint.choose_target(&parts.headers).clone();
-    let mut record = sampled.map(|fraction| {
-        let mut r = new_record(&gw, &endpoint, &parts.method, &path, &parts.headers, &request_id, timestamp_ms, fraction);
-        r.requester = requester.clone();
-        r.model_version = target.model_version.clone();
-        r.served_target = Some(target.name.clone());
-        r
-    });
-    let capture = &endpoint.settings.capture;
-    let mut oversize = (capture.oversize == inferlog_core::config::Oversize::Offload)
-        .then(|| OversizeAllowance::new(capture.max_payload_bytes, gw.offload_budget.clone()));
-    if let Some(r) = record.as_mut() {
-        match body.as_ref() {
-            Ok(bytes) => {
-                // The record's text of the body: as long, or a third longer in base64.
-                let over_budget = bytes.len() > capture.max_payload_bytes
-                    && oversize.as_mut().is_some_and(|allowance| !allowance.grow(bytes.len() / 3 * 4 + 4));
-                let keep = if over_budget { capture.max_payload_bytes } else { capture.kept_body_bytes() };
-                set_request(r, bytes, &parts.headers, keep)
-            }
-            // The body was refused: keep what is known of it.
-            Err(_) => {
-                r.request_bytes = declared_length(&parts.headers).unwrap_or(0) as i64;
-                r.client_request_id = client_request_id_from_headers(&parts.headers);
-            }
+/// What is known of a request the moment its head arrived.
+struct Arrival {
+    received_at: Instant,
+    timestamp_ms: i64,
+    /// The row's id (a UUIDv7), answered to every request, recorded or not.
+    request_id: String,
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl Arrival {
+    fn of(req: &Request) -> Arrival {
+        Arrival {
+            received_at: req.extensions().get::<crate::server::RequestReceived>().map_or_else(Instant::now, |r| r.0),
+            timestamp_ms: now_ms(),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            peer: req.extensions().get::<axum::extract::ConnectInfo<crate::tls::ClientAddr>>().map(|c| c.0 .0),
         }
     }
-    let body = match body {
-        Ok(b) => b,
-        Err(err) => return gateway_error(&endpoint, record, err, received_at, None, &request_id).await,
-    };
+}
 
-    // A copy to the shadow, in the background: never awaited, never seen by the caller.
-    if let (Some(primary), Some(shadow)) = (record.as_ref(), endpoint.shadow_draw()) {
-        match gw.shadow_permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let copy = ShadowCopy {
-                    method: parts.method.clone(),
-                    headers: parts.headers.clone(),
-                    rest: rest.clone(),
-                    query: parts.uri.query().map(str::to_string),
-                    body: body.clone(),
-                    _body_memory: body_memory.clone(),
-                    primary: primary.clone(),
-                };
-                tokio::spawn(shadow_exchange(gw.clone(), endpoint.clone(), shadow.clone(), copy, permit));
+/// The caller's name when it may invoke endpoint `name` (or the endpoint is public). Decided
+/// before whether the endpoint exists: a caller without rights learns nothing.
+async fn authorize(
+    gw: &Gateway,
+    name: &str,
+    headers: &HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Option<String>, GatewayError> {
+    let public = gw.endpoints.get(name).is_some_and(|e| e.settings.public);
+    if public || !gw.auth.enabled() {
+        return Ok(gw.auth.caller(headers).and_then(|c| c.name));
+    }
+    let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    Ok(gw.auth.authorize(peer, headers, Some(name), Role::Invoke).await?.name)
+}
+
+/// One exchange between a caller and an endpoint, from its authorized head to the response
+/// handed to the tap: what every phase reads, and the record they fill in when the request
+/// is sampled.
+struct Exchange {
+    gw: Arc<Gateway>,
+    endpoint: Arc<Endpoint>,
+    received_at: Instant,
+    request_id: String,
+    /// The record of a sampled request, request side first.
+    record: Option<Record>,
+    /// With `oversize = "offload"`: what the record may keep beyond `max_payload_bytes`.
+    oversize: Option<OversizeAllowance>,
+}
+
+impl Exchange {
+    /// The exchange of an authorized request to `endpoint`, sampled or not (decided once here).
+    fn begin(
+        gw: Arc<Gateway>,
+        endpoint: Arc<Endpoint>,
+        arrival: Arrival,
+        requester: Option<String>,
+        head: &axum::http::request::Parts,
+        rest: &str,
+    ) -> Exchange {
+        let record = endpoint.sample().map(|sampling_fraction| {
+            let request_metadata = gw
+                .metadata_headers
+                .iter()
+                .filter_map(|name| Some((name.as_str().to_string(), header_string(&head.headers, name.as_str())?)))
+                .collect();
+            Record {
+                request_id: arrival.request_id.clone(),
+                timestamp_ms: arrival.timestamp_ms,
+                endpoint_name: endpoint.settings.name.clone(),
+                model_name: endpoint.settings.model_name.clone(),
+                model_version: endpoint.settings.model_version.clone(),
+                method: head.method.to_string(),
+                path: format!("/{rest}"),
+                sampling_fraction,
+                request_content_type: header_string(&head.headers, header::CONTENT_TYPE.as_str()),
+                requester,
+                request_metadata,
+                ..Default::default()
             }
-            Err(_) => metrics::counter!("inferlog_shadow_skipped_total", "endpoint" => endpoint.settings.name.clone()).increment(1),
-        }
+        });
+        let capture = &endpoint.settings.capture;
+        let oversize = (record.is_some() && capture.oversize == inferlog_core::config::Oversize::Offload)
+            .then(|| OversizeAllowance::new(capture.max_payload_bytes, gw.offload_budget.clone()));
+        Exchange { received_at: arrival.received_at, request_id: arrival.request_id, gw, endpoint, record, oversize }
     }
 
-    // Phase 3: forward.
-    let upstream_uri = match upstream_uri(&target.upstream, &rest, parts.uri.query()) {
-        Ok(u) => u,
-        Err(reason) => {
-            let err = GatewayError::UpstreamUnreachable { upstream: target.upstream.to_string(), reason, kind: UpstreamFailure::Other };
-            return gateway_error(&endpoint, record, err, received_at, None, &request_id).await;
+    /// The request body, bounded in size (`max_request_bytes`), in time (from the head's
+    /// arrival, as the connection's own body deadline counts) and, over all requests, in
+    /// memory; with the memory it holds. The record gets the request side either way.
+    async fn read_body(&mut self, headers: &HeaderMap, body: Body) -> Result<(Bytes, Arc<crate::budget::Reservation>), GatewayError> {
+        let limit = self.gw.options.max_request_bytes;
+        let declared = declared_length(headers);
+        let mut memory = self.gw.request_memory.reserve(0).expect("nothing always fits");
+        let read = if declared.is_some_and(|n| n > limit as u64) {
+            Err(GatewayError::RequestTooLarge { limit })
+        } else {
+            let timeout = self.gw.options.request_body_timeout;
+            let budgeted = BudgetedBody::new(body, &mut memory, limit);
+            match tokio::time::timeout_at((self.received_at + timeout).into(), Limited::new(budgeted, limit).collect()).await {
+                Err(_) => Err(GatewayError::RequestBodyTimeout { timeout_ms: timeout.as_millis() }),
+                Ok(Ok(collected)) => Ok(collected.to_bytes()),
+                Ok(Err(e))
+                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some()
+                        || matches!(e.downcast_ref(), Some(BodyRefused::TooLarge)) =>
+                {
+                    Err(GatewayError::RequestTooLarge { limit })
+                }
+                Ok(Err(e)) if matches!(e.downcast_ref(), Some(BodyRefused::MemorySpent)) => Err(request_memory_full(&self.gw)),
+                Ok(Err(e)) => Err(GatewayError::BadRequestBody(e.to_string())),
+            }
+        };
+        if let Some(record) = self.record.as_mut() {
+            match &read {
+                Ok(bytes) => {
+                    let capture = &self.endpoint.settings.capture;
+                    // The record's text of the body: as long, or a third longer in base64.
+                    let over_budget = bytes.len() > capture.max_payload_bytes
+                        && self.oversize.as_mut().is_some_and(|allowance| !allowance.grow(bytes.len() / 3 * 4 + 4));
+                    let keep = if over_budget { capture.max_payload_bytes } else { capture.kept_body_bytes() };
+                    set_request(record, bytes, headers, keep);
+                }
+                // The body was refused: keep what is known of it.
+                Err(_) => {
+                    record.request_bytes = declared.unwrap_or(0) as i64;
+                    record.client_request_id = client_request_id_from_headers(headers);
+                }
+            }
         }
-    };
-    let mut upstream_req = hyper::Request::builder()
-        .method(parts.method.clone())
-        .uri(upstream_uri)
-        .body(Full::new(body))
-        .expect("request parts are valid");
-    *upstream_req.headers_mut() = upstream_headers(&parts.headers, &request_id);
-    let forwarded_at = Instant::now();
-    let result = tokio::time::timeout(gw.options.upstream_timeout, gw.client.request(upstream_req)).await;
-    let response = match result {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => {
-            let err = GatewayError::upstream_unreachable(&target.upstream, &e);
-            return gateway_error(&endpoint, record, err, received_at, None, &request_id).await;
-        }
-        Err(_) => {
-            let err = GatewayError::UpstreamTimeout {
-                upstream: target.upstream.to_string(),
-                timeout_ms: gw.options.upstream_timeout.as_millis(),
-            };
-            return gateway_error(&endpoint, record, err, received_at, Some(forwarded_at), &request_id).await;
-        }
-    };
-    let upstream_elapsed = forwarded_at.elapsed();
-    endpoint.upstream_duration.record(upstream_elapsed.as_secs_f64());
-    endpoint.count_request(response.status().as_u16());
+        Ok((read?, Arc::new(memory)))
+    }
 
-    // Phase 4 and 5: stream back through the tap.
-    let (mut resp_parts, incoming) = response.into_parts();
-    strip_hop_by_hop(&mut resp_parts.headers);
-    let inflight = match (record, endpoint.capture.clone()) {
-        (Some(mut record), Some(handle)) => {
-            record.status_code = resp_parts.status.as_u16() as i32;
-            record.response_content_type = header_string(&resp_parts.headers, header::CONTENT_TYPE.as_str());
-            let stream = assembler_for(&resp_parts.headers, endpoint.settings.capture.max_payload_bytes);
-            Some(InFlight {
-                record,
-                handle,
-                limit: response_limit(&endpoint.settings.capture, stream.is_some()),
-                received_at,
-                forwarded_at,
-                body: Vec::new(),
-                total: 0,
-                stream,
-                cancelled_because: CLIENT_LEFT,
-                oversize,
-                time_to_first_token: Some(endpoint.time_to_first_token.clone()),
-            })
+    /// The target that answers this request; the record names it.
+    fn choose_target(&mut self, headers: &HeaderMap) -> TargetSettings {
+        let target = self.endpoint.choose_target(headers).clone();
+        if let Some(record) = self.record.as_mut() {
+            record.model_version = target.model_version.clone();
+            record.served_target = Some(target.name.clone());
         }
-        _ => None,
-    };
-    let hold_back = inflight.as_ref().is_some_and(|i| i.handle.durability() != inferlog_core::Durability::Async);
-    let timer = ExchangeTimer { received_at, histogram: endpoint.exchange_duration.clone() };
-    if incoming.is_end_stream() {
-        // No body (HEAD, 204, 304, `content-length: 0`): the server will never poll one, so
-        // the record is completed here.
-        if let Some(inflight) = inflight {
-            if let SubmitOutcome::AwaitLog(rx) = inflight.finish(crate::tap::BodyEnd::Completed) {
+        target
+    }
+
+    /// For a recorded request drawn into the shadow share: a copy to the shadow, sent in the
+    /// background, never awaited and never seen by the caller.
+    fn copy_to_shadow(&self, head: &axum::http::request::Parts, rest: &str, body: &Bytes, body_memory: &Arc<crate::budget::Reservation>) {
+        let (Some(primary), Some(shadow)) = (self.record.as_ref(), self.endpoint.shadow_draw()) else { return };
+        let Ok(permit) = self.gw.shadow_permits.clone().try_acquire_owned() else {
+            metrics::counter!("inferlog_shadow_skipped_total", "endpoint" => self.endpoint.settings.name.clone()).increment(1);
+            return;
+        };
+        let copy = ShadowCopy {
+            method: head.method.clone(),
+            headers: head.headers.clone(),
+            rest: rest.to_string(),
+            query: head.uri.query().map(str::to_string),
+            body: body.clone(),
+            _body_memory: body_memory.clone(),
+            primary: primary.clone(),
+        };
+        tokio::spawn(shadow_exchange(self.gw.clone(), self.endpoint.clone(), shadow.clone(), copy, permit));
+    }
+
+    /// Streams the upstream's answer back through the tap, which records it as it ends.
+    async fn tap(self, response: hyper::Response<hyper::body::Incoming>, forwarded_at: Instant) -> Response {
+        let Exchange { endpoint, received_at, request_id, record, oversize, .. } = self;
+        endpoint.upstream_duration.record(forwarded_at.elapsed().as_secs_f64());
+        endpoint.count_request(response.status().as_u16());
+        let (mut head, incoming) = response.into_parts();
+        strip_hop_by_hop(&mut head.headers);
+        let inflight = match (record, endpoint.capture.clone()) {
+            (Some(mut record), Some(handle)) => {
+                record.status_code = head.status.as_u16() as i32;
+                record.response_content_type = header_string(&head.headers, header::CONTENT_TYPE.as_str());
+                let stream = assembler_for(&head.headers, endpoint.settings.capture.max_payload_bytes);
+                Some(InFlight {
+                    record,
+                    handle,
+                    limit: response_limit(&endpoint.settings.capture, stream.is_some()),
+                    received_at,
+                    forwarded_at,
+                    body: Vec::new(),
+                    total: 0,
+                    stream,
+                    cancelled_because: CLIENT_LEFT,
+                    oversize,
+                    time_to_first_token: Some(endpoint.time_to_first_token.clone()),
+                })
+            }
+            _ => None,
+        };
+        let hold_back = inflight.as_ref().is_some_and(|i| i.handle.durability() != inferlog_core::Durability::Async);
+        let timer = ExchangeTimer { received_at, histogram: endpoint.exchange_duration.clone() };
+        if incoming.is_end_stream() {
+            // No body (HEAD, 204, 304, `content-length: 0`): the server will never poll one, so
+            // the record is completed here.
+            if let Some(inflight) = inflight {
+                if let SubmitOutcome::AwaitLog(rx) = inflight.finish(crate::tap::BodyEnd::Completed) {
+                    let _ = rx.await;
+                }
+            }
+            timer.stop();
+            return with_request_id(Response::from_parts(head, Body::empty()), &request_id);
+        }
+        let body = Body::new(TapBody::new(incoming, inflight, hold_back, Some(timer)));
+        with_request_id(Response::from_parts(head, body), &request_id)
+    }
+
+    /// Answers with a gateway error, recording it first when the request was sampled.
+    async fn fail(self, err: GatewayError, forwarded_at: Option<Instant>) -> Response {
+        let Exchange { endpoint, received_at, request_id, record, .. } = self;
+        let status = err.status();
+        endpoint.count_request(status.as_u16());
+        tracing::debug!(endpoint = %endpoint.settings.name, request_id, error = %err, "gateway error");
+        if let (Some(mut record), Some(handle)) = (record, endpoint.capture.as_ref()) {
+            set_gateway_error(&mut record, &err, received_at, forwarded_at);
+            if let SubmitOutcome::AwaitLog(rx) = handle.submit(record) {
                 let _ = rx.await;
             }
         }
-        timer.stop();
-        return with_request_id(Response::from_parts(resp_parts, Body::empty()), &request_id);
+        let unread_body = matches!(err, GatewayError::RequestTooLarge { .. } | GatewayError::RequestBodyTimeout { .. });
+        let mut response = with_request_id(err.into_response(), &request_id);
+        // The gateway's own answer is complete once made.
+        ExchangeTimer { received_at, histogram: endpoint.exchange_duration.clone() }.stop();
+        if unread_body {
+            // The rest of the body was never read, so this connection cannot carry another request.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
-    let body = Body::new(TapBody::new(incoming, inflight, hold_back, Some(timer)));
-    with_request_id(Response::from_parts(resp_parts, body), &request_id)
 }
 
-/// Answers with a gateway error, recording it first when the request was sampled.
-async fn gateway_error(
-    endpoint: &Endpoint,
-    record: Option<Record>,
-    err: GatewayError,
-    received_at: Instant,
+/// What is sent upstream: the request as the gateway received it, to `{upstream}/{rest}?{query}`.
+struct UpstreamRequest<'a> {
+    method: &'a Method,
+    headers: &'a HeaderMap,
+    rest: &'a str,
+    query: Option<&'a str>,
+    body: Bytes,
+}
+
+/// Why an upstream did not answer, and when the request had gone out (a timeout only).
+struct UpstreamFailed {
+    error: GatewayError,
     forwarded_at: Option<Instant>,
+}
+
+/// Sends `request` to `upstream` (with `x-request-id: {request_id}`) and waits for the head of
+/// its response for up to `timeout`: the response and when the request went out.
+async fn send_upstream(
+    gw: &Gateway,
+    upstream: &url::Url,
+    request: UpstreamRequest<'_>,
     request_id: &str,
-) -> Response {
-    let status = err.status();
-    endpoint.count_request(status.as_u16());
-    tracing::debug!(endpoint = %endpoint.settings.name, request_id, error = %err, "gateway error");
-    if let (Some(mut record), Some(handle)) = (record, endpoint.capture.as_ref()) {
-        set_gateway_error(&mut record, &err, received_at, forwarded_at);
-        if let SubmitOutcome::AwaitLog(rx) = handle.submit(record) {
-            let _ = rx.await;
-        }
+    timeout: Duration,
+) -> Result<(hyper::Response<hyper::body::Incoming>, Instant), UpstreamFailed> {
+    let uri = upstream_uri(upstream, request.rest, request.query).map_err(|reason| UpstreamFailed {
+        error: GatewayError::UpstreamUnreachable { upstream: upstream.to_string(), reason, kind: UpstreamFailure::Other },
+        forwarded_at: None,
+    })?;
+    let mut outgoing = hyper::Request::builder()
+        .method(request.method.clone())
+        .uri(uri)
+        .body(Full::new(request.body))
+        .expect("request parts are valid");
+    *outgoing.headers_mut() = upstream_headers(request.headers, request_id);
+    let forwarded_at = Instant::now();
+    match tokio::time::timeout(timeout, gw.client.request(outgoing)).await {
+        Ok(Ok(response)) => Ok((response, forwarded_at)),
+        Ok(Err(e)) => Err(UpstreamFailed { error: GatewayError::upstream_unreachable(upstream, &e), forwarded_at: None }),
+        Err(_) => Err(UpstreamFailed {
+            error: GatewayError::UpstreamTimeout { upstream: upstream.to_string(), timeout_ms: timeout.as_millis() },
+            forwarded_at: Some(forwarded_at),
+        }),
     }
-    let unread_body = matches!(err, GatewayError::RequestTooLarge { .. } | GatewayError::RequestBodyTimeout { .. });
-    let mut response = with_request_id(err.into_response(), request_id);
-    // The gateway's own answer is complete once made.
-    ExchangeTimer { received_at, histogram: endpoint.exchange_duration.clone() }.stop();
-    if unread_body {
-        // The rest of the body was never read, so this connection cannot carry another request.
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
 }
 
 /// The response side of a record whose answer is the gateway's own error.
@@ -569,55 +679,9 @@ fn set_gateway_error(record: &mut Record, err: &GatewayError, received_at: Insta
     record.response_bytes = body.len() as i64;
     record.response = Some(body);
     record.response_content_type = Some("application/json".into());
-    record.response_encoding = Some(inferlog_core::record::ENCODING_UTF8.into());
+    record.response_encoding = Some(BodyEncoding::Utf8);
     record.execution_time_ms = forwarded_at.map(|t| t.elapsed().as_millis() as i64);
     record.latency_ms = received_at.elapsed().as_millis() as i64;
-}
-
-#[allow(clippy::too_many_arguments)]
-fn new_record(
-    gw: &Gateway,
-    endpoint: &Endpoint,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    request_id: &str,
-    timestamp_ms: i64,
-    sampling_fraction: f64,
-) -> Record {
-    let mut request_metadata = BTreeMap::new();
-    for name in &gw.metadata_headers {
-        if let Some(v) = header_string(headers, name.as_str()) {
-            request_metadata.insert(name.as_str().to_string(), v);
-        }
-    }
-    Record {
-        request_id: request_id.to_string(),
-        client_request_id: None,
-        timestamp_ms,
-        endpoint_name: endpoint.settings.name.clone(),
-        model_name: endpoint.settings.model_name.clone(),
-        model_version: endpoint.settings.model_version.clone(),
-        method: method.to_string(),
-        path: path.to_string(),
-        status_code: 0,
-        execution_time_ms: None,
-        latency_ms: 0,
-        sampling_fraction,
-        request: None,
-        response: None,
-        request_content_type: header_string(headers, header::CONTENT_TYPE.as_str()),
-        response_content_type: None,
-        request_encoding: None,
-        response_encoding: None,
-        request_bytes: 0,
-        response_bytes: 0,
-        logging_error_codes: Vec::new(),
-        error: None,
-        requester: None,
-        request_metadata,
-        ..Default::default()
-    }
 }
 
 fn set_request(record: &mut Record, body: &Bytes, headers: &HeaderMap, limit: usize) {
@@ -702,38 +766,18 @@ async fn shadow_exchange(
     // shadows' bodies do not take from the offload budget.
     let inline_max = endpoint.settings.capture.max_payload_bytes;
     if let Some(request) = record.request.as_mut().filter(|r| r.len() > inline_max) {
-        let base64 = record.request_encoding.as_deref() == Some(inferlog_core::record::ENCODING_BASE64);
+        let base64 = record.request_encoding == Some(BodyEncoding::Base64);
         inferlog_capture::offload::cut_text(request, inline_max, base64);
         record.logging_error_codes.push(MAX_REQUEST_SIZE_EXCEEDED.to_string());
     }
-    let fail = |mut record: Record, err: GatewayError, forwarded_at: Option<Instant>| {
-        set_gateway_error(&mut record, &err, received_at, forwarded_at);
-        let _ = handle.submit(record);
-    };
-    let uri = match upstream_uri(&shadow.upstream, &copy.rest, copy.query.as_deref()) {
-        Ok(uri) => uri,
-        Err(reason) => {
-            let err = GatewayError::UpstreamUnreachable { upstream: shadow.upstream.to_string(), reason, kind: UpstreamFailure::Other };
-            return fail(record, err, None);
-        }
-    };
-    let mut request = hyper::Request::builder()
-        .method(copy.method)
-        .uri(uri)
-        .body(Full::new(copy.body))
-        .expect("request parts are valid");
-    *request.headers_mut() = upstream_headers(&copy.headers, &record.request_id);
-    let forwarded_at = Instant::now();
-    let deadline = tokio::time::Instant::now() + shadow.timeout;
-    let response = match tokio::time::timeout_at(deadline, gw.client.request(request)).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => {
-            let err = GatewayError::upstream_unreachable(&shadow.upstream, &e);
-            return fail(record, err, None);
-        }
-        Err(_) => {
-            let err = GatewayError::UpstreamTimeout { upstream: shadow.upstream.to_string(), timeout_ms: shadow.timeout.as_millis() };
-            return fail(record, err, Some(forwarded_at));
+    let request =
+        UpstreamRequest { method: &copy.method, headers: &copy.headers, rest: &copy.rest, query: copy.query.as_deref(), body: copy.body };
+    let (response, forwarded_at) = match send_upstream(&gw, &shadow.upstream, request, &record.request_id, shadow.timeout).await {
+        Ok(answered) => answered,
+        Err(failed) => {
+            set_gateway_error(&mut record, &failed.error, received_at, failed.forwarded_at);
+            let _ = handle.submit(record);
+            return;
         }
     };
     let (parts, incoming) = response.into_parts();
@@ -755,9 +799,10 @@ async fn shadow_exchange(
         time_to_first_token: None,
     };
     // Reading the body to its end through the tap completes and submits the record; at the
-    // deadline the tap is dropped, which records what arrived.
+    // deadline (the shadow's timeout covers the whole exchange) the tap is dropped, which
+    // records what arrived.
     let mut body = TapBody::new(incoming, Some(inflight), false, None);
-    let _ = tokio::time::timeout_at(deadline, async {
+    let _ = tokio::time::timeout_at((forwarded_at + shadow.timeout).into(), async {
         while let Some(frame) = body.frame().await {
             if frame.is_err() {
                 break;

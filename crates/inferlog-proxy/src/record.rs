@@ -1,27 +1,27 @@
 //! Building a [`Record`] from the pieces of an exchange.
 
 use base64::Engine;
-use inferlog_core::record::{ENCODING_BASE64, ENCODING_UTF8};
+use inferlog_core::record::BodyEncoding;
 use inferlog_core::Record;
 
 /// A body as stored: UTF-8 text as is, anything else base64; cut at `limit` bytes (on a
 /// character boundary for text). Returns (text, encoding, was_cut).
-pub fn encode_body(bytes: &[u8], limit: usize) -> (Option<String>, Option<String>, bool) {
+pub fn encode_body(bytes: &[u8], limit: usize) -> (Option<String>, Option<BodyEncoding>, bool) {
     if bytes.is_empty() {
         return (None, None, false);
     }
     let cut = bytes.len() > limit;
     let kept = &bytes[..bytes.len().min(limit)];
     match std::str::from_utf8(kept) {
-        Ok(text) => (Some(text.to_owned()), Some(ENCODING_UTF8.into()), cut),
+        Ok(text) => (Some(text.to_owned()), Some(BodyEncoding::Utf8), cut),
         // A cut through a multi-byte character leaves valid text before it.
         Err(e) if cut && e.error_len().is_none() => {
             let text = std::str::from_utf8(&kept[..e.valid_up_to()]).expect("valid prefix");
-            (Some(text.to_owned()), Some(ENCODING_UTF8.into()), cut)
+            (Some(text.to_owned()), Some(BodyEncoding::Utf8), cut)
         }
         Err(_) => (
             Some(base64::engine::general_purpose::STANDARD.encode(kept)),
-            Some(ENCODING_BASE64.into()),
+            Some(BodyEncoding::Base64),
             cut,
         ),
     }

@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use inferlog_capture::{CaptureHandle, SubmitOutcome};
 use inferlog_core::llm::StreamAssembler;
-use inferlog_core::record::{STREAM_BROKEN, STREAM_CANCELLED, STREAM_COMPLETED};
+use inferlog_core::record::StreamStatus;
 use inferlog_core::Record;
 use std::future::Future;
 use std::pin::Pin;
@@ -144,14 +144,11 @@ impl InFlight {
             r.completion_tokens = assembled.usage.completion_tokens;
             r.total_tokens = assembled.usage.total_tokens;
             r.llm_model = assembled.model;
-            r.stream_status = Some(
-                match end {
-                    BodyEnd::Completed => STREAM_COMPLETED,
-                    BodyEnd::Cancelled => STREAM_CANCELLED,
-                    BodyEnd::Broken(_) => STREAM_BROKEN,
-                }
-                .to_string(),
-            );
+            r.stream_status = Some(match end {
+                BodyEnd::Completed => StreamStatus::Completed,
+                BodyEnd::Cancelled => StreamStatus::Cancelled,
+                BodyEnd::Broken(_) => StreamStatus::Broken,
+            });
             if assembled.cut && !r.logging_error_codes.iter().any(|c| c == inferlog_core::record::MAX_RESPONSE_SIZE_EXCEEDED) {
                 r.logging_error_codes.push(inferlog_core::record::MAX_RESPONSE_SIZE_EXCEEDED.to_string());
             }

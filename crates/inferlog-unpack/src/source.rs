@@ -9,6 +9,8 @@
 
 use crate::UnpackError;
 use base64::Engine;
+use inferlog_core::record::BodyEncoding;
+use inferlog_table::schema::PayloadColumn;
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Int32Type, Int64Type};
@@ -22,27 +24,27 @@ use deltalake::logstore::object_store::{path::Path as StorePath, ObjectStore, Ob
 use std::sync::Arc;
 
 /// Columns of the payload table an unpack reads.
-const SOURCE_COLUMNS: [&str; 11] = [
-    "request_id",
-    "client_request_id",
-    "timestamp_ms",
-    "model_version",
-    "status_code",
-    "request",
-    "response",
-    "request_content_type",
-    "response_content_type",
-    "request_encoding",
-    "response_encoding",
+const SOURCE_COLUMNS: [PayloadColumn; 11] = [
+    PayloadColumn::RequestId,
+    PayloadColumn::ClientRequestId,
+    PayloadColumn::TimestampMs,
+    PayloadColumn::ModelVersion,
+    PayloadColumn::StatusCode,
+    PayloadColumn::Request,
+    PayloadColumn::Response,
+    PayloadColumn::RequestContentType,
+    PayloadColumn::ResponseContentType,
+    PayloadColumn::RequestEncoding,
+    PayloadColumn::ResponseEncoding,
 ];
 
 /// Pointers to offloaded bodies (`oversize = "offload"`); older tables lack them.
-const OFFLOAD_COLUMNS: [&str; 2] = ["request_offload", "response_offload"];
+const OFFLOAD_COLUMNS: [PayloadColumn; 2] = [PayloadColumn::RequestOffload, PayloadColumn::ResponseOffload];
 
 /// Shadow exchanges (rows with `shadow_of`) are not unpacked: the unpacked table, monitoring
 /// and `labeled()` describe the traffic callers were answered with. Older tables may lack the
 /// column.
-const SHADOW_OF: &str = "shadow_of";
+const SHADOW_OF: &str = PayloadColumn::ShadowOf.name();
 
 /// Beyond this many commits to read one by one, comparing tables is cheaper.
 const MAX_INCREMENTAL_VERSIONS: i64 = 10_000;
@@ -102,15 +104,14 @@ impl SourceRow {
 
 /// The columns to read from a payload table with this schema.
 fn columns_to_read(schema: &deltalake::datafusion::common::DFSchema) -> Vec<&'static str> {
-    let mut columns = SOURCE_COLUMNS.to_vec();
-    columns.extend(OFFLOAD_COLUMNS.into_iter().filter(|c| schema.has_column_with_unqualified_name(c)));
-    columns
+    let optional = OFFLOAD_COLUMNS.iter().filter(|c| schema.has_column_with_unqualified_name(c.name()));
+    SOURCE_COLUMNS.iter().chain(optional).map(|c| c.name()).collect()
 }
 
 fn decode<'a>(text: Option<&'a str>, encoding: Option<&str>) -> Option<Result<Cow<'a, [u8]>, String>> {
     let text = text.filter(|t| !t.is_empty())?;
     Some(match encoding {
-        Some(inferlog_core::record::ENCODING_BASE64) => base64::engine::general_purpose::STANDARD
+        Some(encoding) if BodyEncoding::parse(encoding) == Some(BodyEncoding::Base64) => base64::engine::general_purpose::STANDARD
             .decode(text)
             .map(Cow::Owned)
             .map_err(|e| format!("stored body is not valid base64: {e}")),
@@ -357,61 +358,57 @@ async fn missing_rows(source: &DeltaTable, target: &DeltaTable) -> Result<Sendab
     Ok(ctx.sql(&sql).await?.execute_stream().await?)
 }
 
-fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, UnpackError> {
+fn strings(batch: &RecordBatch, column: PayloadColumn) -> Result<std::vec::IntoIter<Option<String>>, UnpackError> {
+    let name = column.name();
     let column = batch
         .column_by_name(name)
         .ok_or_else(|| UnpackError::Source(format!("the payload table has no column {name}")))?;
     let column = cast(column, &DataType::Utf8)?;
     let column = column.as_string::<i32>();
-    Ok((0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i).to_string())).collect())
+    Ok((0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i).to_string())).collect::<Vec<_>>().into_iter())
 }
 
 fn source_rows(batch: &RecordBatch, side_files: &Option<Arc<dyn ObjectStore>>) -> Result<Vec<SourceRow>, UnpackError> {
-    let column = |name: &str| {
+    let column = |column: PayloadColumn| {
         batch
-            .column_by_name(name)
-            .ok_or_else(|| UnpackError::Source(format!("the payload table has no column {name}")))
+            .column_by_name(column.name())
+            .ok_or_else(|| UnpackError::Source(format!("the payload table has no column {}", column.name())))
     };
-    let timestamps = cast(column("timestamp_ms")?, &DataType::Int64)?;
+    let timestamps = cast(column(PayloadColumn::TimestampMs)?, &DataType::Int64)?;
     let timestamps = timestamps.as_primitive::<Int64Type>();
-    let statuses = cast(column("status_code")?, &DataType::Int32)?;
+    let statuses = cast(column(PayloadColumn::StatusCode)?, &DataType::Int32)?;
     let statuses = statuses.as_primitive::<Int32Type>();
-    let mut text: Vec<std::vec::IntoIter<Option<String>>> = Vec::new();
-    for name in [
-        "request_id",
-        "client_request_id",
-        "model_version",
-        "request",
-        "response",
-        "request_content_type",
-        "response_content_type",
-        "request_encoding",
-        "response_encoding",
-    ] {
-        text.push(strings(batch, name)?.into_iter());
-    }
-    let optional = |name: &str| -> Result<Vec<Option<String>>, UnpackError> {
-        if batch.column_by_name(name).is_some() {
-            strings(batch, name)
+    // Older tables lack the offload columns: none of their rows has a side file.
+    let optional = |column: PayloadColumn| -> Result<std::vec::IntoIter<Option<String>>, UnpackError> {
+        if batch.column_by_name(column.name()).is_some() {
+            strings(batch, column)
         } else {
-            Ok(vec![None; batch.num_rows()])
+            Ok(vec![None; batch.num_rows()].into_iter())
         }
     };
-    let mut request_offloads = optional(OFFLOAD_COLUMNS[0])?.into_iter();
-    let mut response_offloads = optional(OFFLOAD_COLUMNS[1])?.into_iter();
+    let mut request_ids = strings(batch, PayloadColumn::RequestId)?;
+    let mut client_request_ids = strings(batch, PayloadColumn::ClientRequestId)?;
+    let mut model_versions = strings(batch, PayloadColumn::ModelVersion)?;
+    let mut requests = strings(batch, PayloadColumn::Request)?;
+    let mut responses = strings(batch, PayloadColumn::Response)?;
+    let mut request_content_types = strings(batch, PayloadColumn::RequestContentType)?;
+    let mut response_content_types = strings(batch, PayloadColumn::ResponseContentType)?;
+    let mut request_encodings = strings(batch, PayloadColumn::RequestEncoding)?;
+    let mut response_encodings = strings(batch, PayloadColumn::ResponseEncoding)?;
+    let mut request_offloads = optional(PayloadColumn::RequestOffload)?;
+    let mut response_offloads = optional(PayloadColumn::ResponseOffload)?;
     let mut rows = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
-        let mut next = |c: usize| text[c].next().flatten();
         rows.push(SourceRow {
-            request_id: next(0).unwrap_or_default(),
-            client_request_id: next(1),
-            model_version: next(2),
-            request: next(3),
-            response: next(4),
-            request_content_type: next(5),
-            response_content_type: next(6),
-            request_encoding: next(7),
-            response_encoding: next(8),
+            request_id: request_ids.next().flatten().unwrap_or_default(),
+            client_request_id: client_request_ids.next().flatten(),
+            model_version: model_versions.next().flatten(),
+            request: requests.next().flatten(),
+            response: responses.next().flatten(),
+            request_content_type: request_content_types.next().flatten(),
+            response_content_type: response_content_types.next().flatten(),
+            request_encoding: request_encodings.next().flatten(),
+            response_encoding: response_encodings.next().flatten(),
             timestamp_ms: timestamps.is_valid(i).then(|| timestamps.value(i)).unwrap_or_default(),
             status_code: statuses.is_valid(i).then(|| statuses.value(i)),
             request_offload: request_offloads.next().flatten(),
