@@ -56,10 +56,10 @@ row_count() {
 
 # measure SIZE ROUND VARIANT SCRIPT: one wrk run of VARIANT (direct, nginx, or a gateway
 # "off async false"-style triple), appended to $work/raw as
-# size|round|variant|req/s|p50|p99|responses|non-2xx|rows|peak RSS MiB.
+# size|round|variant|req/s|p50|p99|responses|non-2xx|rows|peak RSS MiB|dropped by reason.
 raw="$work/raw"
 measure() {
-  local size=$1 round=$2 variant=$3 script=$4 url rows="-" rss="-"
+  local size=$1 round=$2 variant=$3 script=$4 url rows="-" rss="-" dropped="-"
   case "$variant" in
     direct) url="http://127.0.0.1:$UP_PORT/invocations" ;;
     nginx) url="http://127.0.0.1:$PROXY_PORT/invocations" ;;
@@ -88,11 +88,15 @@ measure() {
   fi
   if [ -n "${label:-}" ]; then
     rss=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$gw_pid/status")
+    # Records the gateway gave up on, by reason (inferlog_capture_dropped_total), e.g. "log_full=12".
+    dropped=$(curl -s "http://$gw_addr/metrics" | awk '/^inferlog_capture_dropped_total/ && $2 > 0 {
+        match($0, /reason="[^"]*"/); r = substr($0, RSTART + 8, RLENGTH - 9); n[r] += $2 }
+      END { s = ""; for (r in n) s = s (s ? "," : "") r "=" n[r]; print (s ? s : "0") }')
     kill -TERM "$gw_pid"; wait "$gw_pid" 2>/dev/null || true
     rm -rf "$dir"
     variant="inferlog capture $label"
   fi
-  echo "$size|$round|$variant|$rps|$p50|$p99|$total|$bad|$rows|$rss" | tee -a "$raw"
+  echo "$size|$round|$variant|$rps|$p50|$p99|$total|$bad|$rows|$rss|$dropped" | tee -a "$raw"
   label="" enabled=""
 }
 
@@ -133,23 +137,31 @@ print(f"bench/run.sh {duration} {rounds} on {cores} cores, {day}, {build}. wrk 1
       f"{duration}s per variant, {rounds} rounds; JSON POSTs. The upstream is an nginx returning a fixed JSON body; "
       "the reverse proxy a second nginx (worker_processes auto). Figures are medians over the rounds; a ratio is the "
       "median of the ratios measured within each round. 'rows' is whether every round committed a row per response "
-      "(it can exceed the responses by requests still in flight when wrk stopped counting).\n")
+      "(it can exceed the responses by requests still in flight when wrk stopped counting); 'dropped' is what the "
+      "gateway counted in inferlog_capture_dropped_total, by reason, over the rounds.\n")
 for size in sizes:
     sat = [r for r in rows if r[0] == size and not r[1].startswith("paced")]
     by = {}
     for r in sat:
         by.setdefault(r[2], []).append(r)
     print(f"## {label(size)} bodies, saturated\n")
-    print("| variant | req/s | p50 ms | p99 ms | non-2xx | rows = responses | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| variant | req/s | p50 ms | p99 ms | non-2xx | rows = responses | dropped | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for v in order:
         rs = by.get(v, [])
         if not rs:
             continue
         committed = "-" if rs[0][8] == "-" else ("yes" if all(int(r[8]) >= int(r[6]) for r in rs) else "NO")
         rss = "-" if rs[0][9] == "-" else str(max(int(r[9]) for r in rs))
+        drops = {}
+        for r in rs:
+            for item in r[10].split(","):
+                if "=" in item:
+                    reason, n = item.split("=")
+                    drops[reason] = drops.get(reason, 0) + int(float(n))
+        dropped = "-" if rs[0][10] == "-" else (", ".join(f"{k} {n}" for k, n in sorted(drops.items())) or "0")
         print(f"| {names.get(v, v)} | {median([float(r[3]) for r in rs]):.0f} | {median([float(r[4]) for r in rs]):.3f} | "
-              f"{median([float(r[5]) for r in rs]):.3f} | {sum(int(r[7]) for r in rs)} | {committed} | {rss} |")
+              f"{median([float(r[5]) for r in rs]):.3f} | {sum(int(r[7]) for r in rs)} | {committed} | {dropped} | {rss} |")
     def ratio(a, b, col=3):
         per_round = {}
         for r in sat:

@@ -4,6 +4,8 @@
 # async durability, nobody scraping /metrics; the gateway's RSS is read every 30 s.
 #
 #   bench/soak.sh [seconds] [body-bytes]      (defaults 600 and 350)
+#   BENCH_GATEWAY_SETTINGS='compaction_interval_s = 0'   top-level settings added to the gateway's
+#                                                        configuration, to tell what holds memory
 #
 # Writes bench/SOAK.md and prints it.
 set -euo pipefail
@@ -19,8 +21,9 @@ start_upstream
 script=$(request_script "$size")
 
 dir="$work/data"
-printf 'listen = "127.0.0.1:0"\ndata_dir = "%s"\ndurability = "async"\n[[endpoints]]\nname = "bench"\nupstream = "http://127.0.0.1:%s"\n' \
-  "$dir" "$UP_PORT" > "$dir.toml"
+settings="${BENCH_GATEWAY_SETTINGS:-}"
+printf 'listen = "127.0.0.1:0"\ndata_dir = "%s"\ndurability = "async"\n%s\n[[endpoints]]\nname = "bench"\nupstream = "http://127.0.0.1:%s"\n' \
+  "$dir" "$settings" "$UP_PORT" > "$dir.toml"
 INFERLOG_LOG=warn "$INFERLOG" serve --config "$dir.toml" > "$dir.out" 2> "$dir.err" &
 gw_pid=$!
 pids+=("$gw_pid")
@@ -47,7 +50,7 @@ done
   echo "# Memory over a long run"
   echo
   echo "bench/soak.sh $duration $size on $(nproc) cores, $(date -u +%Y-%m-%d), $build_label: wrk 1 thread, $connections connections,"
-  echo "${duration}s of $size-byte JSON POSTs at $rps req/s ($total responses, $rows rows committed), capture on in async durability."
+  echo "${duration}s of $size-byte JSON POSTs at $rps req/s ($total responses, $rows rows committed), capture on in async durability${settings:+, with ${settings//$'\n'/, }}."
   echo "Peak RSS (VmHWM) over the run: $peak MiB."
   echo
   echo "| seconds | RSS MiB |"
