@@ -380,12 +380,12 @@ async fn handle(gw: Arc<Gateway>, name: String, rest: String, req: Request) -> R
     let (parts, body) = req.into_parts();
     let mut exchange = Exchange::begin(gw, endpoint, arrival, requester, &parts, &rest);
     // Held until the upstream has answered (and by a shadow holding a copy).
-    let (body, _body_memory) = match exchange.read_body(&parts.headers, body).await {
+    let (body, body_memory) = match exchange.read_body(&parts.headers, body).await {
         Ok(read) => read,
         Err(err) => return exchange.fail(err, None).await,
     };
     let target = exchange.choose_target(&parts.headers);
-    exchange.copy_to_shadow(&parts, &rest, &body, &_body_memory);
+    exchange.copy_to_shadow(&parts, &rest, &body, &body_memory);
     let forward = UpstreamRequest { method: &parts.method, headers: &parts.headers, rest: &rest, query: parts.uri.query(), body };
     let timeout = exchange.gw.options.upstream_timeout;
     let (response, forwarded_at) = match send_upstream(&exchange.gw, &target.upstream, forward, &exchange.request_id, timeout).await {
